@@ -1,0 +1,99 @@
+"""The event layer: versioned CloudEvents on Kafka, handled and published by services.
+
+Declare one model per (type, major version), connect versions with upcasters,
+and let a :class:`Service` handle and publish them::
+
+    from events import Event, HandlerContext, Service, upcaster
+
+    class OrderPlaced(Event, type="order.placed", version=1, topic="orders"):
+        order_id: str
+
+    inventory = Service("inventory")
+
+    @inventory.handler(OrderPlaced)
+    async def reserve(event: OrderPlaced, ctx: HandlerContext) -> None:
+        await ctx.publish(StockReserved(order_id=event.order_id))
+
+The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
+``docs/events.md``.
+"""
+
+from events._codec import DecodedRecord, decode, encode_headers, encode_payload, to_structured
+from events._consumer import ConsumerStats, UnknownTypePolicy
+from events._dead_letter import dead_letter_topic, is_dead_letter_topic
+from events._envelope import Envelope
+from events._errors import (
+    BrokerUnavailableError,
+    ChoreoError,
+    ConfigurationError,
+    DecodeError,
+    EmbeddedBrokerError,
+    InvalidEnvelopeError,
+    InvalidPayloadError,
+    MalformedJsonError,
+    MissingUpcasterError,
+    PermanentError,
+    PublishError,
+    SchemaError,
+    UnknownEventTypeError,
+    UnknownEventVersionError,
+    UnsupportedContentTypeError,
+    VersionTooNewError,
+)
+from events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
+from events._ids import new_event_id
+from events._middleware import Middleware
+from events._model import Event, EventInfo
+from events._outbound import Outbound
+from events._publisher import Publisher
+from events._registry import Registry, default_registry, upcaster
+from events._retry import RetryPolicy
+from events._service import Service
+from events._settings import Idempotence, KafkaSettings, Profile
+
+__all__ = [
+    "BrokerUnavailableError",
+    "ChoreoError",
+    "ConfigurationError",
+    "ConsumerStats",
+    "DecodeError",
+    "DecodedRecord",
+    "Delivery",
+    "EmbeddedBrokerError",
+    "Envelope",
+    "Event",
+    "EventInfo",
+    "HandlerContext",
+    "HandlerSpec",
+    "Idempotence",
+    "InvalidEnvelopeError",
+    "InvalidPayloadError",
+    "KafkaSettings",
+    "MalformedJsonError",
+    "Middleware",
+    "MissingUpcasterError",
+    "Outbound",
+    "PermanentError",
+    "Profile",
+    "PublishError",
+    "Publisher",
+    "RecordInfo",
+    "Registry",
+    "RetryPolicy",
+    "SchemaError",
+    "Service",
+    "UnknownEventTypeError",
+    "UnknownEventVersionError",
+    "UnknownTypePolicy",
+    "UnsupportedContentTypeError",
+    "VersionTooNewError",
+    "dead_letter_topic",
+    "decode",
+    "default_registry",
+    "encode_headers",
+    "encode_payload",
+    "is_dead_letter_topic",
+    "new_event_id",
+    "to_structured",
+    "upcaster",
+]

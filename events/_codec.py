@@ -1,0 +1,305 @@
+"""CloudEvents <-> Kafka record: binary content mode out, binary and structured mode in."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from events._envelope import (
+    CE_HEADERS,
+    H_CAUSATION,
+    H_CONTENT_TYPE,
+    H_CORRELATION,
+    H_DATAVERSION,
+    H_ID,
+    H_SOURCE,
+    H_SPECVERSION,
+    H_TIME,
+    H_TRACEPARENT,
+    H_TRACESTATE,
+    H_TYPE,
+    JSON,
+    SPECVERSION,
+    STRUCTURED_JSON,
+    Envelope,
+)
+from events._errors import (
+    InvalidEnvelopeError,
+    InvalidPayloadError,
+    MalformedJsonError,
+    UnsupportedContentTypeError,
+)
+from events._model import Event
+
+Headers = Sequence[tuple[str, bytes | None]]
+"""Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""
+
+MAX_ATTRIBUTE_LENGTH = 1024
+_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # excluded from CloudEvents strings
+_ENCODED_JSON = JSON.encode()
+_ENCODED_SPECVERSION = SPECVERSION.encode()
+_WANTED = CE_HEADERS | {H_CONTENT_TYPE, H_TRACEPARENT, H_TRACESTATE}
+_STRUCTURED_KEYS = {
+    "specversion": H_SPECVERSION,
+    "id": H_ID,
+    "source": H_SOURCE,
+    "type": H_TYPE,
+    "dataversion": H_DATAVERSION,
+    "time": H_TIME,
+    "correlationid": H_CORRELATION,
+    "causationid": H_CAUSATION,
+    "traceparent": H_TRACEPARENT,
+    "tracestate": H_TRACESTATE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedRecord:
+    """A record whose envelope has been read; the payload is not yet validated.
+
+    Attributes:
+        envelope: The CloudEvents attributes.
+        data: The JSON payload as bytes (binary mode) or as the already-parsed
+            ``data`` member (structured mode).
+        structured: Whether the record came in structured content mode.
+    """
+
+    envelope: Envelope
+    data: bytes | Any
+    structured: bool
+
+    def event(self, model: type[Event]) -> Event:
+        """Validate the payload against ``model``.
+
+        Raises:
+            InvalidPayloadError: The payload is not JSON or does not validate.
+        """
+        info = model.event_info()
+        try:
+            if self.structured:
+                return model.model_validate(self.data)
+            return model.model_validate_json(self.data)
+        except ValidationError as exc:
+            errors = exc.errors(include_url=False)
+            if errors and errors[0]["type"] == "json_invalid":
+                raise MalformedJsonError(info.type, info.version, errors[0]["msg"]) from None
+            raise InvalidPayloadError(info.type, info.version, describe(exc)) from None
+
+
+def describe(exc: ValidationError, limit: int = 5) -> str:
+    """Summarise a pydantic error as ``path: message [rule]`` items."""
+    parts = []
+    for error in exc.errors(include_url=False)[:limit]:
+        path = ".".join(str(p) for p in error["loc"]) or "(root)"
+        parts.append(f"{path}: {error['msg']} [{error['type']}]")
+    extra = exc.error_count() - limit
+    if extra > 0:
+        parts.append(f"and {extra} more")
+    return "; ".join(parts)
+
+
+def encode_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
+    """Return the Kafka headers that carry ``envelope`` in binary content mode."""
+    headers = [
+        (H_CONTENT_TYPE, _ENCODED_JSON),
+        (H_SPECVERSION, _ENCODED_SPECVERSION),
+        (H_ID, envelope.id.encode()),
+        (H_SOURCE, envelope.source.encode()),
+        (H_TYPE, envelope.type.encode()),
+        (H_DATAVERSION, str(envelope.dataversion).encode()),
+        (H_TIME, envelope.time.isoformat().encode()),
+        (H_CORRELATION, envelope.correlation_id.encode()),
+    ]
+    if envelope.causation_id is not None:
+        headers.append((H_CAUSATION, envelope.causation_id.encode()))
+    if envelope.traceparent is not None:
+        headers.append((H_TRACEPARENT, envelope.traceparent.encode()))
+        if envelope.tracestate:
+            headers.append((H_TRACESTATE, envelope.tracestate.encode()))
+    return headers
+
+
+def encode_payload(event: Event) -> bytes:
+    """Serialise ``event`` as the record value (compact JSON)."""
+    return event.__pydantic_serializer__.to_json(event)
+
+
+def to_structured(envelope: Envelope, data: Any) -> dict[str, Any]:
+    """Return the structured-mode (JSON) form of an event."""
+    out: dict[str, Any] = {
+        "specversion": SPECVERSION,
+        "id": envelope.id,
+        "source": envelope.source,
+        "type": envelope.type,
+        "datacontenttype": JSON,
+        "dataversion": str(envelope.dataversion),
+        "time": envelope.time.isoformat(),
+        "correlationid": envelope.correlation_id,
+    }
+    if envelope.causation_id is not None:
+        out["causationid"] = envelope.causation_id
+    if envelope.traceparent is not None:
+        out["traceparent"] = envelope.traceparent
+    if envelope.tracestate:
+        out["tracestate"] = envelope.tracestate
+    out["data"] = data
+    return out
+
+
+def header_value(headers: Headers, name: str) -> str | None:
+    """Return the last value of header ``name`` as text, or ``None`` if absent or not UTF-8."""
+    found: bytes | None = None
+    for key, value in headers:
+        if key == name:
+            found = value
+    if found is None:
+        return None
+    try:
+        return found.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def decode(headers: Headers, value: bytes | None, *, fallback_time: datetime) -> DecodedRecord:
+    """Read the envelope of a Kafka record in binary or structured content mode.
+
+    Args:
+        headers: The record's headers.
+        value: The record's value.
+        fallback_time: Used as ``time`` when the producer did not set one (the
+            attribute is optional in CloudEvents); pass the record's timestamp.
+
+    Raises:
+        DecodeError: The record is not a valid event; the subclass says why.
+    """
+    attrs = _header_attributes(headers)
+    content_type = attrs.pop(H_CONTENT_TYPE, None)
+    media_type = content_type.split(";", 1)[0].strip().lower() if content_type else JSON
+    if media_type == STRUCTURED_JSON:
+        return _decode_structured(value, fallback_time)
+    if media_type != JSON:
+        raise UnsupportedContentTypeError(content_type or "")
+    if value is None:
+        raise InvalidPayloadError(
+            attrs.get(H_TYPE) or "?", _version(attrs.get(H_DATAVERSION)), "record has no value"
+        )
+    return DecodedRecord(_envelope(attrs, fallback_time), value, structured=False)
+
+
+def _header_attributes(headers: Headers) -> dict[str, str]:
+    attrs: dict[str, str] = {}
+    for key, raw in headers:
+        if key not in _WANTED:
+            continue
+        if key in attrs:
+            raise InvalidEnvelopeError(key, "appears more than once")
+        if raw is None:
+            continue
+        try:
+            attrs[key] = raw.decode()
+        except UnicodeDecodeError:
+            raise InvalidEnvelopeError(key, "is not valid UTF-8") from None
+    return attrs
+
+
+def _decode_structured(value: bytes | None, fallback_time: datetime) -> DecodedRecord:
+    if not value:
+        raise InvalidEnvelopeError("data", "is missing: a structured-mode record has no value")
+    try:
+        doc = json.loads(value)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedJsonError("?", 1, f"structured event is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise InvalidEnvelopeError("(event)", "must be a JSON object in structured mode")
+    if "data_base64" in doc:
+        raise UnsupportedContentTypeError("data_base64 (binary data)")
+    datacontenttype = doc.get("datacontenttype")
+    if datacontenttype is not None and (
+        not isinstance(datacontenttype, str) or datacontenttype.split(";")[0].strip() != JSON
+    ):
+        raise UnsupportedContentTypeError(str(datacontenttype))
+    attrs: dict[str, str] = {}
+    for key, header in _STRUCTURED_KEYS.items():
+        raw = doc.get(key)
+        if raw is None:
+            continue
+        if isinstance(raw, bool) or not isinstance(raw, str | int):
+            raise InvalidEnvelopeError(key, "must be a string")
+        attrs[header] = str(raw)
+    envelope = _envelope(attrs, fallback_time)
+    if "data" not in doc:
+        raise InvalidPayloadError(envelope.type, envelope.dataversion, "'data' is missing")
+    return DecodedRecord(envelope, doc["data"], structured=True)
+
+
+def _required(attrs: dict[str, str], header: str) -> str:
+    raw = attrs.get(header)
+    if raw is None or not raw.strip():
+        raise InvalidEnvelopeError(header, "is missing")
+    return _checked(header, raw)
+
+
+def _checked(header: str, raw: str) -> str:
+    if len(raw) > MAX_ATTRIBUTE_LENGTH:
+        raise InvalidEnvelopeError(header, f"is longer than {MAX_ATTRIBUTE_LENGTH} characters")
+    if _CONTROL.search(raw):
+        raise InvalidEnvelopeError(header, "contains control characters")
+    return raw
+
+
+def _version(raw: str | None) -> int:
+    if raw is None:
+        return 1
+    if not _VERSION.match(raw):
+        raise InvalidEnvelopeError(H_DATAVERSION, f"must be a positive integer, not {raw!r}")
+    return int(raw)
+
+
+def _time(raw: str | None, fallback: datetime) -> datetime:
+    if raw is None:
+        return fallback
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InvalidEnvelopeError(H_TIME, f"is not an RFC 3339 timestamp: {raw[:64]!r}") from None
+    if parsed.tzinfo is None:
+        raise InvalidEnvelopeError(H_TIME, "must include a UTC offset (RFC 3339)")
+    return parsed
+
+
+def _envelope(attrs: dict[str, str], fallback_time: datetime) -> Envelope:
+    specversion = attrs.get(H_SPECVERSION)
+    if specversion is None:
+        raise InvalidEnvelopeError(H_SPECVERSION, "is missing")
+    if specversion != SPECVERSION:
+        raise InvalidEnvelopeError(
+            H_SPECVERSION, f"is {specversion[:16]!r}; only {SPECVERSION!r} is supported"
+        )
+    event_id = _required(attrs, H_ID)
+    correlation = attrs.get(H_CORRELATION)
+    causation = attrs.get(H_CAUSATION)
+    return Envelope(
+        id=event_id,
+        source=_required(attrs, H_SOURCE),
+        type=_required(attrs, H_TYPE),
+        dataversion=_version(attrs.get(H_DATAVERSION)),
+        time=_time(attrs.get(H_TIME), fallback_time),
+        correlation_id=_checked(H_CORRELATION, correlation) if correlation else event_id,
+        causation_id=_checked(H_CAUSATION, causation) if causation else None,
+        traceparent=attrs.get(H_TRACEPARENT),
+        tracestate=attrs.get(H_TRACESTATE),
+    )
+
+
+def record_time(timestamp_ms: int | None) -> datetime:
+    """Return a Kafka record timestamp as an aware datetime (now, if there is none)."""
+    if timestamp_ms is None or timestamp_ms < 0:
+        return datetime.now(UTC)
+    return datetime.fromtimestamp(timestamp_ms / 1000, UTC)

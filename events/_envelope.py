@@ -1,0 +1,59 @@
+"""The CloudEvents envelope and the Kafka header names of the wire contract."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+SPECVERSION = "1.0"
+JSON = "application/json"
+STRUCTURED_JSON = "application/cloudevents+json"
+BATCH_JSON = "application/cloudevents-batch+json"
+
+H_CONTENT_TYPE = "content-type"
+H_SPECVERSION = "ce_specversion"
+H_ID = "ce_id"
+H_SOURCE = "ce_source"
+H_TYPE = "ce_type"
+H_DATAVERSION = "ce_dataversion"
+H_TIME = "ce_time"
+H_CORRELATION = "ce_correlationid"
+H_CAUSATION = "ce_causationid"
+H_TRACEPARENT = "traceparent"
+H_TRACESTATE = "tracestate"
+
+CE_HEADERS = frozenset(
+    {H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_DATAVERSION, H_TIME, H_CORRELATION, H_CAUSATION}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The CloudEvents attributes of one event (everything but the payload).
+
+    Attributes:
+        id: Producer-assigned unique id; the deduplication key.
+        source: URI-reference of the producing service, e.g. ``/services/orders``.
+        type: Event type without version, e.g. ``order.placed``.
+        dataversion: Major version of the payload schema.
+        time: When the event happened (timezone-aware).
+        correlation_id: The flow (saga) id shared by every event of one flow.
+        causation_id: ``id`` of the event whose handling produced this one;
+            ``None`` for the event that started the flow.
+        traceparent: W3C trace context of the producing span, if any.
+        tracestate: W3C trace state accompanying ``traceparent``.
+    """
+
+    id: str
+    source: str
+    type: str
+    dataversion: int
+    time: datetime
+    correlation_id: str
+    causation_id: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    def with_trace(self, traceparent: str | None, tracestate: str | None) -> Envelope:
+        """Return a copy carrying another trace context."""
+        return replace(self, traceparent=traceparent, tracestate=tracestate)

@@ -1,0 +1,139 @@
+"""The error hierarchy of choreokit.
+
+Every error raised by the toolkit derives from :class:`ChoreoError`. Each type
+says, through its ``retriable`` flag, whether trying the same thing again may
+succeed; the consumer uses the flag to choose between a retry and the
+dead-letter topic. Messages say what happened and what to do next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+
+class ChoreoError(Exception):
+    """Root of every error choreokit raises."""
+
+    retriable: ClassVar[bool] = False
+    """Whether repeating the failed operation unchanged may succeed."""
+
+
+class ConfigurationError(ChoreoError):
+    """A setting, declaration or command-line argument is invalid."""
+
+
+class SchemaError(ChoreoError):
+    """An event declaration or the registry is inconsistent."""
+
+
+class UnknownEventTypeError(SchemaError):
+    """No model is registered for an event type."""
+
+    def __init__(self, event_type: str, known: Sequence[str] = ()) -> None:
+        self.event_type = event_type
+        self.known = tuple(sorted(known))
+        hint = f" (known: {', '.join(self.known)})" if self.known else ""
+        super().__init__(
+            f"no event type {event_type!r} is registered{hint}; "
+            "import the module that declares it or list it under the 'choreokit.events' "
+            "entry point"
+        )
+
+
+class UnknownEventVersionError(SchemaError):
+    """The type is known but not at this major version."""
+
+    def __init__(self, event_type: str, version: int, known: Sequence[int]) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.known = tuple(sorted(known))
+        super().__init__(
+            f"no schema for {event_type} v{version} "
+            f"(known: {', '.join(str(v) for v in self.known)}); "
+            "deploy a build that declares it, or export it with 'choreo schemas export'"
+        )
+
+
+class VersionTooNewError(SchemaError):
+    """A record's version is newer than the version its handler understands."""
+
+    def __init__(self, event_type: str, version: int, handler_version: int) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.handler_version = handler_version
+        super().__init__(
+            f"{event_type} v{version} is newer than the handler's v{handler_version}; "
+            "upgrade the consuming service, then replay the record from the dead-letter topic"
+        )
+
+
+class MissingUpcasterError(SchemaError):
+    """No upcaster connects two consecutive versions of a type."""
+
+    def __init__(self, event_type: str, from_version: int, to_version: int) -> None:
+        self.event_type = event_type
+        self.from_version = from_version
+        self.to_version = to_version
+        super().__init__(
+            f"no upcaster from {event_type} v{from_version} to v{to_version}; "
+            "declare one with @events.upcaster"
+        )
+
+
+class DecodeError(ChoreoError):
+    """A Kafka record is not a valid event; it goes to the dead-letter topic."""
+
+
+class InvalidEnvelopeError(DecodeError):
+    """A CloudEvents attribute is missing or malformed."""
+
+    def __init__(self, attribute: str, reason: str) -> None:
+        self.attribute = attribute
+        self.reason = reason
+        super().__init__(f"CloudEvents attribute {attribute!r} {reason}")
+
+
+class UnsupportedContentTypeError(DecodeError):
+    """The record's content type is neither JSON nor structured CloudEvents JSON."""
+
+    def __init__(self, content_type: str) -> None:
+        self.content_type = content_type
+        super().__init__(
+            f"content type {content_type!r} is not supported; use application/json "
+            "(binary mode) or application/cloudevents+json (structured mode)"
+        )
+
+
+class InvalidPayloadError(DecodeError):
+    """The payload is not JSON, or does not validate against its model."""
+
+    def __init__(self, event_type: str, version: int, detail: str) -> None:
+        self.event_type = event_type
+        self.version = version
+        self.detail = detail
+        super().__init__(f"payload of {event_type} v{version} is invalid: {detail}")
+
+
+class MalformedJsonError(InvalidPayloadError):
+    """The payload is not JSON at all."""
+
+
+class PermanentError(ChoreoError):
+    """Raised by a handler to send the event to the dead-letter topic without retrying."""
+
+
+class PublishError(ChoreoError):
+    """The broker did not acknowledge a record."""
+
+    retriable = True
+
+
+class BrokerUnavailableError(ChoreoError):
+    """The Kafka cluster cannot be reached."""
+
+    retriable = True
+
+
+class EmbeddedBrokerError(ChoreoError):
+    """The embedded broker could not be started."""

@@ -1,0 +1,133 @@
+"""What a handler and its middlewares see while one record is being handled."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from events._envelope import Envelope
+from events._ids import derived_event_id
+from events._model import Event
+
+if TYPE_CHECKING:
+    from events._outbound import Outbound, SendFuture
+    from events._publisher import Publisher
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInfo:
+    """Where a record came from.
+
+    Attributes:
+        topic: Topic the record was read from.
+        partition: Its partition.
+        offset: Its offset in the partition.
+        key: Its key, as sent.
+        timestamp_ms: The record's timestamp (milliseconds since the epoch).
+        headers: Its headers, exactly as sent.
+        value: Its value, exactly as sent.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp_ms: int
+    headers: tuple[tuple[str, bytes | None], ...]
+    value: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerSpec:
+    """A handler as registered: its function, the model it wants, and its name."""
+
+    name: str
+    model: type[Event]
+    fn: Callable[..., Awaitable[Any]]
+    takes_context: bool
+
+
+@dataclass(slots=True)
+class Delivery:
+    """One decoded record on its way through the middlewares to its handler.
+
+    Attributes:
+        record: Where it came from, with the original bytes.
+        envelope: Its CloudEvents attributes.
+        event: Its payload, upcast to the handler's version.
+        handler: The handler it is for.
+        group: The consumer group (the service's name).
+        attempt: 1 on the first try, then 2, 3, ... on retries.
+        outputs: Events the handler published; sent once the handling succeeded.
+        pending: Futures of those sends, resolved on acknowledgement.
+    """
+
+    record: RecordInfo
+    envelope: Envelope
+    event: Event
+    handler: HandlerSpec
+    group: str
+    attempt: int = 0
+    outputs: list[Outbound] = field(default_factory=list)
+    pending: list[SendFuture] = field(default_factory=list)
+
+
+Next = Callable[[Delivery], Awaitable[None]]
+
+
+class HandlerContext:
+    """Handed to a handler: the event's attributes, and publishing as its consequence.
+
+    Events published through the context (or the service) while a handler runs
+    inherit the flow's correlation id, name the handled event as their cause, and
+    are sent only once the handler has returned; if it raises, they are dropped
+    with that attempt. Their ids derive from the cause, so handling a redelivered
+    event again publishes the very same events.
+    """
+
+    __slots__ = ("_delivery", "_producer_name", "_publisher", "outputs")
+
+    def __init__(self, delivery: Delivery, publisher: Publisher, producer_name: str) -> None:
+        self._delivery = delivery
+        self._publisher = publisher
+        self._producer_name = producer_name
+        self.outputs: list[Outbound] = []
+
+    @property
+    def envelope(self) -> Envelope:
+        """The handled event's CloudEvents attributes."""
+        return self._delivery.envelope
+
+    @property
+    def correlation_id(self) -> str:
+        """The flow this event belongs to."""
+        return self._delivery.envelope.correlation_id
+
+    @property
+    def record(self) -> RecordInfo:
+        """Topic, partition and offset of the handled record."""
+        return self._delivery.record
+
+    @property
+    def attempt(self) -> int:
+        """1 on the first try, then 2, 3, ... on retries."""
+        return self._delivery.attempt
+
+    async def publish(self, event: Event) -> Envelope:
+        """Publish ``event`` as a consequence of the handled one; returns its envelope."""
+        cause = self._delivery.envelope
+        outbound = self._publisher.prepare(
+            event,
+            correlation_id=cause.correlation_id,
+            causation_id=cause.id,
+            event_id=derived_event_id(cause.id, self._producer_name, len(self.outputs)),
+        )
+        self.outputs.append(outbound)
+        return outbound.envelope
+
+
+current_context: ContextVar[HandlerContext | None] = ContextVar(
+    "choreokit_handler_context", default=None
+)

@@ -1,0 +1,146 @@
+"""Kafka client construction in one place: options, the idempotence probe, topic creation."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.protocol.transaction import InitProducerIdRequest
+
+from events._errors import BrokerUnavailableError
+from events._settings import Idempotence, KafkaSettings, Profile, millis
+
+logger = logging.getLogger("choreokit.kafka")
+
+
+def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> BrokerUnavailableError:
+    """Return the error that says the cluster could not be reached, and what to check."""
+    return BrokerUnavailableError(
+        f"cannot reach Kafka at {settings.bootstrap} ({doing}: {exc}); is the broker running? "
+        "('choreo broker' starts the embedded one; CHOREO_KAFKA_BOOTSTRAP points elsewhere)"
+    )
+
+
+def client_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Options every aiokafka client of a service shares (connection and security)."""
+    return {
+        "bootstrap_servers": settings.bootstrap,
+        "request_timeout_ms": millis(settings.request_timeout),
+    }
+
+
+def consumer_options(settings: KafkaSettings) -> dict[str, Any]:
+    """Options of a group consumer (beyond the client's): new groups start at the earliest offset.
+
+    Auto-commit is off wherever a consumer is built: FastStream derives it from
+    the manual ack policy, and bare consumers pass ``enable_auto_commit=False``.
+    """
+    return {
+        "auto_offset_reset": "earliest",
+        "session_timeout_ms": millis(settings.timing("session_timeout")),
+        "heartbeat_interval_ms": millis(settings.timing("heartbeat_interval")),
+        "fetch_max_wait_ms": millis(settings.timing("fetch_max_wait")),
+        "max_poll_records": settings.max_batch,
+    }
+
+
+def producer_options(settings: KafkaSettings, *, idempotent: bool) -> dict[str, Any]:
+    """Options of the producer: every in-sync replica acknowledges each record."""
+    return {
+        **client_options(settings),
+        "acks": "all",
+        "enable_idempotence": idempotent,
+        "linger_ms": millis(settings.linger),
+    }
+
+
+async def broker_grants_producer_ids(settings: KafkaSettings) -> tuple[bool, str]:
+    """Ask the cluster for a producer id, the first step of an idempotent producer.
+
+    Returns:
+        Whether the broker granted one, and a phrase saying why not.
+
+    Raises:
+        BrokerUnavailableError: The cluster could not be reached.
+    """
+    client = AIOKafkaClient(**client_options(settings))
+    try:
+        await client.bootstrap()
+        node = client.get_random_node()
+        if node is None:
+            raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap}")
+        response = await client.send(
+            node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+        )
+    except KafkaError as exc:
+        raise unreachable(settings, exc, "asking for a producer id") from exc
+    finally:
+        await client.close()
+    if response.error_code == 0:
+        return True, "broker granted a producer id"
+    return False, f"broker refused InitProducerId (error code {response.error_code})"
+
+
+async def resolve_idempotence(settings: KafkaSettings) -> bool:
+    """Decide whether the producer is idempotent, and log the decision and its reason."""
+    if settings.idempotence is Idempotence.ON:
+        logger.info("producer idempotence on (CHOREO_KAFKA_IDEMPOTENCE=on)")
+        return True
+    if settings.idempotence is Idempotence.OFF:
+        logger.info("producer idempotence off (CHOREO_KAFKA_IDEMPOTENCE=off)")
+        return False
+    granted, reason = await broker_grants_producer_ids(settings)
+    # Refusal is expected of the embedded broker; in production it deserves attention.
+    level = (
+        logging.WARNING if not granted and settings.profile is Profile.PRODUCTION else logging.INFO
+    )
+    logger.log(
+        level,
+        "producer idempotence %s: %s (CHOREO_KAFKA_IDEMPOTENCE=auto; set on/off to decide)",
+        "on" if granted else "off",
+        reason,
+    )
+    return granted
+
+
+async def start_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafkaProducer:
+    """Build and start a producer with acks=all and the resolved idempotence."""
+    idempotent = await resolve_idempotence(settings)
+    producer = AIOKafkaProducer(
+        client_id=client_id, **producer_options(settings, idempotent=idempotent)
+    )
+    try:
+        await producer.start()
+    except KafkaError as exc:
+        await producer.stop()
+        raise unreachable(settings, exc, "starting a producer") from exc
+    return producer
+
+
+async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
+    """Create the topics that do not exist yet, with the configured partitions and replication."""
+    wanted = sorted(set(topics))
+    if not wanted:
+        return
+    admin = AIOKafkaAdminClient(**client_options(settings))
+    try:
+        await admin.start()
+        existing = set(await admin.list_topics())
+        missing = [t for t in wanted if t not in existing]
+        if not missing:
+            return
+        new = [NewTopic(t, settings.topic_partitions, settings.topic_replication) for t in missing]
+        # Another service may create one between our listing and our request.
+        with contextlib.suppress(TopicAlreadyExistsError):
+            await admin.create_topics(new)
+        logger.info("created topics %s", ", ".join(missing))
+    except KafkaError as exc:
+        raise unreachable(settings, exc, "creating topics") from exc
+    finally:
+        await admin.close()

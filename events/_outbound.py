@@ -1,0 +1,36 @@
+"""A record on its way out, and the signature of a send."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiokafka.structs import RecordMetadata
+
+from events._envelope import Envelope
+from events._model import Event
+
+SendFuture = asyncio.Future[RecordMetadata]
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """One event on its way to Kafka.
+
+    Attributes:
+        topic: Destination topic.
+        key: Record key: the correlation id, so one flow keeps its order.
+        value: The JSON payload.
+        envelope: The CloudEvents attributes; headers are built from it at send time.
+        event: The event being published.
+    """
+
+    topic: str
+    key: bytes
+    value: bytes
+    envelope: Envelope
+    event: Event
+
+
+Send = Callable[[Outbound], Awaitable[SendFuture]]

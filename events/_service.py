@@ -1,0 +1,365 @@
+"""A service: handlers declared by event class, publishing, and the FastStream runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from faststream.kafka import KafkaBroker
+from faststream.kafka.message import KafkaMessage
+from faststream.middlewares import AckPolicy
+
+from events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
+from events._dead_letter import dead_letter_topic
+from events._envelope import Envelope
+from events._errors import ConfigurationError
+from events._handling import HandlerSpec, current_context
+from events._kafka import client_options, consumer_options, ensure_topics, start_producer
+from events._middleware import Middleware
+from events._model import Event
+from events._publisher import Publisher
+from events._registry import Registry, default_registry
+from events._retry import RetryPolicy
+from events._settings import KafkaSettings, millis
+
+E = TypeVar("E", bound=Event)
+Handler = Callable[..., Awaitable[None]]
+
+logger = logging.getLogger("choreokit.service")
+_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_REDELIVERY_PAUSE = 1.0
+_EVENT_AND_CONTEXT = 2
+
+
+class Service:
+    """A deployable unit: handles some event types and publishes others.
+
+    Example::
+
+        inventory = Service("inventory")
+
+        @inventory.handler(OrderPlacedV2)
+        async def reserve(event: OrderPlacedV2, ctx: HandlerContext) -> None:
+            await ctx.publish(StockReserved(order_id=event.order_id))
+
+        async with inventory:
+            await stop_requested.wait()
+
+    The service is one consumer group (its name) over the topics of the types it
+    handles. Records are committed only once handled and every event published
+    in consequence is acknowledged; failures are retried per ``retry`` and then
+    sent, bytes and headers intact, to ``<topic>.dlq``.
+
+    Args:
+        name: Service name: the consumer group, the client id, and the default
+            CloudEvents source ``/services/<name>``.
+        source: CloudEvents ``source`` of the events it publishes.
+        registry: Where its event types are declared.
+        settings: Kafka settings; read from the environment at start if omitted.
+        retry: How failing handlers are retried before dead-lettering.
+        publishes: Event classes it may publish; when given, publishing anything
+            else is an error, and their topics are created at start.
+        unknown_types: What to do with records of types no registry knows.
+        concurrent_partitions: Handle the partitions of one batch side by side
+            (order is always kept within a partition).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        registry: Registry = default_registry,
+        settings: KafkaSettings | None = None,
+        retry: RetryPolicy | None = None,
+        publishes: Iterable[type[Event]] = (),
+        unknown_types: UnknownTypePolicy = UnknownTypePolicy.DEAD_LETTER,
+        concurrent_partitions: bool = True,
+    ) -> None:
+        if not _NAME.match(name):
+            raise ConfigurationError(
+                f"service name {name!r} must be 1-63 lowercase letters, digits, '.', '_' or '-'"
+            )
+        self.name = name
+        self.source = source or f"/services/{name}"
+        self.registry = registry
+        self.stats = ConsumerStats()
+        self._settings = settings
+        self._retry = retry or RetryPolicy()
+        self._publishes = frozenset(publishes)
+        self._unknown_types = unknown_types
+        self._concurrent = concurrent_partitions
+        self._routes: dict[str, dict[str, HandlerSpec]] = {}
+        self._middlewares: list[Middleware] = []
+        self._producer: AIOKafkaProducer | None = None
+        self._publisher: Publisher | None = None
+        self._broker: KafkaBroker | None = None
+        self._batch_lock = asyncio.Lock()
+
+    # -- declaration -----------------------------------------------------------------------
+
+    def handler(
+        self, model: type[E], *, name: str | None = None
+    ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
+        """Declare the handler of ``model``'s type; older versions arrive upcast to ``model``.
+
+        The handler takes the event, or the event and a :class:`HandlerContext`.
+        Its ``name`` (default: the function's name) is part of the ids of the
+        events it publishes, so keep it stable across releases.
+        """
+        info = model.event_info()
+        if model.__event_registry__ is not self.registry:
+            raise ConfigurationError(f"{model.__qualname__} belongs to another registry")
+
+        def register(fn: Handler) -> Handler:
+            if not inspect.iscoroutinefunction(fn):
+                raise ConfigurationError(f"handler {fn.__qualname__} must be 'async def'")
+            route = self._routes.setdefault(info.topic, {})
+            if info.type in route:
+                raise ConfigurationError(
+                    f"{self.name} already has a handler for {info.type} "
+                    f"({route[info.type].name}); one handler per type and service"
+                )
+            positional = [
+                p
+                for p in inspect.signature(fn).parameters.values()
+                if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
+            ]
+            route[info.type] = HandlerSpec(
+                name=name or fn.__name__,
+                model=model,
+                fn=fn,
+                takes_context=len(positional) >= _EVENT_AND_CONTEXT,
+            )
+            return fn
+
+        return register
+
+    def use(self, *middlewares: Middleware) -> None:
+        """Add middlewares; the first added is the outermost. Call before :meth:`start`."""
+        if self._publisher is not None:
+            raise ConfigurationError("add middlewares before the service starts")
+        self._middlewares.extend(middlewares)
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The topics this service consumes."""
+        return tuple(sorted(self._routes))
+
+    @property
+    def handlers(self) -> tuple[HandlerSpec, ...]:
+        """Every declared handler."""
+        return tuple(spec for route in self._routes.values() for spec in route.values())
+
+    @property
+    def publishes(self) -> frozenset[type[Event]]:
+        """The event classes declared in ``publishes=`` (empty: not declared)."""
+        return self._publishes
+
+    # -- publishing ------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        event: Event,
+        *,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+    ) -> Envelope:
+        """Publish ``event``.
+
+        Inside a handler it becomes a consequence of the handled event (same
+        flow, that event as its cause) and is sent when the handler returns.
+        Elsewhere it is sent at once and awaited; it starts a new flow unless
+        ``correlation_id`` names one.
+        """
+        context = current_context.get()
+        if context is not None and correlation_id is None and causation_id is None:
+            return await context.publish(event)
+        return await self._require_publisher().publish(
+            event, correlation_id=correlation_id, causation_id=causation_id
+        )
+
+    @property
+    def publisher(self) -> Publisher:
+        """The running service's publisher (for tools that send prepared records)."""
+        return self._require_publisher()
+
+    def _require_publisher(self) -> Publisher:
+        if self._publisher is None:
+            raise ConfigurationError(f"service {self.name} is not started; start it first")
+        return self._publisher
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect, create missing topics, and start consuming."""
+        if self._publisher is not None:
+            return
+        settings = self._settings or KafkaSettings()
+        for spec in self.handlers:
+            info = spec.model.event_info()
+            self.registry.check_upcast_path(info.type, info.version)
+        topics = self.topics
+        published = {model.event_info().topic for model in self._publishes}
+        await ensure_topics(
+            settings, [*topics, *(dead_letter_topic(t) for t in topics), *published]
+        )
+        self._producer = await start_producer(settings, client_id=self.name)
+        self._publisher = Publisher(
+            self._producer,
+            source=self.source,
+            middlewares=self._middlewares,
+            allowed=self._publishes or None,
+        )
+        if topics:
+            try:
+                await self._start_consumer(settings)
+            except BaseException:
+                await self.stop()
+                raise
+        logger.info("service %s started; consuming %s", self.name, ", ".join(topics) or "nothing")
+
+    async def _start_consumer(self, settings: KafkaSettings) -> None:
+        assert self._publisher is not None
+        dispatcher = Dispatcher(
+            routes=self._routes,
+            registry=self.registry,
+            group=self.name,
+            publisher=self._publisher,
+            middlewares=self._middlewares,
+            retry=self._retry,
+            unknown_types=self._unknown_types,
+            stats=self.stats,
+        )
+        processor = BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+        broker = KafkaBroker(
+            client_id=self.name,
+            consumer_only=True,
+            apply_types=False,
+            logger=_faststream_logger(),
+            log_level=logging.DEBUG,
+            graceful_timeout=settings.request_timeout.total_seconds(),
+            **client_options(settings),
+        )
+        options = consumer_options(settings)
+        subscriber = broker.subscriber(
+            *self.topics,
+            group_id=self.name,
+            batch=True,
+            max_records=settings.max_batch,
+            batch_timeout_ms=millis(settings.timing("poll_timeout")),
+            ack_policy=AckPolicy.MANUAL,
+            listener=_FinishBatchOnRevoke(self._batch_lock),
+            parser=_parse_batch,
+            decoder=_raw_batch,
+            **options,
+        )
+
+        async def on_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
+            consumer = subscriber.consumer
+            assert consumer is not None
+            async with self._batch_lock:
+                complete = await processor.process(records, consumer)
+            if not complete:
+                await asyncio.sleep(_REDELIVERY_PAUSE)
+
+        subscriber(on_batch)
+        self._broker = broker
+        await broker.start()
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, commit it, leave the group, flush and disconnect."""
+        broker, producer = self._broker, self._producer
+        self._broker = self._producer = self._publisher = None
+        if broker is not None:
+            await broker.stop()
+        if producer is not None:
+            await producer.stop()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then stop cleanly."""
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+
+class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Before partitions move to another member, let the batch in hand finish and commit."""
+
+    def __init__(self, lock: asyncio.Lock) -> None:
+        self._lock = lock
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        async with self._lock:
+            logger.info("partitions revoked: %s", _names(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        logger.info("partitions assigned: %s", _names(assigned))
+
+
+def _names(partitions: Sequence[TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in sorted(partitions)) or "none"
+
+
+async def _parse_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> KafkaMessage:
+    # FastStream's own parser decodes every header as UTF-8 and would fail the whole
+    # batch on one hostile header; ours leaves the bytes to the codec.
+    return KafkaMessage(
+        raw_message=records, body=records, consumer=_NO_CONSUMER, message_id=_batch_id(records)
+    )
+
+
+async def _raw_batch(message: KafkaMessage) -> Any:
+    return message.raw_message
+
+
+def _batch_id(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> str:
+    if not records:
+        return "empty"
+    return f"{records[0].topic}[{records[0].partition}]@{records[0].offset}+{len(records)}"
+
+
+class _NoConsumer:
+    async def commit(self) -> None:
+        """Offsets are committed by the batch processor, never through FastStream."""
+
+    def seek(self, partition: TopicPartition, offset: int) -> None:
+        """Rewinds are done by the batch processor."""
+
+
+_NO_CONSUMER = _NoConsumer()
+
+
+class _QuietSetupWarnings(logging.Filter):
+    """Drop FastStream's warnings about topic creation: the service creates topics itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Make sure the topics exist" not in record.getMessage()
+
+
+def _faststream_logger() -> logging.Logger:
+    log = logging.getLogger("choreokit.faststream")
+    if not any(isinstance(f, _QuietSetupWarnings) for f in log.filters):
+        log.addFilter(_QuietSetupWarnings())
+    return log
