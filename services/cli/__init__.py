@@ -1,0 +1,49 @@
+"""The ``choreo`` command line."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from services.cli._broker import broker
+from services.cli._dev import demo, dev
+from services.cli._publish import publish
+from services.cli._run import run
+from services.cli._schemas import schemas
+from services.cli._tail import tail
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="choreokit", prog_name="choreo")
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    default="WARNING",
+    show_default=True,
+    envvar="CHOREO_LOG_LEVEL",
+    help="Log level of choreokit's own messages (stderr).",
+)
+def cli(log_level: str) -> None:
+    """choreokit: event-driven choreography on Kafka.
+
+    Environment: CHOREO_KAFKA_BOOTSTRAP [127.0.0.1:9092], CHOREO_PROFILE
+    [local], the standard OTEL_* variables, CHOREO_OBSERVER_DB.
+    """
+    logging.basicConfig(
+        level=getattr(logging, log_level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+for command in (broker, dev, demo, run, publish, tail, schemas):
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Entry point of the ``choreo`` console script."""
+    cli()

@@ -1,0 +1,1 @@
+"""The inventory service: reserves stock for orders, and releases it on cancellation."""

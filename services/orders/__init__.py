@@ -1,0 +1,1 @@
+"""The orders service: owns orders, confirms or cancels them as the flow unfolds."""

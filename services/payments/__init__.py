@@ -1,0 +1,1 @@
+"""The payments service: authorizes payment for reserved orders, refunds cancelled ones."""

@@ -1,0 +1,31 @@
+"""Events the payments service publishes, on the ``payments`` topic."""
+
+from __future__ import annotations
+
+from events import Event
+
+TOPIC = "payments"
+
+
+class PaymentAuthorized(Event, type="payment.authorized", version=1, topic=TOPIC):
+    """The customer's payment is authorized for the order's amount."""
+
+    order_id: str
+    payment_id: str
+    amount_cents: int
+    currency: str = "EUR"
+
+
+class PaymentDeclined(Event, type="payment.declined", version=1, topic=TOPIC):
+    """The payment was refused; nothing was charged."""
+
+    order_id: str
+    reason: str
+
+
+class PaymentRefunded(Event, type="payment.refunded", version=1, topic=TOPIC):
+    """An authorized payment was given back (compensation of a cancelled order)."""
+
+    order_id: str
+    payment_id: str
+    amount_cents: int

@@ -1,0 +1,1 @@
+"""The shipping service: orchestrates quote, label and pickup, then reports one outcome."""
