@@ -1,0 +1,148 @@
+"""The command line against the real embedded broker: broker, publish, tail."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from events import KafkaSettings
+from services.runtime import answers_kafka, free_port
+from tests.integration.kafka_io import produce_raw
+from tests.support import unique, wait_until
+
+CHOREO = str(Path(sys.executable).with_name("choreo"))
+
+
+def choreo(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHOREO, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+
+
+def test_broker_command_starts_answers_and_stops_on_sigint() -> None:
+    port = free_port()
+    process = subprocess.Popen(
+        [CHOREO, "broker", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_until(lambda: answers_kafka("127.0.0.1", port), what="the broker to answer")
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=15)
+        assert process.returncode == 0, err
+        assert f"listening on 127.0.0.1:{port}" in err
+        assert "stopped" in err
+        assert not answers_kafka("127.0.0.1", port)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_broker_command_refuses_a_taken_port(kafka: KafkaSettings) -> None:
+    port = kafka.bootstrap.rsplit(":", 1)[1]
+    result = choreo("broker", "--port", port, timeout=30)
+    assert result.returncode == 1
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
+
+
+def test_broker_command_says_when_the_binary_is_missing(tmp_path: Path) -> None:
+    result = choreo(
+        "broker", "--port", str(free_port()), env={"CHOREO_TANSU_BIN": str(tmp_path / "nope")}
+    )
+    assert result.returncode == 1
+    assert "is not an executable file" in result.stderr
+
+
+@pytest.fixture
+def event_module(tmp_path: Path) -> tuple[dict[str, str], str, str]:
+    """A module of events on a topic of this test's own, found through CHOREO_EVENT_MODULES."""
+    name, topic = unique("cli_events_"), unique("cli")
+    (tmp_path / f"{name}.py").write_text(
+        textwrap.dedent(
+            f"""
+            from events import Event
+
+            class Note(Event, type="{topic}.noted", version=1, topic="{topic}"):
+                text: str
+                stars: int = 0
+            """
+        )
+    )
+    env = {
+        "CHOREO_EVENT_MODULES": name,
+        "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]),
+    }
+    return env, f"{topic}.noted", topic
+
+
+def test_publish_then_tail_shows_the_event_decoded(
+    kafka: KafkaSettings, event_module: tuple[dict[str, str], str, str]
+) -> None:
+    env, event_type, topic = event_module
+    env = {**env, "CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap}
+    published = choreo(
+        "publish",
+        event_type,
+        "--data",
+        '{"text": "hello", "stars": 5}',
+        "--correlation-id",
+        "flow-cli",
+        "--json",
+        env=env,
+    )
+    assert published.returncode == 0, published.stderr
+    sent = json.loads(published.stdout)
+    assert sent["topic"] == topic
+    assert sent["correlationid"] == "flow-cli"
+
+    import asyncio
+
+    asyncio.run(
+        produce_raw(kafka.bootstrap, topic, [(b"x", b"\x00garbage", [("ce_type", b"\xff")])])
+    )
+    tailed = choreo("tail", topic, "--from-beginning", "--max", "2", "--json", env=env)
+    assert tailed.returncode == 0, tailed.stderr
+    lines = [json.loads(line) for line in tailed.stdout.splitlines()]
+    by_status = {line["status"]: line for line in lines}
+    ok = by_status["ok"]
+    assert ok["attributes"]["id"] == sent["id"]
+    assert ok["attributes"]["type"] == event_type
+    assert ok["attributes"]["correlationid"] == "flow-cli"
+    assert ok["attributes"]["source"] == "/cli/choreo"
+    assert ok["data"] == {"text": "hello", "stars": 5}
+    assert ok["key"] == "flow-cli"
+    assert by_status["undecodable"]["error"].startswith("InvalidEnvelopeError")
+
+    human = choreo("tail", topic, "--from-beginning", "--max", "2", env=env)
+    assert f"{event_type} v1 id={sent['id']}" in human.stdout
+    assert "UNDECODABLE" in human.stdout
+
+
+def test_publish_says_when_the_broker_is_unreachable(
+    event_module: tuple[dict[str, str], str, str],
+) -> None:
+    env, event_type, _ = event_module
+    env = {
+        **env,
+        "CHOREO_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "CHOREO_KAFKA_REQUEST_TIMEOUT": "2s",
+    }
+    result = choreo("publish", event_type, "--data", '{"text": "x"}', env=env)
+    assert result.returncode == 1
+    assert "cannot reach Kafka" in result.stderr

@@ -1,0 +1,74 @@
+"""The public face of each package is deliberate: these names, no more, no less."""
+
+from __future__ import annotations
+
+import events
+import services.runtime
+
+
+def test_events_exports() -> None:
+    assert sorted(events.__all__) == sorted(
+        [
+            "BrokerUnavailableError",
+            "ChoreoError",
+            "ConfigurationError",
+            "ConsumerStats",
+            "DecodeError",
+            "DecodedRecord",
+            "Delivery",
+            "EmbeddedBrokerError",
+            "Envelope",
+            "Event",
+            "EventInfo",
+            "HandlerContext",
+            "HandlerSpec",
+            "Idempotence",
+            "InvalidEnvelopeError",
+            "InvalidPayloadError",
+            "KafkaSettings",
+            "MalformedJsonError",
+            "Middleware",
+            "MissingUpcasterError",
+            "Outbound",
+            "PermanentError",
+            "Profile",
+            "PublishError",
+            "Publisher",
+            "RecordInfo",
+            "Registry",
+            "RetryPolicy",
+            "SchemaError",
+            "Service",
+            "UnknownEventTypeError",
+            "UnknownEventVersionError",
+            "UnknownTypePolicy",
+            "UnsupportedContentTypeError",
+            "VersionTooNewError",
+            "dead_letter_topic",
+            "decode",
+            "default_registry",
+            "encode_headers",
+            "encode_payload",
+            "is_dead_letter_topic",
+            "new_event_id",
+            "to_structured",
+            "upcaster",
+        ]
+    )
+
+
+def test_every_exported_name_exists_and_is_documented() -> None:
+    for package in (events, services.runtime):
+        for name in package.__all__:
+            member = getattr(package, name)
+            if callable(member) and not name.startswith("default"):
+                assert member.__doc__, f"{package.__name__}.{name} has no docstring"
+
+
+def test_errors_share_one_root_and_say_whether_to_retry() -> None:
+    errors = [getattr(events, n) for n in events.__all__ if n.endswith("Error")]
+    for error in errors:
+        assert issubclass(error, events.ChoreoError)
+        assert isinstance(error.retriable, bool)
+    assert events.PublishError.retriable
+    assert not events.InvalidPayloadError.retriable
