@@ -1,0 +1,47 @@
+"""One way to open a database: SQLite by default, PostgreSQL by URL, both through SQLAlchemy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from events import ConfigurationError
+
+
+def async_url(url: str) -> str:
+    """Return ``url`` with an asyncio driver (asyncpg for PostgreSQL, aiosqlite for SQLite).
+
+    Raises:
+        ConfigurationError: The URL is neither SQLite nor PostgreSQL.
+    """
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "postgresql":
+        return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
+    if backend == "sqlite":
+        return parsed.set(drivername="sqlite+aiosqlite").render_as_string(hide_password=False)
+    raise ConfigurationError(
+        f"database URL {parsed.render_as_string()!r} is not supported; use sqlite:///PATH "
+        "or postgresql://USER@HOST/DB"
+    )
+
+
+def create_engine(url: str, **options: Any) -> AsyncEngine:
+    """Create an async engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    resolved = async_url(url)
+    if make_url(resolved).get_backend_name() == "sqlite":
+        engine = create_async_engine(resolved, connect_args={"timeout": 30}, **options)
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_async_engine(resolved, pool_pre_ping=True, **options)
