@@ -1,0 +1,34 @@
+"""The order saga as the saga observer judges it, declared next to the events it names."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.inventory.events import StockRejected, StockReleased, StockReserved
+from services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
+from services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
+from services.saga_observer.spec import SagaSpec
+from services.shipping.events import ShipmentCompleted, ShipmentFailed
+
+ORDER_SAGA = SagaSpec.declare(
+    "order",
+    description="An order: reserve stock, take payment, ship; cancel and compensate on failure.",
+    start=OrderPlaced,
+    success=[OrderConfirmed],
+    failure=[OrderCancelled],
+    steps={
+        OrderPlaced: [StockReserved, StockRejected],
+        StockReserved: [PaymentAuthorized, PaymentDeclined],
+        PaymentAuthorized: [ShipmentCompleted, ShipmentFailed],
+        ShipmentCompleted: [OrderConfirmed],
+        StockRejected: [OrderCancelled],
+        PaymentDeclined: [OrderCancelled],
+        ShipmentFailed: [OrderCancelled],
+    },
+    compensations={
+        StockReserved: StockReleased,
+        PaymentAuthorized: PaymentRefunded,
+    },
+    timeout=timedelta(seconds=60),
+)
+"""Published as the ``order`` entry point of the ``choreokit.sagas`` group."""

@@ -1,0 +1,46 @@
+"""The saga observer: every flow rebuilt from its events, judged against saga specs, shown.
+
+Declare a saga next to its events and publish it through the ``choreokit.sagas``
+entry point (or list it in a YAML file named by ``CHOREO_OBSERVER_SPECS``)::
+
+    ORDER_SAGA = SagaSpec.declare(
+        "order",
+        start=OrderPlaced,
+        success=[OrderConfirmed],
+        failure=[OrderCancelled],
+        steps={OrderPlaced: [StockReserved, StockRejected]},
+        compensations={StockReserved: StockReleased},
+        timeout=timedelta(seconds=60),
+    )
+
+Run it with ``choreo run saga-observer``; see ``docs/saga-observer.md``.
+"""
+
+from services.saga_observer.graph import FlowGraph, Node
+from services.saga_observer.judge import Expectation, Judgement, Reason, Status, judge
+from services.saga_observer.settings import ObserverSettings
+from services.saga_observer.spec import (
+    SAGAS_GROUP,
+    SagaCatalog,
+    SagaSpec,
+    load_catalog,
+    load_entry_points,
+    load_yaml,
+)
+
+__all__ = [
+    "SAGAS_GROUP",
+    "Expectation",
+    "FlowGraph",
+    "Judgement",
+    "Node",
+    "ObserverSettings",
+    "Reason",
+    "SagaCatalog",
+    "SagaSpec",
+    "Status",
+    "judge",
+    "load_catalog",
+    "load_entry_points",
+    "load_yaml",
+]

@@ -1,0 +1,313 @@
+"""The HTTP face: the JSON API under ``/api/``, ``/healthz``, ``/metrics`` and the UI at ``/``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Protocol
+
+from fastapi import FastAPI, Query, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.exceptions import HTTPException
+
+from services.saga_observer import problems
+from services.saga_observer.judge import Status
+from services.saga_observer.metrics import ObserverMetrics
+from services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
+from services.saga_observer.records import micros
+from services.saga_observer.spec import SagaCatalog
+from services.saga_observer.views import (
+    Counts,
+    DeadLetterPage,
+    EventDetail,
+    Facets,
+    FlowDetail,
+    FlowPage,
+    Health,
+    InstanceView,
+    Problem,
+    RejectPage,
+    SagaView,
+    Stats,
+    TopologyView,
+)
+
+UI_DIR = Path(__file__).parent / "ui"
+_ID = 1024
+_Responses = dict[int | str, dict[str, Any]]
+_NOT_FOUND: _Responses = {404: {"model": Problem, "description": "Unknown id"}}
+_INVALID: _Responses = {422: {"model": Problem, "description": "Invalid parameters"}}
+_BAD: _Responses = {400: {"model": Problem, "description": "Contradictory parameters"}}
+
+
+class Instance(Protocol):
+    """What the API shows of the running instance."""
+
+    @property
+    def client_id(self) -> str:
+        """This instance's Kafka client id."""
+        ...
+
+    @property
+    def group(self) -> str:
+        """The consumer group."""
+        ...
+
+    def consumer_state(self) -> str:
+        """``running``, ``starting`` or ``stopped``."""
+        ...
+
+    def assignment(self) -> list[str]:
+        """The partitions it reads, as ``topic[n]``."""
+        ...
+
+    def lag(self) -> int:
+        """Records not yet applied on its partitions."""
+        ...
+
+
+Limit = Annotated[
+    int,
+    Query(ge=1, description="Page size (at most CHOREO_OBSERVER_MAX_PAGE_SIZE, 200 by default)."),
+]
+Offset = Annotated[int, Query(ge=0, le=10_000_000, description="Items to skip.")]
+Since = Annotated[
+    datetime | None, Query(description="From this moment on (RFC 3339; without an offset, UTC).")
+]
+Until = Annotated[datetime | None, Query(description="Before this moment.")]
+
+
+def build_api(
+    *,
+    queries: Queries,
+    catalog: SagaCatalog,
+    metrics: ObserverMetrics,
+    instance: Instance,
+    max_page_size: int,
+) -> FastAPI:
+    """The observer's FastAPI application."""
+    app = FastAPI(
+        title="choreokit saga observer",
+        version="1",
+        summary="Flows rebuilt from a choreography's events, judged against saga specs.",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+    )
+    problems.install(app)
+
+    def page(limit: int) -> int:
+        if limit > max_page_size:
+            raise HTTPException(
+                422, f"limit: at most {max_page_size} items per page; page with 'offset'"
+            )
+        return limit
+
+    _flow_routes(app, queries, page)
+    _record_routes(app, queries, catalog, page)
+    _instance_routes(app, queries, metrics, instance)
+    _ui_routes(app)
+    return app
+
+
+def _flow_routes(app: FastAPI, queries: Queries, page: Callable[[int], int]) -> None:
+    @app.get("/api/flows", tags=["flows"], responses=_INVALID | _BAD)
+    async def list_flows(
+        *,
+        status: Annotated[
+            list[Status] | None, Query(description="Any of these statuses (repeatable).")
+        ] = None,
+        saga: Annotated[str | None, Query(max_length=64, description="Saga type.")] = None,
+        event_type: Annotated[
+            str | None, Query(max_length=256, description="Flows with an event of this type.")
+        ] = None,
+        service: Annotated[
+            str | None, Query(max_length=_ID, description="Flows with an event from this service.")
+        ] = None,
+        since: Since = None,
+        until: Until = None,
+        correlation_id: Annotated[
+            str | None, Query(max_length=_ID, description="Exactly this flow.")
+        ] = None,
+        q: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=_ID,
+                description="A correlation id prefix, or the id of one of the flow's events.",
+            ),
+        ] = None,
+        connected: Annotated[
+            bool | None,
+            Query(description="Whether the causation graph is one tree rooted at the start."),
+        ] = None,
+        dead_letters: Annotated[
+            bool | None, Query(description="Whether the flow has dead letters.")
+        ] = None,
+        sort: Sort = Sort.NEWEST,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> FlowPage:
+        """List and search flows, newest first by default."""
+        since_us, until_us = _window(since, until)
+        where = FlowFilter(
+            statuses=tuple(status or ()),
+            saga=saga,
+            event_type=event_type,
+            service=service,
+            since_us=since_us,
+            until_us=until_us,
+            correlation_id=correlation_id,
+            search=q,
+            connected=connected,
+            dead_letters=dead_letters,
+        )
+        items, total = await queries.flows(where, limit=page(limit), offset=offset, sort=sort)
+        return FlowPage(items=items, total=total, limit=limit, offset=offset)
+
+    @app.get("/api/flows/{correlation_id:path}", tags=["flows"], responses=_NOT_FOUND)
+    async def get_flow(correlation_id: str) -> FlowDetail:
+        """One flow: its events, causation edges, per-service timings, traces and judgement."""
+        found = await queries.flow(correlation_id[:_ID])
+        if found is None:
+            raise HTTPException(404, f"no flow with correlation id {correlation_id!r}")
+        return found
+
+    @app.get("/api/events/{event_id:path}", tags=["flows"], responses=_NOT_FOUND)
+    async def get_event(event_id: str) -> EventDetail:
+        """One event with its payload."""
+        found = await queries.event(event_id[:_ID])
+        if found is None:
+            raise HTTPException(404, f"no event with id {event_id!r}")
+        return found
+
+    @app.get("/api/counts", tags=["flows"], responses=_INVALID | _BAD)
+    async def counts(
+        saga: Annotated[str | None, Query(max_length=64)] = None,
+        since: Since = None,
+        until: Until = None,
+    ) -> Counts:
+        """How many flows are in each status (every status listed, zero included)."""
+        since_us, until_us = _window(since, until)
+        return await queries.counts(saga=saga, since_us=since_us, until_us=until_us)
+
+    @app.get("/api/topology", tags=["topology"], responses=_INVALID | _BAD)
+    async def topology(since: Since = None, until: Until = None) -> TopologyView:
+        """Which service publishes which type, which services react to it, counts and latencies.
+
+        A service *reacts* to type X when it published an event whose cause is
+        an X; the latency is the time from the cause to the reaction.
+        """
+        since_us, until_us = _window(since, until)
+        return await queries.topology(since_us=since_us, until_us=until_us)
+
+    @app.get("/api/facets", tags=["flows"])
+    async def facets() -> Facets:
+        """The values the flow filters take."""
+        return await queries.facets()
+
+
+def _record_routes(
+    app: FastAPI, queries: Queries, catalog: SagaCatalog, page: Callable[[int], int]
+) -> None:
+    @app.get("/api/sagas", tags=["sagas"])
+    async def sagas() -> list[SagaView]:
+        """The saga specs this observer judges by."""
+        return [saga_view(spec) for spec in catalog]
+
+    @app.get("/api/dead-letters", tags=["records"], responses=_INVALID)
+    async def dead_letters(
+        attached: Annotated[
+            bool | None, Query(description="With a flow (true) or without one (false).")
+        ] = None,
+        limit: Limit = 50,
+        offset: Offset = 0,
+    ) -> DeadLetterPage:
+        """Records consumers gave up on (read from ``*.dlq`` topics)."""
+        items, total = await queries.dead_letters(
+            limit=page(limit), offset=offset, attached=attached
+        )
+        return DeadLetterPage(items=items, total=total, limit=limit, offset=offset)
+
+    @app.get("/api/rejects", tags=["records"], responses=_INVALID)
+    async def rejects(limit: Limit = 50, offset: Offset = 0) -> RejectPage:
+        """Records that are not events at all (counted, kept, never silently dropped)."""
+        items, total = await queries.rejects(limit=page(limit), offset=offset)
+        return RejectPage(items=items, total=total, limit=limit, offset=offset)
+
+
+def _instance_routes(
+    app: FastAPI, queries: Queries, metrics: ObserverMetrics, instance: Instance
+) -> None:
+    @app.get("/api/stats", tags=["instance"])
+    async def stats() -> Stats:
+        """What the database holds, the stored offsets, and this instance's consumer."""
+        totals = await queries.totals()
+        return Stats(
+            **totals,
+            group=instance.group,
+            positions=await queries.positions(),
+            instance=InstanceView(
+                client_id=instance.client_id, assigned=instance.assignment(), lag=instance.lag()
+            ),
+        )
+
+    @app.get("/healthz", tags=["instance"], responses={503: {"model": Health}})
+    async def healthz() -> JSONResponse:
+        """200 when the database answers and the consumer runs; 503 otherwise."""
+        try:
+            await asyncio.wait_for(queries.ping(), timeout=5)
+            database = "ok"
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            database = f"unavailable: {type(exc).__name__}"
+        consumer = instance.consumer_state()
+        healthy = database == "ok" and consumer == "running"
+        body = Health(
+            status="ok" if healthy else "unavailable", database=database, consumer=consumer
+        )
+        return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+
+    @app.get("/metrics", tags=["instance"], response_class=Response)
+    async def prometheus() -> Response:
+        """Prometheus metrics (text format)."""
+        try:
+            found = await queries.counts()
+        except (SQLAlchemyError, OSError):
+            found = None
+        if found is not None:
+            for name, count in found.by_status.items():
+                metrics.flows.labels(name).set(count)
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def _ui_routes(app: FastAPI) -> None:
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(UI_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
+
+    @app.middleware("http")
+    async def no_sniff(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        return response
+
+
+def _window(since: datetime | None, until: datetime | None) -> tuple[int | None, int | None]:
+    since_us = micros(_aware(since)) if since else None
+    until_us = micros(_aware(until)) if until else None
+    if since_us is not None and until_us is not None and until_us <= since_us:
+        raise HTTPException(400, "'until' must be later than 'since'")
+    return since_us, until_us
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,259 @@
+"""The deployable observer: ``choreo run saga-observer`` builds it with :func:`create`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from collections.abc import Callable, Coroutine, Generator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import uvicorn
+from prometheus_client import CollectorRegistry
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events import Service
+from services.runtime.app import Runtime
+from services.runtime.database import create_engine
+from services.saga_observer.api import build_api
+from services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
+from services.saga_observer.ingest import Ingest
+from services.saga_observer.lifecycle import LifecycleRelay, Transition
+from services.saga_observer.metrics import ObserverMetrics
+from services.saga_observer.queries import Queries
+from services.saga_observer.records import micros
+from services.saga_observer.settings import ObserverSettings
+from services.saga_observer.spec import SagaCatalog, load_catalog
+from services.saga_observer.store import Store
+from services.saga_observer.sweeper import Sweeper
+
+logger = logging.getLogger("choreokit.observer")
+
+
+def create(runtime: Runtime) -> ObserverApp:
+    """Build the observer from the runtime and the environment (``CHOREO_OBSERVER_*``)."""
+    return ObserverApp(runtime, ObserverSettings())
+
+
+def now_us() -> int:
+    """Microseconds since the epoch, now."""
+    return micros(datetime.now(UTC))
+
+
+@dataclass
+class _InstanceState:
+    group: str
+    client_id: str
+    ingest: Ingest | None = None
+    state: str = "starting"
+    bound: list[str] = field(default_factory=list)
+
+    def consumer_state(self) -> str:
+        return self.state
+
+    def assignment(self) -> list[str]:
+        if self.ingest is None:
+            return []
+        return [f"{tp.topic}[{tp.partition}]" for tp in self.ingest.assignment]
+
+    def lag(self) -> int:
+        return self.ingest.lag() if self.ingest else 0
+
+
+class ObserverApp:
+    """The saga observer: ingest, deadline sweeps, lifecycle relay and the HTTP server.
+
+    Args:
+        runtime: Name, Kafka settings, middlewares and data directory.
+        settings: The observer's settings.
+        catalog: The saga specs; loaded from the entry points and
+            ``settings.specs`` when omitted.
+        clock: Microseconds since the epoch, now.
+    """
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        settings: ObserverSettings,
+        *,
+        catalog: SagaCatalog | None = None,
+        clock: Callable[[], int] = now_us,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings
+        self._catalog = catalog
+        self._clock = clock
+        self.group = settings.group or runtime.name
+        self.client_id = f"{runtime.name}-{socket.gethostname()}-{os.getpid()}"
+        self.metrics = ObserverMetrics(CollectorRegistry())
+        self.ready = asyncio.Event()
+        self.port: int | None = None
+
+    @property
+    def database_url(self) -> str:
+        """The database in use: ``CHOREO_OBSERVER_DB``, else a SQLite file in the data dir."""
+        return self.settings.db or self.runtime.sqlite_url(self.runtime.name)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then stop every part and return."""
+        settings = self.settings
+        catalog = self._catalog or load_catalog(settings.specs, timeout=settings.timeout)
+        writer, reader = _engines(self.database_url)
+        try:
+            store = Store(writer, catalog, group=self.group)
+            before, after = await store.migrate()
+            if before != after:
+                logger.info("observer database migrated from version %d to %d", before, after)
+            publisher = self.runtime.prepare(
+                Service(self.runtime.name, publishes=LIFECYCLE_EVENTS, settings=self.runtime.kafka)
+            )
+            await publisher.start()
+            try:
+                await self._serve(stop, store, reader, catalog, publisher)
+            finally:
+                await publisher.stop()
+        finally:
+            await writer.dispose()
+            if reader is not writer:
+                await reader.dispose()
+
+    async def _serve(
+        self,
+        stop: asyncio.Event,
+        store: Store,
+        reader: AsyncEngine,
+        catalog: SagaCatalog,
+        publisher: Service,
+    ) -> None:
+        settings, metrics = self.settings, self.metrics
+        relay = LifecycleRelay(
+            store,
+            publisher.publisher,
+            owner=self.client_id,
+            clock=self._clock,
+            on_published=lambda t: metrics.published.labels(t).inc(),
+        )
+
+        def transitions(changes: Sequence[Transition]) -> None:
+            if changes:
+                relay.wake()
+
+        ingest = Ingest(
+            kafka=self.runtime.kafka,
+            settings=settings,
+            group=self.group,
+            client_id=self.client_id,
+            store=store,
+            metrics=metrics,
+            clock=self._clock,
+            lifecycle_types=LIFECYCLE_TYPES,
+            on_transitions=transitions,
+        )
+        sweeper = Sweeper(
+            store,
+            clock=self._clock,
+            interval=settings.sweep_interval,
+            metrics=metrics,
+            on_transitions=transitions,
+        )
+        instance = _InstanceState(group=self.group, client_id=self.client_id, ingest=ingest)
+        queries = Queries(reader, catalog, group=self.group, jaeger_url=settings.jaeger_url)
+        api = build_api(
+            queries=queries,
+            catalog=catalog,
+            metrics=metrics,
+            instance=instance,
+            max_page_size=settings.max_page_size,
+        )
+        server = _Server(
+            uvicorn.Config(
+                api,
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+            )
+        )
+        halt = asyncio.Event()
+        parts: dict[str, Coroutine[Any, Any, None]] = {
+            "ingest": ingest.run(halt),
+            "sweeper": sweeper.run(halt),
+            "relay": relay.run(halt),
+            "http": server.serve(),
+        }
+        tasks: dict[asyncio.Future[Any], str] = {
+            asyncio.ensure_future(coro): name for name, coro in parts.items()
+        }
+        watcher = asyncio.ensure_future(self._watch_start(ingest, server, instance))
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+        failure: BaseException | None = None
+        try:
+            done, _ = await asyncio.wait({*tasks, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopping and task.exception() is not None:
+                    failure = task.exception()
+                    logger.error("observer %s failed: %s", tasks[task], failure)
+                elif task is not stopping:
+                    logger.error("observer %s stopped unexpectedly", tasks[task])
+        finally:
+            instance.state = "stopped"
+            halt.set()
+            server.should_exit = True
+            watcher.cancel()
+            stopping.cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            for task, result in zip(tasks, results, strict=True):
+                if isinstance(result, Exception) and result is not failure:
+                    logger.error("observer %s failed while stopping: %s", tasks[task], result)
+        if failure is not None:
+            raise failure
+
+    async def _watch_start(self, ingest: Ingest, server: _Server, instance: _InstanceState) -> None:
+        await ingest.started.wait()
+        while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, not an event
+            await asyncio.sleep(0.02)  # noqa: sleep-ok - polls uvicorn's started flag
+        for listener in server.servers:
+            for sock in listener.sockets:
+                host, port = sock.getsockname()[:2]
+                self.port = int(port)
+                instance.bound.append(f"http://{host}:{port}")
+        instance.state = "running"
+        logger.info("saga observer on %s (UI at /, API at /api/docs)", ", ".join(instance.bound))
+        self.ready.set()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: ``choreo run`` owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _engines(url: str) -> tuple[AsyncEngine, AsyncEngine]:
+    """A writer and a reader for ``url``.
+
+    On SQLite the writer takes the write lock as it begins (``BEGIN IMMEDIATE``)
+    and readers use their own connections (WAL lets them read while it writes);
+    on PostgreSQL one pool serves both.
+    """
+    writer = create_engine(url)
+    if make_url(writer.url).get_backend_name() != "sqlite":
+        return writer, writer
+
+    @event.listens_for(writer.sync_engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @event.listens_for(writer.sync_engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer, create_engine(url)

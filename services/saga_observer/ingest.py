@@ -1,0 +1,309 @@
+"""The consumer: every topic by pattern, batches applied to the store with their offsets.
+
+Why a bare aiokafka consumer and not :class:`events.Service`: a service
+dispatches by handler and topic and keeps its offsets in Kafka, while the
+observer reads every topic (a pattern, so new topics join) and keeps its
+offsets in its own database, in the transaction that applies each batch. It
+seeks to those stored offsets whenever partitions are assigned, before any
+record is read. Offsets are also committed to Kafka after each database commit,
+for lag tools only: they are never read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.abc import ConsumerRebalanceListener
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+from sqlalchemy.exc import SQLAlchemyError
+
+from events import KafkaSettings
+from events._kafka import client_options, consumer_options, unreachable
+from events._settings import millis
+from services.saga_observer.lifecycle import Transition
+from services.saga_observer.metrics import ObserverMetrics
+from services.saga_observer.records import Seen, classify
+from services.saga_observer.settings import ObserverSettings
+from services.saga_observer.store import Advance, Applied, FencedError, Store
+
+logger = logging.getLogger("choreokit.observer.ingest")
+_MAX_BACKOFF = 5.0
+_POLL_MS = 200  # an idle loop looks for records (and the stop signal) this often
+
+
+@dataclass
+class _Partition:
+    """Where this reader stands on one assigned partition.
+
+    Attributes:
+        expected: The stored next offset (``None``: nothing stored yet); a batch
+            applies only if the database still holds it.
+        floor: Records below it were applied already and are skipped.
+    """
+
+    expected: int | None
+    floor: int
+
+
+class Ingest:
+    """Reads every matching topic and applies each batch to the store, offsets included.
+
+    Args:
+        kafka: Kafka settings.
+        settings: The observer's settings.
+        group: The consumer group.
+        client_id: This instance's Kafka client id.
+        store: Where batches go.
+        metrics: The instance's metrics.
+        clock: Microseconds since the epoch, now.
+        lifecycle_types: Types that are the observer's own lifecycle events.
+        on_transitions: Called after each commit that recorded transitions.
+    """
+
+    def __init__(
+        self,
+        *,
+        kafka: KafkaSettings,
+        settings: ObserverSettings,
+        group: str,
+        client_id: str,
+        store: Store,
+        metrics: ObserverMetrics,
+        clock: Callable[[], int],
+        lifecycle_types: frozenset[str],
+        on_transitions: Callable[[Sequence[Transition]], None],
+    ) -> None:
+        self._kafka = kafka
+        self._settings = settings
+        self._group = group
+        self._client_id = client_id
+        self._store = store
+        self._metrics = metrics
+        self._clock = clock
+        self._lifecycle_types = lifecycle_types
+        self._on_transitions = on_transitions
+        self._consumer: AIOKafkaConsumer | None = None
+        self._partitions: dict[TopicPartition, _Partition] = {}
+        self._unpositioned: set[TopicPartition] = set()
+        self._lock = asyncio.Lock()
+        self._backoff = 0.0
+        self.started = asyncio.Event()
+
+    @property
+    def assignment(self) -> tuple[TopicPartition, ...]:
+        """The partitions this instance reads now."""
+        return tuple(sorted(self._partitions.keys() | self._unpositioned))
+
+    def lag(self) -> int:
+        """Records on the assigned partitions not yet applied, as of the last fetch."""
+        consumer = self._consumer
+        if consumer is None:
+            return 0
+        total = 0
+        for tp, state in self._partitions.items():
+            high = consumer.highwater(tp)
+            if high is not None:
+                total += max(0, high - (state.expected or 0))
+        return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; leave the group cleanly."""
+        consumer = AIOKafkaConsumer(
+            group_id=self._group,
+            client_id=self._client_id,
+            enable_auto_commit=False,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            metadata_max_age_ms=millis(self._settings.topic_refresh),
+            **client_options(self._kafka),
+            **consumer_options(self._kafka),
+        )
+        consumer.subscribe(pattern=self._settings.topic_pattern, listener=_Listener(self))
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise unreachable(self._kafka, exc, "starting the observer's consumer") from exc
+        self._consumer = consumer
+        self.started.set()
+        logger.info(
+            "observer consuming topics matching %r as group %s",
+            self._settings.topic_pattern,
+            self._group,
+        )
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(
+                    timeout_ms=_POLL_MS, max_records=self._kafka.max_batch
+                )
+                if self._unpositioned:
+                    await self._position(tuple(self._unpositioned))
+                if batch:
+                    async with self._lock:
+                        await self._handle(consumer, batch)
+                    if self._backoff:
+                        await _pause(stop, self._backoff)
+                self._metrics.assigned.set(len(self.assignment))
+                self._metrics.lag.set(self.lag())
+        finally:
+            self._consumer = None
+            await consumer.stop()
+
+    async def _handle(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+    ) -> None:
+        seen: list[Seen] = []
+        advance: dict[TopicPartition, Advance] = {}
+        for tp, records in batch.items():
+            state = self._partitions.get(tp)
+            if state is None:
+                continue  # revoked meanwhile, or not positioned yet: read again once it is
+            fresh = [r for r in records if r.offset >= state.floor]
+            if not fresh:
+                continue
+            seen += [
+                classify(
+                    r,
+                    lifecycle_types=self._lifecycle_types,
+                    payload_limit=self._settings.payload_limit,
+                )
+                for r in fresh
+            ]
+            advance[tp] = Advance(state.expected, fresh[-1].offset + 1)
+        if not advance:
+            return
+        started = time.perf_counter()
+        try:
+            applied = await self._store.apply(seen, advance, self._clock())
+        except FencedError as exc:
+            logger.warning("%s", exc)
+            self._metrics.fenced.inc()
+            await self._position(tuple(self._partitions))
+            return
+        except (SQLAlchemyError, OSError) as exc:
+            self._metrics.database_errors.inc()
+            self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
+            logger.warning(
+                "cannot apply a batch of %d records (%s); reading them again in %.1fs",
+                len(seen),
+                exc,
+                self._backoff,
+            )
+            await self._position(tuple(self._partitions))
+            return
+        self._backoff = 0.0
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._metrics.batches.inc()
+        self._count(applied)
+        for tp, step in advance.items():
+            self._partitions[tp] = _Partition(step.next, step.next)
+        if applied.transitions:
+            self._on_transitions(applied.transitions)
+        try:
+            await consumer.commit({tp: OffsetAndMetadata(s.next, "") for tp, s in advance.items()})
+        except KafkaError as exc:
+            # Informational only: the database holds the offsets that count.
+            logger.debug("offset commit to Kafka failed (%s); the database has them", exc)
+
+    def _count(self, applied: Applied) -> None:
+        records = self._metrics.records
+        records.labels("event").inc(applied.events)
+        records.labels("duplicate").inc(applied.duplicates)
+        records.labels("dead_letter").inc(applied.dead_letters)
+        records.labels("rejected").inc(applied.rejects)
+        records.labels("lifecycle").inc(applied.lifecycle)
+        for transition in applied.transitions:
+            self._metrics.transitions.labels(transition.type).inc()
+
+    async def _position(self, partitions: Sequence[TopicPartition]) -> None:
+        """Seek ``partitions`` to their stored offsets (the beginning when none is stored)."""
+        consumer = self._consumer
+        if consumer is None or not partitions:
+            return
+        assigned = consumer.assignment()
+        wanted = [tp for tp in partitions if tp in assigned]
+        self._unpositioned.difference_update(partitions)
+        if not wanted:
+            return
+        try:
+            stored = await self._store.positions()
+        except (SQLAlchemyError, OSError) as exc:
+            logger.warning("cannot read stored offsets (%s); trying again", exc)
+            self._metrics.database_errors.inc()
+            for tp in wanted:
+                self._partitions.pop(tp, None)
+            self._unpositioned.update(wanted)
+            return
+        ends = await _end_offsets(consumer, [tp for tp in wanted if tp in stored])
+        beginning = []
+        for tp in wanted:
+            offset = stored.get(tp)
+            if offset is None:
+                beginning.append(tp)
+                self._partitions[tp] = _Partition(None, 0)
+            elif tp in ends and offset > ends[tp]:
+                logger.warning(
+                    "%s[%d] ends at %d but the database stored %d: the log was recreated; "
+                    "reading it from the beginning (events already recorded count as duplicates)",
+                    tp.topic,
+                    tp.partition,
+                    ends[tp],
+                    offset,
+                )
+                beginning.append(tp)
+                self._partitions[tp] = _Partition(offset, 0)
+            else:
+                consumer.seek(tp, offset)
+                self._partitions[tp] = _Partition(offset, offset)
+        if beginning:
+            await consumer.seek_to_beginning(*beginning)
+        logger.info("positioned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in wanted))
+
+    async def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
+        self._unpositioned.update(partitions)
+        await self._position(partitions)
+        self._metrics.assigned.set(len(self.assignment))
+
+    async def _revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        async with self._lock:  # let the batch in hand commit before the partitions move
+            for tp in partitions:
+                self._partitions.pop(tp, None)
+                self._unpositioned.discard(tp)
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, ingest: Ingest) -> None:
+        self._ingest = ingest
+
+    async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
+        await self._ingest._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
+        await self._ingest._assigned(list(assigned))
+
+
+async def _end_offsets(
+    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int]:
+    if not partitions:
+        return {}
+    try:
+        found = await consumer.end_offsets(partitions)
+    except KafkaError as exc:
+        logger.debug("cannot read end offsets (%s); trusting the stored offsets", exc)
+        return {}
+    return {tp: int(offset) for tp, offset in found.items()}
+
+
+async def _pause(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)

@@ -1,0 +1,224 @@
+"""Judging a flow: its status and the step(s) expected next, from its graph and its spec.
+
+The judgement is a pure function of the flow's events (as a set), its spec and
+the time of judgement, so any order of arrival leads to the same result.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.saga_observer.graph import FlowGraph, Node
+from services.saga_observer.spec import SagaCatalog, SagaSpec
+
+
+class Status(StrEnum):
+    """Where a flow stands."""
+
+    RUNNING = "running"
+    """Started, not ended, still within its timeout."""
+
+    COMPLETED = "completed"
+    """Reached a success end."""
+
+    FAILED = "failed"
+    """Reached a failure end with nothing to compensate."""
+
+    COMPENSATED = "compensated"
+    """Reached a failure end, and every compensation it requires happened."""
+
+    FAILED_UNCOMPENSATED = "failed-uncompensated"
+    """Reached a failure end, but a required compensation is missing after the timeout."""
+
+    STALLED = "stalled"
+    """No end within the timeout."""
+
+    UNTRACKED = "untracked"
+    """No saga spec knows the flow's events: recorded and shown, never judged."""
+
+    @property
+    def final(self) -> bool:
+        """Whether nothing that arrives later can change the status."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({Status.COMPLETED, Status.FAILED, Status.COMPENSATED})
+
+
+class Reason(StrEnum):
+    """Why a step is expected."""
+
+    NEXT_STEP = "next-step"
+    """The spec says one of these types follows the event."""
+
+    COMPENSATION = "compensation"
+    """The flow failed and this compensation is required."""
+
+    MISSING_CAUSE = "missing-cause"
+    """An event names a cause that has not been seen."""
+
+    MISSING_START = "missing-start"
+    """The flow's start event has not been seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class Expectation:
+    """A step the flow is waiting for.
+
+    Attributes:
+        reason: Why it is expected.
+        one_of: The event types, one of which is expected.
+        after_id: The event it is expected to follow (or the missing cause's id).
+        after_type: That event's type, if known.
+    """
+
+    reason: Reason
+    one_of: tuple[str, ...]
+    after_id: str | None = None
+    after_type: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        """A JSON-ready form."""
+        return {
+            "reason": self.reason.value,
+            "one_of": list(self.one_of),
+            "after_id": self.after_id,
+            "after_type": self.after_type,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Judgement:
+    """The verdict on one flow at one moment.
+
+    Attributes:
+        status: The flow's status.
+        saga: The spec's name (``None``: no spec knows the flow).
+        root: The root event, if present.
+        connected: Whether the flow is one tree rooted at the spec's start event.
+        deadline_us: When the flow must have ended (``None`` for untracked flows).
+        end: The end event (success or failure), if reached.
+        ended_us: When the flow ended (the end, or its last required compensation).
+        required: Compensations the failure requires.
+        missing: Required compensations not (yet) seen.
+        expected: What the flow waits for (running, stalled and
+            failed-uncompensated flows).
+    """
+
+    status: Status
+    saga: str | None
+    root: Node | None
+    connected: bool
+    deadline_us: int | None
+    end: Node | None
+    ended_us: int | None
+    required: tuple[str, ...]
+    missing: tuple[str, ...]
+    expected: tuple[Expectation, ...]
+
+
+def judge(graph: FlowGraph, catalog: SagaCatalog, now_us: int) -> Judgement:
+    """Judge ``graph`` against the spec that fits it, at time ``now_us``."""
+    first_root = graph.root()
+    spec = catalog.for_flow(first_root.type if first_root else None, graph.types.keys())
+    if spec is None:
+        root = graph.root()
+        return Judgement(
+            status=Status.UNTRACKED,
+            saga=None,
+            root=root,
+            connected=graph.is_connected_tree(),
+            deadline_us=None,
+            end=None,
+            ended_us=None,
+            required=(),
+            missing=(),
+            expected=(),
+        )
+    return _judge(graph, spec, now_us)
+
+
+def _judge(graph: FlowGraph, spec: SagaSpec, now_us: int) -> Judgement:
+    root = graph.root(spec.start)
+    has_start = root is not None and root.type == spec.start
+    begin = root.time_us if root is not None else min(n.time_us for n in graph)
+    deadline = begin + _micros(spec)
+    overdue = now_us >= deadline
+    failure = _first(graph, spec.failure)
+    success = _first(graph, spec.success)
+    end = failure or success
+    required = spec.required_compensations(graph.types) if failure else ()
+    missing = tuple(t for t in required if t not in graph.types)
+    # A flow with a gap in its causal history is judged when the gap closes: until the
+    # start and every named cause are present, what happened cannot be known.
+    gaps: list[Expectation] = []
+    if not has_start:
+        gaps.append(Expectation(Reason.MISSING_START, (spec.start,)))
+    gaps += [
+        Expectation(Reason.MISSING_CAUSE, (), after_id=n.causation_id, after_type=None)
+        for n in graph.orphans
+    ]
+    expected: list[Expectation] = []
+    ended: int | None = None
+    if gaps:
+        status = Status.STALLED if overdue else Status.RUNNING
+        expected = [*gaps, *_next_steps(graph, spec)]
+    elif failure is not None:
+        if not required:
+            status = Status.FAILED
+            ended = failure.time_us
+        elif not missing:
+            status = Status.COMPENSATED
+            ended = max(failure.time_us, *(_first_time(graph, t) for t in required))
+        else:
+            status = Status.FAILED_UNCOMPENSATED if overdue else Status.RUNNING
+            expected = [
+                Expectation(Reason.COMPENSATION, (t,), after_id=failure.id, after_type=failure.type)
+                for t in missing
+            ]
+    elif success is not None:
+        status = Status.COMPLETED
+        ended = success.time_us
+    else:
+        status = Status.STALLED if overdue else Status.RUNNING
+        expected = _next_steps(graph, spec)
+    return Judgement(
+        status=status,
+        saga=spec.name,
+        root=root,
+        connected=graph.is_connected_tree(spec.start),
+        deadline_us=deadline,
+        end=end,
+        ended_us=ended,
+        required=required,
+        missing=missing,
+        expected=tuple(expected),
+    )
+
+
+def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
+    """For each event the spec has steps for, the steps none of its effects took yet."""
+    found = []
+    for node in graph:
+        following = spec.steps.get(node.type)
+        if not following:
+            continue
+        taken = {graph.nodes[c].type for c in graph.children.get(node.id, ())}
+        if taken.isdisjoint(following):
+            found.append(
+                Expectation(Reason.NEXT_STEP, following, after_id=node.id, after_type=node.type)
+            )
+    return found
+
+
+def _first(graph: FlowGraph, types: tuple[str, ...]) -> Node | None:
+    return next((n for n in graph if n.type in types), None)
+
+
+def _first_time(graph: FlowGraph, event_type: str) -> int:
+    return min(n.time_us for n in graph if n.type == event_type)
+
+
+def _micros(spec: SagaSpec) -> int:
+    return int(spec.timeout.total_seconds() * 1_000_000)

@@ -1,0 +1,265 @@
+"""What a Kafka record is to the observer: an event, a lifecycle event, a dead letter, or junk.
+
+Every record gets exactly one of these answers; none is dropped silently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from aiokafka import ConsumerRecord
+
+from events import ChoreoError, Envelope, decode, is_dead_letter_topic
+from events._codec import DecodedRecord, header_value, record_time
+from events._dead_letter import (
+    H_ATTEMPTS,
+    H_CONSUMER_GROUP,
+    H_ERROR_MESSAGE,
+    H_ERROR_TYPE,
+    H_FAILED_AT,
+    H_ORIGINAL_OFFSET,
+    H_ORIGINAL_PARTITION,
+    H_ORIGINAL_TOPIC,
+    HEADER_PREFIX,
+)
+from events._envelope import H_CORRELATION, H_ID, H_TYPE
+
+MAX_TEXT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a record sits in Kafka."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeenEvent:
+    """A valid CloudEvent of a flow.
+
+    Attributes:
+        envelope: Its attributes.
+        position: Where it was read.
+        payload: The JSON payload as text (``None`` when larger than the limit).
+        size: The payload's size in bytes.
+    """
+
+    envelope: Envelope
+    position: Position
+    payload: str | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SeenLifecycle:
+    """One of the observer's own ``saga.*`` events, read back from Kafka."""
+
+    envelope: Envelope
+    position: Position
+    payload: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SeenDeadLetter:
+    """A record some consumer gave up on, attached to its flow where the headers allow.
+
+    Attributes:
+        key: The dead-lettering's identity: the original position and the group
+            when the headers name them, else the dead letter's own position.
+        correlation_id: The flow, if the original headers carry one.
+        event_id: The original event's id, if known.
+        event_type: The original event's type, if known.
+        error_type: The error class the consumer reported.
+        error_message: Its message.
+        group: The consumer group that gave up.
+        attempts: How many times the handler ran.
+        failed_at: When it was dead-lettered.
+        original: The original record's position, if known.
+        position: The dead letter's own position.
+    """
+
+    key: str
+    correlation_id: str | None
+    event_id: str | None
+    event_type: str | None
+    error_type: str
+    error_message: str
+    group: str | None
+    attempts: int | None
+    failed_at: datetime
+    original: Position | None
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class SeenReject:
+    """A record that is not an event at all, with why."""
+
+    position: Position
+    error_type: str
+    error_message: str
+    key: str | None
+    size: int
+    timestamp: datetime
+
+
+Seen = SeenEvent | SeenLifecycle | SeenDeadLetter | SeenReject
+
+
+def classify(
+    record: ConsumerRecord[bytes, bytes],
+    *,
+    lifecycle_types: frozenset[str],
+    payload_limit: int,
+) -> Seen:
+    """Say what ``record`` is."""
+    position = Position(record.topic, record.partition, record.offset)
+    if is_dead_letter_topic(record.topic):
+        return _dead_letter(record, position)
+    try:
+        decoded = decode(record.headers, record.value, fallback_time=record_time(record.timestamp))
+    except ChoreoError as exc:
+        return _reject(record, position, exc)
+    payload, size = _payload(decoded, payload_limit)
+    if decoded.envelope.type in lifecycle_types:
+        return SeenLifecycle(decoded.envelope, position, payload)
+    return SeenEvent(decoded.envelope, position, payload, size)
+
+
+def _payload(decoded: DecodedRecord, limit: int) -> tuple[str | None, int]:
+    if decoded.structured:
+        text = json.dumps(decoded.data, separators=(",", ":"), ensure_ascii=False)
+    else:
+        raw = decoded.data if isinstance(decoded.data, bytes) else b""
+        text = raw.decode("utf-8", "replace")
+    size = len(text.encode())
+    return (text if size <= limit else None), size
+
+
+def _reject(
+    record: ConsumerRecord[bytes, bytes], position: Position, exc: ChoreoError
+) -> SeenReject:
+    return SeenReject(
+        position=position,
+        error_type=type(exc).__name__,
+        error_message=str(exc)[:MAX_TEXT],
+        key=_text(record.key),
+        size=len(record.value or b""),
+        timestamp=record_time(record.timestamp),
+    )
+
+
+def _dead_letter(record: ConsumerRecord[bytes, bytes], position: Position) -> SeenDeadLetter:
+    headers: Sequence[tuple[str, bytes | None]] = tuple(record.headers)
+    original_headers = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+    envelope: Envelope | None
+    try:
+        envelope = decode(
+            original_headers, record.value, fallback_time=record_time(record.timestamp)
+        ).envelope
+    except ChoreoError:
+        envelope = None
+    correlation = envelope.correlation_id if envelope else _header(headers, H_CORRELATION)
+    event_id = envelope.id if envelope else _header(headers, H_ID)
+    original = _original(headers)
+    group = _header(headers, H_CONSUMER_GROUP)
+    if original is not None:
+        key = f"{original.topic}/{original.partition}/{original.offset}/{group or ''}"
+    else:
+        key = f"{position.topic}/{position.partition}/{position.offset}"
+    return SeenDeadLetter(
+        key=key[:1024],
+        correlation_id=correlation,
+        event_id=event_id,
+        event_type=envelope.type if envelope else _header(headers, H_TYPE),
+        error_type=_header(headers, H_ERROR_TYPE) or "unknown",
+        error_message=(_header(headers, H_ERROR_MESSAGE) or "")[:MAX_TEXT],
+        group=group,
+        attempts=_int(_header(headers, H_ATTEMPTS)),
+        failed_at=_time(_header(headers, H_FAILED_AT)) or record_time(record.timestamp),
+        original=original,
+        position=position,
+    )
+
+
+def _original(headers: Sequence[tuple[str, bytes | None]]) -> Position | None:
+    topic = _header(headers, H_ORIGINAL_TOPIC)
+    partition = _int(_header(headers, H_ORIGINAL_PARTITION))
+    offset = _int(_header(headers, H_ORIGINAL_OFFSET))
+    if topic is None or partition is None or offset is None:
+        return None
+    return Position(topic, partition, offset)
+
+
+def _header(headers: Sequence[tuple[str, bytes | None]], name: str) -> str | None:
+    value = header_value(headers, name)
+    if value is None or not value.strip():
+        return None
+    return value[:1024]
+
+
+def _int(value: str | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None
+
+
+def _time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    return raw[:256].decode("utf-8", "replace")
+
+
+def service_of(source: str) -> str:
+    """The service behind a ``ce_source``: ``/services/orders`` -> ``orders``."""
+    parts = [p for p in source.split("/") if p]
+    if len(parts) >= 2 and parts[0] == "services":  # noqa: PLR2004 - "/services/<name>"
+        return parts[1]
+    return source
+
+
+def micros(moment: datetime) -> int:
+    """``moment`` in whole microseconds since the epoch."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """The aware UTC datetime of ``value`` microseconds since the epoch."""
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+
+
+def trace_id(traceparent: str | None) -> str | None:
+    """The trace id of a W3C ``traceparent`` (``None`` if absent or malformed)."""
+    if not traceparent:
+        return None
+    parts = traceparent.split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:  # noqa: PLR2004 - W3C layout
+        return None
+    try:
+        int(parts[1], 16)
+    except ValueError:
+        return None
+    return parts[1].lower()
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

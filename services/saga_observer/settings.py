@@ -1,0 +1,91 @@
+"""The observer's settings, read from the environment once, when the service is built."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AliasChoices, Field, PositiveInt, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from events._settings import Duration
+
+DEFAULT_TOPIC_PATTERN = r"^(?!__).+"
+"""Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""
+
+
+class ObserverSettings(BaseSettings):
+    """How the saga observer runs.
+
+    Every field reads ``CHOREO_OBSERVER_<FIELD>``; ``jaeger_url`` also reads
+    ``CHOREO_JAEGER_URL``. Durations take ``250ms``, ``2s``, ``1.5``, ``5m``.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="CHOREO_OBSERVER_", frozen=True, extra="ignore", populate_by_name=True
+    )
+
+    db: str | None = None
+    """Database URL: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB``; unset means a
+    SQLite file under the runtime's data directory."""
+
+    host: str = "127.0.0.1"
+    """Interface the HTTP server (UI and API) listens on."""
+
+    port: int = Field(default=8080, ge=0, le=65535)
+    """Port of the HTTP server; 0 picks a free one."""
+
+    group: str | None = None
+    """Kafka consumer group; unset means the service's name (``saga-observer``). Instances
+    sharing a group (and a PostgreSQL database) share the work."""
+
+    topic_pattern: str = DEFAULT_TOPIC_PATTERN
+    """Regular expression of the topics to observe (matched from the start of the name)."""
+
+    topic_refresh: Duration = timedelta(seconds=10)
+    """How often the topic list is refreshed, so new topics matching the pattern are read."""
+
+    specs: Annotated[tuple[Path, ...], NoDecode] = ()
+    """YAML files with saga specs (comma-separated), on top of the ``choreokit.sagas``
+    entry points; a YAML saga replaces an entry-point saga of the same name."""
+
+    timeout: Duration | None = None
+    """Overrides every saga's timeout (demos and tests that want stalls judged quickly)."""
+
+    sweep_interval: Duration = timedelta(seconds=1)
+    """How often flows past their deadline are judged again (stalled, failed-uncompensated)."""
+
+    jaeger_url: str = Field(
+        default="http://127.0.0.1:16686",
+        validation_alias=AliasChoices("CHOREO_JAEGER_URL", "CHOREO_OBSERVER_JAEGER_URL"),
+    )
+    """Base URL of the Jaeger UI that flow pages link to."""
+
+    max_page_size: PositiveInt = 200
+    """Largest ``limit`` the list endpoints accept."""
+
+    payload_limit: PositiveInt = 16_384
+    """Largest payload (bytes) kept per event; longer ones are kept truncated and flagged."""
+
+    @field_validator("specs", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(Path(p.strip()) for p in value.split(",") if p.strip())
+        return value
+
+    @field_validator("topic_pattern")
+    @classmethod
+    def _valid_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @field_validator("jaeger_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")

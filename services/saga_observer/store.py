@@ -1,0 +1,633 @@
+"""Writing the projection: a batch of records, the flows it touches, and its offsets, at once.
+
+Everything a batch changes (new events, duplicate counts, dead letters,
+rejected records, the re-judged flows, the lifecycle outbox) and the
+partitions' next offsets are written in **one transaction**. The consumer
+seeks to these stored offsets whenever it is assigned a partition, so after a
+crash at any moment the database holds exactly the effect of the records
+before the stored offsets: the same state a replay from scratch reaches.
+
+Writers fence each other on the stored offsets: a batch applies only if every
+partition's stored offset is still the one its reader started from, so a
+member that lost its partitions (or a paused zombie) cannot apply a batch twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from aiokafka import TopicPartition
+from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from events import ChoreoError
+from services.saga_observer import schema
+from services.saga_observer.graph import FlowGraph, Node
+from services.saga_observer.judge import Judgement, judge
+from services.saga_observer.lifecycle import Pending, Transition, transition
+from services.saga_observer.records import (
+    Position,
+    Seen,
+    SeenDeadLetter,
+    SeenEvent,
+    SeenLifecycle,
+    SeenReject,
+    micros,
+    service_of,
+    trace_id,
+)
+from services.saga_observer.spec import SagaCatalog
+
+logger = logging.getLogger("choreokit.observer.store")
+
+E, F, D, R, L, OFF, P = (
+    schema.events,
+    schema.flows,
+    schema.dead_letters,
+    schema.rejects,
+    schema.lifecycle,
+    schema.offsets,
+    schema.publishers,
+)
+_CHUNK = 500
+T = TypeVar("T")
+
+
+class FencedError(ChoreoError):
+    """Another reader moved a partition's stored offset; the batch was not applied.
+
+    The consumer seeks back to the stored offsets and reads on from there.
+    """
+
+    retriable = True
+
+    def __init__(self, partition: TopicPartition, expected: int | None) -> None:
+        self.partition = partition
+        self.expected = expected
+        super().__init__(
+            f"{partition.topic}[{partition.partition}] was not at offset {expected} any more: "
+            "another observer instance handled it; re-reading from the stored offset"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Advance:
+    """A partition's stored offset before and after a batch.
+
+    Attributes:
+        expected: The stored next offset the batch was read from (``None``: none stored).
+        next: The next offset after the batch.
+    """
+
+    expected: int | None
+    next: int
+
+
+@dataclass
+class Applied:
+    """What one batch changed."""
+
+    events: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    rejects: int = 0
+    lifecycle: int = 0
+    flows: int = 0
+    transitions: list[Transition] = field(default_factory=list)
+
+
+class Store:
+    """The observer's database, on the write side.
+
+    Args:
+        engine: Where to write (one writer at a time per process; SQLite's
+            engine should begin transactions with ``BEGIN IMMEDIATE``).
+        catalog: The saga specs flows are judged by.
+        group: The consumer group whose offsets are stored.
+    """
+
+    def __init__(self, engine: AsyncEngine, catalog: SagaCatalog, *, group: str) -> None:
+        self._engine = engine
+        self._catalog = catalog
+        self._group = group
+        self._lock = asyncio.Lock()
+        self._postgres = engine.dialect.name == "postgresql"
+
+    async def migrate(self) -> tuple[int, int]:
+        """Create or upgrade the schema; return the versions before and after."""
+        async with self._lock, self._engine.begin() as conn:
+            return await schema.migrate(conn)
+
+    async def positions(self) -> dict[TopicPartition, int]:
+        """The stored next offset of every partition the group has read."""
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(OFF.c.topic, OFF.c.kafka_partition, OFF.c.next_offset).where(
+                    OFF.c.group_id == self._group
+                )
+            )
+            return {TopicPartition(r.topic, r.kafka_partition): r.next_offset for r in rows}
+
+    async def apply(
+        self, seen: Sequence[Seen], advance: Mapping[TopicPartition, Advance], now_us: int
+    ) -> Applied:
+        """Record a batch and move its partitions' offsets, in one transaction.
+
+        Raises:
+            FencedError: A partition's stored offset is not ``advance[tp].expected``;
+                nothing was written.
+        """
+        applied = Applied()
+        async with self._lock, self._engine.begin() as conn:
+            await self._fence(conn, advance)
+            touched, created = await self._record_events(
+                conn, [s for s in seen if isinstance(s, SeenEvent)], applied
+            )
+            touched |= await self._record_dead_letters(
+                conn, [s for s in seen if isinstance(s, SeenDeadLetter)], applied
+            )
+            await self._record_rejects(
+                conn, [s for s in seen if isinstance(s, SeenReject)], applied
+            )
+            await self._record_lifecycle(
+                conn, [s for s in seen if isinstance(s, SeenLifecycle)], applied
+            )
+            applied.transitions = await self._rejudge(conn, touched, created, now_us)
+            applied.flows = len(touched)
+        return applied
+
+    async def sweep(self, now_us: int, limit: int = 500) -> tuple[int, list[Transition]]:
+        """Judge again running flows whose deadline passed (they stall, or fail uncompensated).
+
+        Returns:
+            How many flows were judged, and the transitions that made.
+        """
+        async with self._lock, self._engine.begin() as conn:
+            stmt = (
+                select(F.c.correlation_id)
+                .where(F.c.status == "running", F.c.deadline_us <= now_us)
+                .order_by(F.c.deadline_us)
+                .limit(limit)
+            )
+            if self._postgres:
+                stmt = stmt.with_for_update(skip_locked=True)
+            due = set((await conn.execute(stmt)).scalars())
+            if not due:
+                return 0, []
+            return len(due), await self._rejudge(conn, due, set(), now_us)
+
+    async def claim(self, owner: str, now_us: int, lease_us: int, limit: int) -> list[Pending]:
+        """Claim up to ``limit`` unsent lifecycle rows that no live claim holds."""
+        async with self._lock, self._engine.begin() as conn:
+            stmt = (
+                select(
+                    L.c.id, L.c.correlation_id, L.c.type, L.c.caused_by, L.c.payload, L.c.created_us
+                )
+                .where(
+                    L.c.sent_us.is_(None),
+                    or_(L.c.claimed_until_us.is_(None), L.c.claimed_until_us < now_us),
+                )
+                .order_by(L.c.created_us, L.c.id)
+                .limit(limit)
+            )
+            if self._postgres:
+                stmt = stmt.with_for_update(skip_locked=True)
+            rows = (await conn.execute(stmt)).all()
+            for chunk in _chunks([r.id for r in rows]):
+                await conn.execute(
+                    update(L)
+                    .where(L.c.id.in_(chunk))
+                    .values(claimed_by=owner, claimed_until_us=now_us + lease_us)
+                )
+        return [
+            Pending(r.id, r.correlation_id, r.type, r.caused_by, r.payload, r.created_us)
+            for r in rows
+        ]
+
+    async def mark_sent(self, ids: list[str], now_us: int) -> None:
+        """Record that the lifecycle events ``ids`` were acknowledged by the broker."""
+        async with self._lock, self._engine.begin() as conn:
+            for chunk in _chunks(ids):
+                await conn.execute(
+                    update(L)
+                    .where(L.c.id.in_(chunk), L.c.sent_us.is_(None))
+                    .values(sent_us=now_us, claimed_until_us=None)
+                )
+
+    # -- one batch -------------------------------------------------------------------------
+
+    def _insert(self, table: Table) -> Any:
+        dialect = postgresql if self._postgres else sqlite
+        return dialect.insert(table)
+
+    async def _fence(
+        self, conn: AsyncConnection, advance: Mapping[TopicPartition, Advance]
+    ) -> None:
+        for tp in sorted(advance):
+            step = advance[tp]
+            if step.expected is None:
+                result = await conn.execute(
+                    self._insert(OFF)
+                    .values(
+                        group_id=self._group,
+                        topic=tp.topic,
+                        kafka_partition=tp.partition,
+                        next_offset=step.next,
+                    )
+                    .on_conflict_do_nothing()
+                )
+            else:
+                result = await conn.execute(
+                    update(OFF)
+                    .where(
+                        OFF.c.group_id == self._group,
+                        OFF.c.topic == tp.topic,
+                        OFF.c.kafka_partition == tp.partition,
+                        OFF.c.next_offset == step.expected,
+                    )
+                    .values(next_offset=step.next)
+                )
+            if result.rowcount != 1:
+                raise FencedError(tp, step.expected)
+
+    async def _record_events(
+        self, conn: AsyncConnection, seen: list[SeenEvent], applied: Applied
+    ) -> tuple[set[str], set[str]]:
+        copies: dict[str, list[SeenEvent]] = defaultdict(list)
+        for event in seen:
+            copies[event.envelope.id].append(event)
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(list(copies)):
+            rows = await conn.execute(
+                select(
+                    E.c.id, E.c.correlation_id, E.c.topic, E.c.kafka_partition, E.c.kafka_offset
+                ).where(E.c.id.in_(chunk))
+            )
+            existing.update({r.id: r for r in rows})
+        touched: set[str] = set()
+        created: set[str] = set()
+        inserts: list[dict[str, Any]] = []
+        bumps: list[dict[str, Any]] = []
+        for event_id, group in copies.items():
+            # The copy at the lowest position is the one kept, whatever order copies come in.
+            first = min(group, key=lambda s: _key(s.position))
+            row = existing.get(event_id)
+            if row is None:
+                inserts.append(_event_row(first, deliveries=len(group)))
+                touched.add(first.envelope.correlation_id)
+                created.add(first.envelope.correlation_id)
+                applied.events += 1
+                applied.duplicates += len(group) - 1
+                continue
+            if row.correlation_id != first.envelope.correlation_id:
+                logger.warning(
+                    "event id %s was reused in flow %s (first seen in flow %s); counted as a "
+                    "duplicate of the first",
+                    event_id,
+                    first.envelope.correlation_id,
+                    row.correlation_id,
+                )
+            kept = min(
+                Position(row.topic, row.kafka_partition, row.kafka_offset),
+                first.position,
+                key=_key,
+            )
+            bumps.append(
+                {
+                    "b_id": event_id,
+                    "b_n": len(group),
+                    "b_topic": kept.topic,
+                    "b_partition": kept.partition,
+                    "b_offset": kept.offset,
+                }
+            )
+            touched.add(row.correlation_id)
+            applied.duplicates += len(group)
+        if inserts:
+            await conn.execute(self._insert(E).on_conflict_do_nothing(), inserts)
+            pairs = sorted({(row["type"], row["service"]) for row in inserts})
+            await conn.execute(
+                self._insert(P).on_conflict_do_nothing(),
+                [{"type": t, "service": s} for t, s in pairs],
+            )
+        if bumps:
+            await conn.execute(
+                update(E)
+                .where(E.c.id == bindparam("b_id"))
+                .values(
+                    deliveries=E.c.deliveries + bindparam("b_n"),
+                    topic=bindparam("b_topic"),
+                    kafka_partition=bindparam("b_partition"),
+                    kafka_offset=bindparam("b_offset"),
+                ),
+                bumps,
+            )
+        return touched, created
+
+    async def _record_dead_letters(
+        self, conn: AsyncConnection, seen: list[SeenDeadLetter], applied: Applied
+    ) -> set[str]:
+        if not seen:
+            return set()
+        by_key: dict[str, list[SeenDeadLetter]] = defaultdict(list)
+        for letter in seen:
+            by_key[letter.key].append(letter)
+        rows = []
+        for key, group in by_key.items():
+            letter = min(group, key=lambda s: _key(s.position))
+            rows.append(
+                {
+                    "key": key,
+                    "correlation_id": letter.correlation_id,
+                    "event_id": letter.event_id,
+                    "event_type": letter.event_type,
+                    "error_type": letter.error_type[:256],
+                    "error_message": letter.error_message,
+                    "group_id": (letter.group or "")[:256] or None,
+                    "attempts": letter.attempts,
+                    "failed_us": micros(letter.failed_at),
+                    "original_topic": letter.original.topic if letter.original else None,
+                    "original_partition": letter.original.partition if letter.original else None,
+                    "original_offset": letter.original.offset if letter.original else None,
+                    "topic": letter.position.topic,
+                    "kafka_partition": letter.position.partition,
+                    "kafka_offset": letter.position.offset,
+                    "copies": len(group),
+                }
+            )
+        stmt = self._insert(D)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[D.c.key], set_={"copies": D.c.copies + stmt.excluded.copies}
+            ),
+            rows,
+        )
+        applied.dead_letters += len(seen)
+        return {s.correlation_id for s in seen if s.correlation_id is not None}
+
+    async def _record_rejects(
+        self, conn: AsyncConnection, seen: list[SeenReject], applied: Applied
+    ) -> None:
+        if not seen:
+            return
+        rows = [
+            {
+                "topic": s.position.topic,
+                "kafka_partition": s.position.partition,
+                "kafka_offset": s.position.offset,
+                "error_type": s.error_type[:256],
+                "error_message": s.error_message,
+                "record_key": s.key,
+                "size": s.size,
+                "time_us": micros(s.timestamp),
+            }
+            for s in seen
+        ]
+        await conn.execute(self._insert(R).on_conflict_do_nothing(), rows)
+        applied.rejects += len(seen)
+
+    async def _record_lifecycle(
+        self, conn: AsyncConnection, seen: list[SeenLifecycle], applied: Applied
+    ) -> None:
+        if not seen:
+            return
+        rows = {}
+        for s in seen:
+            moment = micros(s.envelope.time)
+            rows[s.envelope.id] = {
+                "id": s.envelope.id,
+                "correlation_id": s.envelope.correlation_id,
+                "type": s.envelope.type,
+                "status": _status_of(s),
+                "caused_by": s.envelope.causation_id,
+                "payload": s.payload or "{}",
+                "created_us": moment,
+                "sent_us": moment,
+                "observed": True,
+            }
+        stmt = self._insert(L)
+        await conn.execute(
+            stmt.on_conflict_do_update(
+                index_elements=[L.c.id],
+                set_={
+                    "observed": True,
+                    "sent_us": func.coalesce(L.c.sent_us, stmt.excluded.sent_us),
+                },
+            ),
+            list(rows.values()),
+        )
+        applied.lifecycle += len(seen)
+
+    async def _rejudge(
+        self, conn: AsyncConnection, cids: set[str], created: set[str], now_us: int
+    ) -> list[Transition]:
+        if not cids:
+            return []
+        if created:
+            await conn.execute(
+                self._insert(F).on_conflict_do_nothing(),
+                [_placeholder(cid, now_us) for cid in sorted(created)],
+            )
+        current: dict[str, str] = {}
+        for chunk in _chunks(sorted(cids)):
+            stmt = (
+                select(F.c.correlation_id, F.c.status)
+                .where(F.c.correlation_id.in_(chunk))
+                .order_by(F.c.correlation_id)
+            )
+            if self._postgres:
+                stmt = stmt.with_for_update()
+            current.update({r.correlation_id: r.status for r in await conn.execute(stmt)})
+        nodes: dict[str, list[Node]] = defaultdict(list)
+        duplicates: dict[str, int] = defaultdict(int)
+        letters: dict[str, int] = {}
+        for chunk in _chunks(list(current)):
+            rows = await conn.execute(
+                select(
+                    E.c.correlation_id,
+                    E.c.id,
+                    E.c.type,
+                    E.c.time_us,
+                    E.c.causation_id,
+                    E.c.service,
+                    E.c.deliveries,
+                ).where(E.c.correlation_id.in_(chunk))
+            )
+            for r in rows:
+                nodes[r.correlation_id].append(
+                    Node(r.id, r.type, r.time_us, r.causation_id, r.service)
+                )
+                duplicates[r.correlation_id] += r.deliveries - 1
+            counted = await conn.execute(
+                select(D.c.correlation_id, func.count())
+                .where(D.c.correlation_id.in_(chunk))
+                .group_by(D.c.correlation_id)
+            )
+            letters.update({r[0]: r[1] for r in counted})
+        updates = []
+        transitions = []
+        for cid, status in current.items():
+            graph = FlowGraph(cid, nodes.get(cid, ()))
+            if not len(graph):
+                continue  # dead letters of a flow whose events have not been read yet
+            verdict = judge(graph, self._catalog, now_us)
+            updates.append(
+                _flow_values(graph, verdict, duplicates[cid], letters.get(cid, 0), now_us)
+            )
+            if verdict.status.value != status:
+                change = transition(graph, verdict, now_us)
+                if change is not None:
+                    transitions.append(change)
+        if updates:
+            await conn.execute(
+                update(F)
+                .where(F.c.correlation_id == bindparam("b_cid"))
+                .values(
+                    {column: bindparam(f"b_{column}") for column in _FLOW_COLUMNS}
+                    | {"version": F.c.version + 1}
+                ),
+                updates,
+            )
+        if transitions:
+            await conn.execute(
+                self._insert(L).on_conflict_do_nothing(),
+                [
+                    {
+                        "id": t.id,
+                        "correlation_id": t.correlation_id,
+                        "type": t.type,
+                        "status": t.status,
+                        "caused_by": t.caused_by,
+                        "payload": t.payload,
+                        "created_us": t.created_us,
+                        "sent_us": None,
+                        "observed": False,
+                    }
+                    for t in transitions
+                ],
+            )
+        return transitions
+
+
+_FLOW_COLUMNS = (
+    "saga",
+    "status",
+    "root_id",
+    "root_type",
+    "connected",
+    "started_us",
+    "last_us",
+    "ended_us",
+    "deadline_us",
+    "end_type",
+    "event_count",
+    "duplicates",
+    "dead_letters",
+    "orphans",
+    "expected",
+    "missing",
+    "services",
+    "judged_us",
+)
+
+
+def _flow_values(
+    graph: FlowGraph, verdict: Judgement, duplicates: int, letters: int, now_us: int
+) -> dict[str, Any]:
+    times = [n.time_us for n in graph]
+    started = verdict.root.time_us if verdict.root is not None else min(times)
+    values = {
+        "saga": verdict.saga,
+        "status": verdict.status.value,
+        "root_id": verdict.root.id if verdict.root else None,
+        "root_type": verdict.root.type if verdict.root else None,
+        "connected": verdict.connected,
+        "started_us": started,
+        "last_us": max(times),
+        "ended_us": verdict.ended_us,
+        "deadline_us": verdict.deadline_us,
+        "end_type": verdict.end.type if verdict.end else None,
+        "event_count": len(graph),
+        "duplicates": duplicates,
+        "dead_letters": letters,
+        "orphans": len(graph.orphans),
+        "expected": json.dumps([e.as_dict() for e in verdict.expected]),
+        "missing": json.dumps(list(verdict.missing)),
+        "services": json.dumps(sorted({n.service for n in graph})),
+        "judged_us": now_us,
+    }
+    return {"b_cid": graph.correlation_id} | {f"b_{k}": v for k, v in values.items()}
+
+
+def _placeholder(cid: str, now_us: int) -> dict[str, Any]:
+    return {
+        "correlation_id": cid,
+        "status": "running",
+        "connected": False,
+        "started_us": now_us,
+        "last_us": now_us,
+        "event_count": 0,
+        "duplicates": 0,
+        "dead_letters": 0,
+        "orphans": 0,
+        "expected": "[]",
+        "missing": "[]",
+        "services": "[]",
+        "version": 0,
+        "judged_us": now_us,
+    }
+
+
+def _event_row(seen: SeenEvent, *, deliveries: int) -> dict[str, Any]:
+    envelope = seen.envelope
+    return {
+        "id": envelope.id,
+        "correlation_id": envelope.correlation_id,
+        "causation_id": envelope.causation_id,
+        "type": envelope.type[:256],
+        "dataversion": envelope.dataversion,
+        "source": envelope.source,
+        "service": service_of(envelope.source),
+        "time_us": micros(envelope.time),
+        "traceparent": (envelope.traceparent or "")[:256] or None,
+        "trace_id": trace_id(envelope.traceparent),
+        "topic": seen.position.topic,
+        "kafka_partition": seen.position.partition,
+        "kafka_offset": seen.position.offset,
+        "payload": seen.payload,
+        "size": seen.size,
+        "deliveries": deliveries,
+    }
+
+
+def _status_of(seen: SeenLifecycle) -> str:
+    try:
+        doc = json.loads(seen.payload or "{}")
+    except ValueError:
+        doc = {}
+    status = doc.get("status") if isinstance(doc, dict) else None
+    if isinstance(status, str):
+        return status[:32]
+    return seen.envelope.type.removeprefix("saga.")[:32]
+
+
+def _key(position: Position) -> tuple[str, int, int]:
+    return (position.topic, position.partition, position.offset)
+
+
+def _chunks(items: Sequence[T] | Iterable[T], size: int = _CHUNK) -> Iterator[list[T]]:
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,72 @@
+"""Deadlines: flows that nothing happens to are judged again once their timeout passes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from datetime import timedelta
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from services.saga_observer.lifecycle import Transition
+from services.saga_observer.metrics import ObserverMetrics
+from services.saga_observer.store import Store
+
+logger = logging.getLogger("choreokit.observer.sweeper")
+
+
+class Sweeper:
+    """Every ``interval``, judges the running flows past their deadline.
+
+    Such a flow becomes ``stalled`` (no end) or ``failed-uncompensated`` (a
+    required compensation missing). Several instances may sweep one database:
+    each skips the flows another holds locked, and judging twice changes nothing.
+
+    Args:
+        store: The observer's store.
+        clock: Microseconds since the epoch, now.
+        interval: How often to look.
+        metrics: The instance's metrics.
+        on_transitions: Called with the transitions each sweep recorded.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        clock: Callable[[], int],
+        interval: timedelta,
+        metrics: ObserverMetrics,
+        on_transitions: Callable[[Sequence[Transition]], None],
+    ) -> None:
+        self._store = store
+        self._clock = clock
+        self._interval = interval.total_seconds()
+        self._metrics = metrics
+        self._on_transitions = on_transitions
+
+    async def sweep(self, limit: int = 500) -> int:
+        """Judge every overdue running flow now; return how many were judged."""
+        total = 0
+        while True:
+            judged, transitions = await self._store.sweep(self._clock(), limit)
+            total += judged
+            for change in transitions:
+                self._metrics.transitions.labels(change.type).inc()
+            if transitions:
+                self._on_transitions(transitions)
+            if judged < limit:
+                return total
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Sweep until ``stop`` is set; database errors are logged and the sweep retried."""
+        while not stop.is_set():
+            try:
+                await self.sweep()
+            except (SQLAlchemyError, OSError) as exc:
+                self._metrics.database_errors.inc()
+                logger.warning("deadline sweep failed (%s); trying again", exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval)

@@ -1,0 +1,351 @@
+"""The JSON shapes of the observer's API (they are the OpenAPI document's schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ExpectedStepView(_View):
+    """A step a flow waits for."""
+
+    reason: str = Field(
+        description="next-step, compensation, missing-cause (an event names a cause never "
+        "seen) or missing-start"
+    )
+    one_of: list[str] = Field(description="Event types, one of which is expected.")
+    after_id: str | None = Field(
+        None, description="The event it would follow; for missing-cause, the missing cause's id."
+    )
+    after_type: str | None = None
+    services: list[str] = Field(
+        default_factory=list,
+        description="Services seen publishing the expected types (from the topology).",
+    )
+
+
+class FlowSummary(_View):
+    """One flow, as listed."""
+
+    correlation_id: str
+    saga: str | None = Field(description="The saga spec judging it; null: none knows its events.")
+    status: str = Field(
+        description="running, completed, failed, compensated, failed-uncompensated, stalled, "
+        "or untracked (no spec)."
+    )
+    root_id: str | None
+    root_type: str | None
+    connected: bool = Field(
+        description="Whether the causation graph is one tree rooted at the saga's start event."
+    )
+    started_at: datetime
+    last_event_at: datetime
+    ended_at: datetime | None
+    deadline: datetime | None
+    duration_ms: int | None
+    end_type: str | None
+    event_count: int
+    duplicates: int = Field(description="Extra copies of its events (redeliveries), not counted.")
+    dead_letters: int
+    orphans: int = Field(description="Events whose cause has not been seen.")
+    expected: list[ExpectedStepView]
+    missing_compensations: list[str]
+    services: list[str]
+
+
+class FlowPage(_View):
+    """A page of flows."""
+
+    items: list[FlowSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class EventView(_View):
+    """One event of a flow (without its payload)."""
+
+    id: str
+    type: str
+    dataversion: int
+    source: str
+    service: str
+    time: datetime
+    causation_id: str | None
+    cause_type: str | None = Field(description="The cause's type, if the cause was seen.")
+    orphan: bool = Field(description="It names a cause that has not been seen.")
+    depth: int = Field(description="Distance from the root in the causation graph.")
+    latency_ms: float | None = Field(description="Time from its cause to it.")
+    trace_id: str | None
+    topic: str
+    partition: int
+    offset: int
+    deliveries: int = Field(description="How many copies were read (1 + redeliveries).")
+    size: int
+
+
+class EventDetail(EventView):
+    """One event with its payload."""
+
+    correlation_id: str
+    traceparent: str | None
+    payload: Any = Field(description="The JSON payload; null if it was larger than the limit.")
+    payload_truncated: bool
+    jaeger_url: str | None
+
+
+class EdgeView(_View):
+    """A causation edge."""
+
+    cause: str
+    effect: str
+
+
+class GraphView(_View):
+    """The flow's causation graph."""
+
+    root_id: str | None
+    root_type: str | None
+    connected: bool = Field(
+        description="One tree, rooted at the saga's start, reaching every event."
+    )
+    roots: list[str] = Field(description="Events that name no cause.")
+    orphans: list[str] = Field(description="Events whose named cause has not been seen.")
+    missing_causes: list[str] = Field(description="Ids named as causes but never seen.")
+    edges: list[EdgeView]
+    depth: int
+
+
+class ServiceTiming(_View):
+    """What one service did in a flow."""
+
+    service: str
+    events: int
+    first_at: datetime
+    last_at: datetime
+    reactions: int = Field(description="Its events whose cause was seen.")
+    reaction_ms_total: float
+    reaction_ms_mean: float | None
+    reaction_ms_max: float | None
+
+
+class TraceView(_View):
+    """A trace the flow's events belong to."""
+
+    trace_id: str
+    events: int
+    jaeger_url: str
+
+
+class DeadLetterView(_View):
+    """A record a consumer gave up on."""
+
+    key: str
+    correlation_id: str | None
+    event_id: str | None
+    event_type: str | None
+    error_type: str
+    error_message: str
+    group: str | None
+    attempts: int | None
+    failed_at: datetime
+    original_topic: str | None
+    original_partition: int | None
+    original_offset: int | None
+    topic: str
+    partition: int
+    offset: int
+    copies: int
+
+
+class DeadLetterPage(_View):
+    """A page of dead letters."""
+
+    items: list[DeadLetterView]
+    total: int
+    limit: int
+    offset: int
+
+
+class LifecycleView(_View):
+    """A lifecycle event (``saga.*``) of the flow."""
+
+    id: str
+    type: str
+    status: str
+    caused_by: str | None
+    created_at: datetime
+    sent_at: datetime | None
+    observed: bool = Field(description="Read back from the topic.")
+
+
+class SagaView(_View):
+    """A saga spec."""
+
+    name: str
+    description: str
+    start: str
+    success: list[str]
+    failure: list[str]
+    steps: dict[str, list[str]]
+    compensations: dict[str, str]
+    timeout_seconds: float
+
+
+class FlowDetail(FlowSummary):
+    """One flow with everything known about it."""
+
+    events: list[EventView] = Field(description="By time, then id.")
+    graph: GraphView
+    timings: list[ServiceTiming]
+    traces: list[TraceView]
+    jaeger_search_url: str
+    dead_letter_records: list[DeadLetterView]
+    lifecycle: list[LifecycleView]
+    spec: SagaView | None
+
+
+class Counts(_View):
+    """Flows by status."""
+
+    total: int
+    by_status: dict[str, int] = Field(description="Every status, zero included.")
+
+
+class Percentiles(_View):
+    """Latency percentiles in milliseconds (nearest rank)."""
+
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    samples: int
+
+
+class PublishView(_View):
+    """A service publishing an event type."""
+
+    service: str
+    event_type: str
+    count: int
+
+
+class LinkView(_View):
+    """Events of one type caused events of another, across two services."""
+
+    from_service: str
+    cause_type: str
+    to_service: str
+    effect_type: str
+    count: int
+
+
+class ReactionView(_View):
+    """A service reacting to an event type (it published events that type caused)."""
+
+    event_type: str
+    service: str
+    count: int
+    produces: list[str]
+    latency_ms: Percentiles | None
+
+
+class TopologyView(_View):
+    """Who publishes what, and who reacts to what."""
+
+    services: list[str]
+    event_types: list[str]
+    publishers: list[PublishView]
+    reactions: list[ReactionView]
+    links: list[LinkView]
+    latency_sample: int = Field(description="Most recent reactions the percentiles are taken from.")
+
+
+class Facets(_View):
+    """Values the list filters take."""
+
+    statuses: list[str]
+    sagas: list[str]
+    event_types: list[str]
+    services: list[str]
+
+
+class RejectView(_View):
+    """A record that is not an event at all."""
+
+    topic: str
+    partition: int
+    offset: int
+    error_type: str
+    error_message: str
+    key: str | None
+    size: int
+    time: datetime
+
+
+class RejectPage(_View):
+    """A page of rejected records."""
+
+    items: list[RejectView]
+    total: int
+    limit: int
+    offset: int
+
+
+class PositionView(_View):
+    """Where the group stands on one partition (stored with the projection)."""
+
+    topic: str
+    partition: int
+    next_offset: int
+
+
+class Stats(_View):
+    """What the observer holds and where it stands."""
+
+    flows: int
+    events: int
+    duplicates: int
+    dead_letters: int
+    rejects: int
+    lifecycle_pending: int
+    lifecycle_sent: int
+    group: str
+    positions: list[PositionView]
+    instance: InstanceView
+
+
+class InstanceView(_View):
+    """This instance's consumer."""
+
+    client_id: str
+    assigned: list[str]
+    lag: int
+
+
+class Health(_View):
+    """Liveness of the instance."""
+
+    status: str
+    database: str
+    consumer: str
+
+
+class Problem(_View):
+    """An RFC 9457 problem: what was wrong with the request."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+Stats.model_rebuild()
