@@ -217,8 +217,7 @@ class ObserverApp:
 
     async def _watch_start(self, ingest: Ingest, server: _Server, instance: _InstanceState) -> None:
         await ingest.started.wait()
-        while not server.started:  # noqa: ASYNC110 - uvicorn sets a flag, not an event
-            await asyncio.sleep(0.02)  # noqa: sleep-ok - polls uvicorn's started flag
+        await server.listening.wait()
         for listener in server.servers:
             for sock in listener.sockets:
                 host, port = sock.getsockname()[:2]
@@ -230,7 +229,19 @@ class ObserverApp:
 
 
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``choreo run`` owns SIGINT and SIGTERM."""
+    """uvicorn, with an event set once it listens, and without its own signal handling.
+
+    ``choreo run`` owns SIGINT and SIGTERM: they set the app's stop event.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            self.listening.set()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
