@@ -11,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import random
 import uuid
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from events import Event, KafkaSettings, Publisher
+from events import Envelope, Event, KafkaSettings, Publisher, encode_headers, encode_payload
 from events._kafka import ensure_topics, producer_options
 from services.inventory.events import ReservedLine, StockRejected, StockReleased, StockReserved
 from services.orders.events import (
@@ -32,6 +33,7 @@ from services.orders.events import (
 )
 from services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
 from services.shipping.events import ShipmentCompleted, ShipmentFailed
+from tests.support import record
 
 DOMAIN_TOPICS = ("orders", "inventory", "payments", "shipping")
 
@@ -136,7 +138,9 @@ def order_flow(outcome: Outcome, *, index: int, rng: random.Random, start: datet
             StockRejected(order_id=order_id, sku="SKU-1", requested=2, available=0),
             placed,
         )
-        b.add("orders", OrderCancelled(order_id=order_id, reason=CancelReason.OUT_OF_STOCK), rejected)
+        b.add(
+            "orders", OrderCancelled(order_id=order_id, reason=CancelReason.OUT_OF_STOCK), rejected
+        )
         return Flow(b.correlation_id, outcome, tuple(b.steps))
     reserved = b.add(
         "inventory",
@@ -188,7 +192,10 @@ def order_flow(outcome: Outcome, *, index: int, rng: random.Random, start: datet
     failed = b.add(
         "shipping",
         ShipmentFailed(
-            order_id=order_id, failed_step="pickup", reason="carrier down", compensated_steps=("label",)
+            order_id=order_id,
+            failed_step="pickup",
+            reason="carrier down",
+            compensated_steps=("label",),
         ),
         authorized,
     )
@@ -253,7 +260,11 @@ def long_flow(size: int, *, seed: int = 7, start: datetime | None = None) -> Flo
         (
             "shipping",
             ShipmentCompleted(
-                order_id="o-long", shipment_id="s", carrier="dhl", tracking_number="T", price_cents=1
+                order_id="o-long",
+                shipment_id="s",
+                carrier="dhl",
+                tracking_number="T",
+                price_cents=1,
             ),
         ),
     ]
@@ -271,9 +282,7 @@ def steps_of(flows: Iterable[Flow]) -> list[Step]:
     return [step for flow in flows for step in flow.steps]
 
 
-async def publish(
-    kafka: KafkaSettings, steps: Sequence[Step], *, window: int = 500
-) -> None:
+async def publish(kafka: KafkaSettings, steps: Sequence[Step], *, window: int = 500) -> None:
     """Publish ``steps`` in the given order, each with its own ids, time and source.
 
     Records are keyed by correlation id as the event layer does; at most
@@ -305,3 +314,44 @@ async def publish(
         await asyncio.gather(*pending)
     finally:
         await producer.stop()
+
+
+def as_records(
+    steps: Sequence[Step],
+    *,
+    partitions: int = 4,
+    start_offsets: dict[tuple[str, int], int] | None = None,
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """``steps`` as the Kafka records a consumer would read, offsets in the given order.
+
+    Partitions are chosen from the correlation id (stable, like the key-based
+    partitioner), offsets count up per partition in the order of ``steps``.
+    """
+    offsets = dict(start_offsets or {})
+    found = []
+    for step in steps:
+        info = type(step.event).event_info()
+        envelope = Envelope(
+            id=step.event_id,
+            source=f"/services/{step.service}",
+            type=info.type,
+            dataversion=info.version,
+            time=step.time,
+            correlation_id=step.correlation_id,
+            causation_id=step.causation_id,
+        )
+        partition = zlib.crc32(step.correlation_id.encode()) % partitions
+        key = (info.topic, partition)
+        offset = offsets.get(key, 0)
+        offsets[key] = offset + 1
+        found.append(
+            record(
+                info.topic,
+                value=encode_payload(step.event),
+                headers=encode_headers(envelope),
+                offset=offset,
+                partition=partition,
+                key=step.correlation_id.encode(),
+            )
+        )
+    return found

@@ -14,13 +14,10 @@ from typing import Any
 
 import uvicorn
 from prometheus_client import CollectorRegistry
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events import Service
 from services.runtime.app import Runtime
-from services.runtime.database import create_engine
 from services.saga_observer.api import build_api
 from services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
 from services.saga_observer.ingest import Ingest
@@ -30,7 +27,7 @@ from services.saga_observer.queries import Queries
 from services.saga_observer.records import micros
 from services.saga_observer.settings import ObserverSettings
 from services.saga_observer.spec import SagaCatalog, load_catalog
-from services.saga_observer.store import Store
+from services.saga_observer.store import Store, open_engines
 from services.saga_observer.sweeper import Sweeper
 
 logger = logging.getLogger("choreokit.observer")
@@ -104,7 +101,7 @@ class ObserverApp:
         """Run until ``stop`` is set, then stop every part and return."""
         settings = self.settings
         catalog = self._catalog or load_catalog(settings.specs, timeout=settings.timeout)
-        writer, reader = _engines(self.database_url)
+        writer, reader = open_engines(self.database_url)
         try:
             store = Store(writer, catalog, group=self.group)
             before, after = await store.migrate()
@@ -246,25 +243,3 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         yield
-
-
-def _engines(url: str) -> tuple[AsyncEngine, AsyncEngine]:
-    """A writer and a reader for ``url``.
-
-    On SQLite the writer takes the write lock as it begins (``BEGIN IMMEDIATE``)
-    and readers use their own connections (WAL lets them read while it writes);
-    on PostgreSQL one pool serves both.
-    """
-    writer = create_engine(url)
-    if make_url(writer.url).get_backend_name() != "sqlite":
-        return writer, writer
-
-    @event.listens_for(writer.sync_engine, "connect")
-    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-
-    @event.listens_for(writer.sync_engine, "begin")
-    def _begin_immediate(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-    return writer, create_engine(url)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -144,7 +144,8 @@ class Ingest:
                     timeout_ms=_POLL_MS, max_records=self._kafka.max_batch
                 )
                 if self._unpositioned:
-                    await self._position(tuple(self._unpositioned))
+                    async with self._lock:
+                        await self._position(tuple(self._unpositioned))
                 if batch:
                     async with self._lock:
                         await self._handle(consumer, batch)
@@ -244,6 +245,9 @@ class Ingest:
             self._unpositioned.update(wanted)
             return
         ends = await _end_offsets(consumer, [tp for tp in wanted if tp in stored])
+        # The assignment may have changed while the database answered.
+        assigned = consumer.assignment()
+        wanted = [tp for tp in wanted if tp in assigned]
         beginning = []
         for tp in wanted:
             offset = stored.get(tp)
@@ -265,12 +269,18 @@ class Ingest:
                 consumer.seek(tp, offset)
                 self._partitions[tp] = _Partition(offset, offset)
         if beginning:
-            await consumer.seek_to_beginning(*beginning)
+            try:
+                await consumer.seek_to_beginning(*beginning)
+            except IllegalStateError:
+                # Revoked meanwhile: whoever is assigned them next positions them.
+                for tp in beginning:
+                    self._partitions.pop(tp, None)
         logger.info("positioned %s", ", ".join(f"{t.topic}[{t.partition}]" for t in wanted))
 
     async def _assigned(self, partitions: Sequence[TopicPartition]) -> None:
-        self._unpositioned.update(partitions)
-        await self._position(partitions)
+        async with self._lock:
+            self._unpositioned.update(partitions)
+            await self._position(partitions)
         self._metrics.assigned.set(len(self.assignment))
 
     async def _revoked(self, partitions: Sequence[TopicPartition]) -> None:

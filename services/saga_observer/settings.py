@@ -63,8 +63,8 @@ class ObserverSettings(BaseSettings):
     )
     """Base URL of the Jaeger UI that flow pages link to."""
 
-    max_page_size: PositiveInt = 200
-    """Largest ``limit`` the list endpoints accept."""
+    max_page_size: int = Field(default=200, ge=50, le=10_000)
+    """Largest ``limit`` the list endpoints accept (their default is 50)."""
 
     payload_limit: PositiveInt = 16_384
     """Largest payload (bytes) kept per event; longer ones are kept truncated and flagged."""

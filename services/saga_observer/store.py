@@ -24,10 +24,13 @@ from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
 from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from events import ChoreoError
+from services.runtime.database import create_engine
 from services.saga_observer import schema
 from services.saga_observer.graph import FlowGraph, Node
 from services.saga_observer.judge import Judgement, judge
@@ -631,3 +634,25 @@ def _chunks(items: Sequence[T] | Iterable[T], size: int = _CHUNK) -> Iterator[li
             batch = []
     if batch:
         yield batch
+
+
+def open_engines(url: str) -> tuple[AsyncEngine, AsyncEngine]:
+    """A writer and a reader for ``url``.
+
+    On SQLite the writer takes the write lock as it begins (``BEGIN IMMEDIATE``)
+    and readers use their own connections (WAL lets them read while it writes);
+    on PostgreSQL one pool serves both.
+    """
+    writer = create_engine(url)
+    if make_url(writer.url).get_backend_name() != "sqlite":
+        return writer, writer
+
+    @sqlalchemy_event.listens_for(writer.sync_engine, "connect")
+    def _no_implicit_begin(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+
+    @sqlalchemy_event.listens_for(writer.sync_engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return writer, create_engine(url)

@@ -1,0 +1,167 @@
+"""Saga specs: declared in Python with event classes or in YAML, validated with clear errors."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from events import ConfigurationError
+from services.inventory.events import StockReleased, StockReserved
+from services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
+from services.orders.saga import ORDER_SAGA
+from services.saga_observer import SagaCatalog, SagaSpec, load_catalog, load_entry_points, load_yaml
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "saga-observer.md"
+
+
+def _minimal(**changes: object) -> dict[str, object]:
+    spec: dict[str, object] = {
+        "name": "order",
+        "start": "order.placed",
+        "success": ["order.confirmed"],
+        "failure": ["order.cancelled"],
+    }
+    spec.update(changes)
+    return spec
+
+
+def test_a_spec_is_declared_with_the_event_classes() -> None:
+    spec = SagaSpec.declare(
+        "order",
+        start=OrderPlaced,
+        success=[OrderConfirmed],
+        failure=[OrderCancelled],
+        steps={OrderPlaced: [StockReserved]},
+        compensations={StockReserved: StockReleased},
+        timeout=timedelta(seconds=5),
+    )
+    assert spec.start == "order.placed"
+    assert spec.success == ("order.confirmed",)
+    assert spec.steps == {"order.placed": ("stock.reserved",)}
+    assert spec.compensations == {"stock.reserved": "stock.released"}
+    assert spec.types == {
+        "order.placed",
+        "order.confirmed",
+        "order.cancelled",
+        "stock.reserved",
+        "stock.released",
+    }
+
+
+def test_the_order_saga_requires_the_compensations_of_what_happened() -> None:
+    assert ORDER_SAGA.required_compensations({"order.placed", "stock.rejected"}) == ()
+    assert ORDER_SAGA.required_compensations({"stock.reserved", "payment.declined"}) == (
+        "stock.released",
+    )
+    assert set(ORDER_SAGA.required_compensations({"stock.reserved", "payment.authorized"})) == {
+        "stock.released",
+        "payment.refunded",
+    }
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"success": []}, "success"),
+        ({"failure": ["order.confirmed"]}, "both a success and a failure end"),
+        ({"success": ["order.placed"]}, "cannot also end the flow"),
+        ({"compensations": {"stock.reserved": "stock.reserved"}}, "cannot compensate itself"),
+        ({"start": "order placed!"}, "is not an event type"),
+        ({"steps": {"order.placed": []}}, "lists no following type"),
+        ({"timeout": "0s"}, "must be positive"),
+        ({"name": "Order Saga"}, "name"),
+        ({"colour": "blue"}, "colour"),
+    ],
+)
+def test_an_inconsistent_spec_is_refused_saying_where(
+    changes: dict[str, object], message: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "saga.yaml"
+    path.write_text(yaml.safe_dump(_minimal(**changes)))
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
+        load_yaml(path)
+
+
+def test_a_python_declaration_is_checked_the_same_way() -> None:
+    with pytest.raises(ConfigurationError, match=r"saga 'order' is invalid: .*cannot also end"):
+        SagaSpec.declare("order", start=OrderPlaced, success=[OrderPlaced])
+
+
+def test_yaml_specs_load_in_every_accepted_shape(tmp_path: Path) -> None:
+    single = tmp_path / "single.yaml"
+    single.write_text("name: order\nstart: order.placed\nsuccess: [order.confirmed]\n")
+    listed = tmp_path / "listed.yaml"
+    listed.write_text(
+        "- name: a\n  start: a.started\n  success: [a.done]\n"
+        "- name: b\n  start: b.started\n  success: [b.done]\n  timeout: 90s\n"
+    )
+    wrapped = tmp_path / "wrapped.yaml"
+    wrapped.write_text("sagas:\n  - name: c\n    start: c.started\n    success: [c.done]\n")
+    assert [s.name for s in load_yaml(single)] == ["order"]
+    a, b = load_yaml(listed)
+    assert b.timeout == timedelta(seconds=90)
+    assert a.timeout == timedelta(seconds=60)
+    assert [s.name for s in load_yaml(wrapped)] == ["c"]
+
+
+def test_bad_yaml_is_refused_naming_the_file_and_the_saga(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(ConfigurationError, match="cannot read saga specs"):
+        load_yaml(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("sagas: [\n")
+    with pytest.raises(ConfigurationError, match="not valid YAML"):
+        load_yaml(broken)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigurationError, match="expected a saga spec"):
+        load_yaml(empty)
+    invalid = tmp_path / "invalid.yaml"
+    invalid.write_text("- name: order\n  start: order.placed\n  success: []\n")
+    with pytest.raises(ConfigurationError, match=r"invalid\.yaml: saga order is invalid: success"):
+        load_yaml(invalid)
+
+
+def test_the_yaml_example_in_the_docs_is_the_order_saga(tmp_path: Path) -> None:
+    text = DOCS.read_text()
+    block = re.search(r"```yaml\n(.*?)```", text, re.DOTALL)
+    assert block, "docs/saga-observer.md shows the order saga in YAML"
+    path = tmp_path / "order.yaml"
+    path.write_text(block.group(1))
+    (spec,) = load_yaml(path)
+    assert spec == ORDER_SAGA
+
+
+def test_the_order_saga_is_published_as_an_entry_point() -> None:
+    assert ORDER_SAGA in load_entry_points()
+
+
+def test_yaml_replaces_a_declared_saga_of_the_same_name(tmp_path: Path) -> None:
+    path = tmp_path / "order.yaml"
+    path.write_text("name: order\nstart: order.placed\nsuccess: [order.confirmed]\ntimeout: 5s\n")
+    catalog = load_catalog([path])
+    spec = catalog.get("order")
+    assert spec is not None
+    assert spec.timeout == timedelta(seconds=5)
+    assert spec.steps == {}
+
+
+def test_a_catalog_refuses_ambiguity_and_finds_a_flows_saga() -> None:
+    other = SagaSpec.declare("refund", start="refund.requested", success=["refund.paid"])
+    catalog = SagaCatalog([ORDER_SAGA, other])
+    assert catalog.for_flow("order.placed", ["order.placed"]) is ORDER_SAGA
+    assert catalog.for_flow(None, ["stock.reserved"]) is ORDER_SAGA  # start not seen yet
+    assert catalog.for_flow(None, ["refund.paid"]) is other
+    assert catalog.for_flow("user.signed_up", ["user.signed_up"]) is None
+    with pytest.raises(ConfigurationError, match="two sagas are named 'order'"):
+        SagaCatalog([ORDER_SAGA, ORDER_SAGA])
+    twin = SagaSpec.declare("twin", start="order.placed", success=["x.done"])
+    with pytest.raises(ConfigurationError, match=r"both start with 'order\.placed'"):
+        SagaCatalog([ORDER_SAGA, twin])
+    quick = catalog.with_timeout(timedelta(seconds=2))
+    assert {s.timeout for s in quick} == {timedelta(seconds=2)}
+    assert catalog.with_timeout(None) is catalog
