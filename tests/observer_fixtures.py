@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -62,11 +62,11 @@ def private_kafka(private_broker: EmbeddedBroker) -> KafkaSettings:
 
 
 @pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A database created for this test on the server of ``$CHOREO_TEST_POSTGRES_URL``."""
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Creates databases on the server of ``$CHOREO_TEST_POSTGRES_URL``; drops them after."""
     base = os.environ.get(POSTGRES_ENV, DEFAULT_POSTGRES)
-    name = unique("observer_")
     url = make_url(base)
+    created: list[str] = []
 
     async def admin(statement: str) -> None:
         conn = await asyncpg.connect(
@@ -82,16 +82,28 @@ def postgres_database() -> Iterator[str]:
         finally:
             await conn.close()
 
-    try:
-        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(
-            f"PostgreSQL at {base} is not usable ({type(exc).__name__}: {exc}); start one, or set "
-            f"{POSTGRES_ENV}=postgresql://USER@HOST:PORT/DB to a server where databases may be "
-            "created"
-        )
-    yield url.set(database=name).render_as_string(hide_password=False)
-    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    def create() -> str:
+        name = unique("observer_")
+        try:
+            asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+        except (OSError, asyncpg.PostgresError) as exc:
+            pytest.fail(
+                f"PostgreSQL at {base} is not usable ({type(exc).__name__}: {exc}); start one, "
+                f"or set {POSTGRES_ENV}=postgresql://USER@HOST:PORT/DB to a server where "
+                "databases may be created"
+            )
+        created.append(name)
+        return url.set(database=name).render_as_string(hide_password=False)
+
+    yield create
+    for name in created:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_database(postgres_databases: Callable[[], str]) -> str:
+    """One database created for this test (dropped after it)."""
+    return postgres_databases()
 
 
 def catalog() -> SagaCatalog:

@@ -95,6 +95,8 @@ class Ingest:
         self._unpositioned: set[TopicPartition] = set()
         self._lock = asyncio.Lock()
         self._backoff = 0.0
+        self._generation = 0
+        self._sought: dict[TopicPartition, int] = {}
         self.started = asyncio.Event()
 
     @property
@@ -140,6 +142,7 @@ class Ingest:
         )
         try:
             while not stop.is_set():
+                generation = self._generation
                 batch = await consumer.getmany(
                     timeout_ms=_POLL_MS, max_records=self._kafka.max_batch
                 )
@@ -148,7 +151,7 @@ class Ingest:
                         await self._position(tuple(self._unpositioned))
                 if batch:
                     async with self._lock:
-                        await self._handle(consumer, batch)
+                        await self._handle(consumer, batch, generation)
                     if self._backoff:
                         await _pause(stop, self._backoff)
                 self._metrics.assigned.set(len(self.assignment))
@@ -161,6 +164,7 @@ class Ingest:
         self,
         consumer: AIOKafkaConsumer,
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        generation: int,
     ) -> None:
         seen: list[Seen] = []
         advance: dict[TopicPartition, Advance] = {}
@@ -168,7 +172,25 @@ class Ingest:
             state = self._partitions.get(tp)
             if state is None:
                 continue  # revoked meanwhile, or not positioned yet: read again once it is
+            if self._sought.get(tp, -1) > generation:
+                continue  # fetched before the partition was sought to its stored offset
             fresh = [r for r in records if r.offset >= state.floor]
+            if records[0].offset < state.floor and state.floor == state.expected:
+                # We sought to the stored offset, yet records before it came: the broker
+                # reset the position to the log's start because the stored offset is past
+                # its end. The log was recreated (an embedded broker restarted, a topic
+                # deleted and created again): read it all; ids seen before count as
+                # duplicates.
+                logger.warning(
+                    "%s[%d] restarted below the stored offset %d: the log was recreated; "
+                    "reading it from offset %d",
+                    tp.topic,
+                    tp.partition,
+                    state.floor,
+                    records[0].offset,
+                )
+                state = self._partitions[tp] = _Partition(state.expected, 0)
+                fresh = records
             if not fresh:
                 continue
             seen += [
@@ -244,27 +266,17 @@ class Ingest:
                 self._partitions.pop(tp, None)
             self._unpositioned.update(wanted)
             return
-        ends = await _end_offsets(consumer, [tp for tp in wanted if tp in stored])
         # The assignment may have changed while the database answered.
+        self._generation += 1
         assigned = consumer.assignment()
         wanted = [tp for tp in wanted if tp in assigned]
         beginning = []
         for tp in wanted:
             offset = stored.get(tp)
+            self._sought[tp] = self._generation
             if offset is None:
                 beginning.append(tp)
                 self._partitions[tp] = _Partition(None, 0)
-            elif tp in ends and offset > ends[tp]:
-                logger.warning(
-                    "%s[%d] ends at %d but the database stored %d: the log was recreated; "
-                    "reading it from the beginning (events already recorded count as duplicates)",
-                    tp.topic,
-                    tp.partition,
-                    ends[tp],
-                    offset,
-                )
-                beginning.append(tp)
-                self._partitions[tp] = _Partition(offset, 0)
             else:
                 consumer.seek(tp, offset)
                 self._partitions[tp] = _Partition(offset, offset)
@@ -299,19 +311,6 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         await self._ingest._assigned(list(assigned))
-
-
-async def _end_offsets(
-    consumer: AIOKafkaConsumer, partitions: list[TopicPartition]
-) -> dict[TopicPartition, int]:
-    if not partitions:
-        return {}
-    try:
-        found = await consumer.end_offsets(partitions)
-    except KafkaError as exc:
-        logger.debug("cannot read end offsets (%s); trusting the stored offsets", exc)
-        return {}
-    return {tp: int(offset) for tp, offset in found.items()}
 
 
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
