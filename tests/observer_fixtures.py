@@ -20,16 +20,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from events import KafkaSettings
 from events._kafka import ensure_topics
 from services.orders.saga import ORDER_SAGA
 from services.runtime import EmbeddedBroker, free_port
 from services.runtime.app import Runtime
+from services.runtime.database import create_engine
 from services.saga_observer import SagaCatalog
 from services.saga_observer.app import ObserverApp
 from services.saga_observer.queries import Queries
@@ -69,24 +71,18 @@ def postgres_databases() -> Iterator[Callable[[], str]]:
     created: list[str] = []
 
     async def admin(statement: str) -> None:
-        conn = await asyncpg.connect(
-            host=url.host or "127.0.0.1",
-            port=url.port or 5432,
-            user=url.username or "postgres",
-            password=url.password,
-            database=url.database or "postgres",
-            timeout=10,
-        )
+        engine = create_engine(base, isolation_level="AUTOCOMMIT", connect_args={"timeout": 10})
         try:
-            await conn.execute(statement)
+            async with engine.connect() as conn:
+                await conn.execute(text(statement))
         finally:
-            await conn.close()
+            await engine.dispose()
 
     def create() -> str:
         name = unique("observer_")
         try:
             asyncio.run(admin(f'CREATE DATABASE "{name}"'))
-        except (OSError, asyncpg.PostgresError) as exc:
+        except (OSError, SQLAlchemyError) as exc:
             pytest.fail(
                 f"PostgreSQL at {base} is not usable ({type(exc).__name__}: {exc}); start one, "
                 f"or set {POSTGRES_ENV}=postgresql://USER@HOST:PORT/DB to a server where "

@@ -88,7 +88,9 @@ def test_an_observer_killed_repeatedly_during_ingest_ends_like_a_replay_from_scr
         progress: dict[str, int] = {}
 
         def moved_on(
-            observer: ObserverProcess = observer, progress: dict[str, int] = progress
+            observer: ObserverProcess = observer,
+            progress: dict[str, int] = progress,
+            before: int = before,
         ) -> bool:
             stats = observer.try_get("/api/stats")
             if stats is None:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka import ConsumerRecord
 
 from events import to_structured
 from services.orders.events import OrderConfirmed
@@ -24,8 +25,8 @@ from services.saga_observer.records import (
 from tests.support import envelope_for, event_record, record
 
 
-def seen(r: object, limit: int = 16_384) -> object:
-    return classify(r, lifecycle_types=LIFECYCLE_TYPES, payload_limit=limit)  # type: ignore[arg-type]
+def seen(r: ConsumerRecord[bytes, bytes], limit: int = 16_384) -> object:
+    return classify(r, lifecycle_types=LIFECYCLE_TYPES, payload_limit=limit)
 
 
 def test_a_binary_mode_event_is_an_event() -> None:

@@ -136,11 +136,14 @@ async def test_a_redelivery_is_counted_not_doubled(tmp_path: Path) -> None:
     assert [f["duplicates"] for f in twice["flows"]] == [
         2 * f["event_count"] for f in once["flows"]
     ]
-    strip = lambda snap: {  # noqa: E731 - a local projection reads best inline
-        "events": [{k: v for k, v in e.items() if k != "deliveries"} for e in snap["events"]],
-        "flows": [{k: v for k, v in f.items() if k != "duplicates"} for f in snap["flows"]],
-        "lifecycle": snap["lifecycle"],
-    }
+
+    def strip(snap: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "events": [{k: v for k, v in e.items() if k != "deliveries"} for e in snap["events"]],
+            "flows": [{k: v for k, v in f.items() if k != "duplicates"} for f in snap["flows"]],
+            "lifecycle": snap["lifecycle"],
+        }
+
     assert strip(twice) == strip(once)
 
 
