@@ -14,11 +14,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -46,6 +47,7 @@ DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 CHOREO = Path(sys.executable).parent / "choreo"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -268,6 +270,12 @@ class ObserverProcess:
                 self.process.kill()
                 self.process.wait()
         return self.process.returncode
+
+
+def blocking(work: Coroutine[Any, Any, T]) -> T:
+    """Run ``work`` to completion from synchronous code, even where a loop runs (Playwright)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, work).result()
 
 
 async def create_domain_topics(kafka: KafkaSettings) -> None:

@@ -354,7 +354,7 @@ function timeline(flow, select, selected) {
       const y = (i - first) * ROW + ROW / 2;
       const g = svg("g", { "data-testid": "swimlane-row", "data-event": e.id, "data-type": e.type, class: selected() === e.id ? "selected" : "" });
       const hit = svg("rect", { class: `row-hit${selected() === e.id ? " selected" : ""}`, x: 0, y: y - ROW / 2, width, height: ROW, "data-event": e.id });
-      hit.addEventListener("click", () => select(e.id));
+      g.addEventListener("click", () => select(e.id)); // the label, arrow or dot: the whole row
       g.append(hit);
       g.append(svg("text", { class: "offset", x: 6, y: y + 4 }, `+${ms(Date.parse(e.time) - start)}`));
       const to = x(e.service);
