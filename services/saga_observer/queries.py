@@ -227,10 +227,11 @@ class Queries:
             (Node(e.id, e.type, e.time_us, e.causation_id, e.service) for e in events),
         )
         spec = self._catalog.get(summary.saga) if summary.saga else None
+        depth = graph.depth()
         return FlowDetail(
             **summary.model_dump(),
-            events=_events(graph, events),
-            graph=_graph(graph, spec),
+            events=_events(graph, events, depth),
+            graph=_graph(graph, spec, depth),
             timings=_timings(graph),
             traces=self._traces(events),
             jaeger_search_url=self._search_url(correlation_id, graph, spec),
@@ -624,41 +625,54 @@ def _summary(row: Any, publishers: dict[str, list[str]]) -> FlowSummary:
     )
 
 
-def _events(graph: FlowGraph, rows: Sequence[Any]) -> list[EventView]:
-    depth = graph.depth()
-    by_id = {r.id: r for r in rows}
+def _events(graph: FlowGraph, rows: Sequence[Any], depth: dict[str, int]) -> list[EventView]:
+    # Rows come in (time, id) order, the graph's order.
+    nodes = graph.nodes
     out = []
-    for node in graph:
-        r = by_id[node.id]
-        cause = graph.nodes.get(node.causation_id) if node.causation_id else None
+    for row in rows:
+        (
+            event_id,
+            event_type,
+            dataversion,
+            source,
+            service,
+            time_us,
+            causation_id,
+            trace,
+            topic,
+            partition,
+            offset,
+            deliveries,
+            size,
+        ) = row
+        cause = nodes.get(causation_id) if causation_id is not None else None
         out.append(
             EventView(
-                id=r.id,
-                type=r.type,
-                dataversion=r.dataversion,
-                source=r.source,
-                service=r.service,
-                time=from_micros(r.time_us),
-                causation_id=r.causation_id,
+                id=event_id,
+                type=event_type,
+                dataversion=dataversion,
+                source=source,
+                service=service,
+                time=from_micros(time_us),
+                causation_id=causation_id,
                 cause_type=cause.type if cause else None,
-                orphan=r.causation_id is not None and cause is None,
-                depth=depth.get(r.id, 0),
-                latency_ms=(r.time_us - cause.time_us) / 1000 if cause else None,
-                trace_id=r.trace_id,
-                topic=r.topic,
-                partition=r.kafka_partition,
-                offset=r.kafka_offset,
-                deliveries=r.deliveries,
-                size=r.size,
+                orphan=causation_id is not None and cause is None,
+                depth=depth.get(event_id, 0),
+                latency_ms=(time_us - cause.time_us) / 1000 if cause else None,
+                trace_id=trace,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                deliveries=deliveries,
+                size=size,
             )
         )
     return out
 
 
-def _graph(graph: FlowGraph, spec: SagaSpec | None) -> GraphView:
+def _graph(graph: FlowGraph, spec: SagaSpec | None, depth: dict[str, int]) -> GraphView:
     start = spec.start if spec else None
     root = graph.root(start)
-    depth = graph.depth()
     return GraphView(
         root_id=root.id if root else None,
         root_type=root.type if root else None,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -93,6 +93,23 @@ class Advance:
     next: int
 
 
+@dataclass(slots=True)
+class _Cached:
+    """An open flow's events as of ``version`` of its row."""
+
+    version: int
+    nodes: list[Node]
+    duplicates: int
+
+
+@dataclass
+class _Fresh:
+    """A batch's new events and extra copies, by flow."""
+
+    nodes: dict[str, list[Node]] = field(default_factory=lambda: defaultdict(list))
+    duplicates: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+
 @dataclass
 class Applied:
     """What one batch changed."""
@@ -114,12 +131,23 @@ class Store:
             engine should begin transactions with ``BEGIN IMMEDIATE``).
         catalog: The saga specs flows are judged by.
         group: The consumer group whose offsets are stored.
+        cache_flows: How many open flows' events to keep in memory between batches
+            (ended flows are never kept): memory is bounded by open flows, not events.
     """
 
-    def __init__(self, engine: AsyncEngine, catalog: SagaCatalog, *, group: str) -> None:
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        catalog: SagaCatalog,
+        *,
+        group: str,
+        cache_flows: int = 10_000,
+    ) -> None:
         self._engine = engine
         self._catalog = catalog
         self._group = group
+        self._cache: OrderedDict[str, _Cached] = OrderedDict()
+        self._cache_limit = cache_flows
         self._lock = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
 
@@ -150,7 +178,7 @@ class Store:
         applied = Applied()
         async with self._lock, self._engine.begin() as conn:
             await self._fence(conn, advance)
-            touched, created = await self._record_events(
+            touched, created, fresh = await self._record_events(
                 conn, [s for s in seen if isinstance(s, SeenEvent)], applied
             )
             touched |= await self._record_dead_letters(
@@ -162,8 +190,11 @@ class Store:
             await self._record_lifecycle(
                 conn, [s for s in seen if isinstance(s, SeenLifecycle)], applied
             )
-            applied.transitions = await self._rejudge(conn, touched, created, now_us)
+            applied.transitions, remembered = await self._rejudge(
+                conn, touched, created, now_us, fresh
+            )
             applied.flows = len(touched)
+        self._remember(remembered)
         return applied
 
     async def sweep(self, now_us: int, limit: int = 500) -> tuple[int, list[Transition]]:
@@ -184,7 +215,9 @@ class Store:
             due = set((await conn.execute(stmt)).scalars())
             if not due:
                 return 0, []
-            return len(due), await self._rejudge(conn, due, set(), now_us)
+            transitions, remembered = await self._rejudge(conn, due, set(), now_us, _Fresh())
+        self._remember(remembered)
+        return len(due), transitions
 
     async def claim(self, owner: str, now_us: int, lease_us: int, limit: int) -> list[Pending]:
         """Claim up to ``limit`` unsent lifecycle rows that no live claim holds."""
@@ -233,36 +266,60 @@ class Store:
     async def _fence(
         self, conn: AsyncConnection, advance: Mapping[TopicPartition, Advance]
     ) -> None:
+        if not advance:
+            return
+        stmt = (
+            select(OFF.c.topic, OFF.c.kafka_partition, OFF.c.next_offset)
+            .where(
+                OFF.c.group_id == self._group,
+                OFF.c.topic.in_(sorted({tp.topic for tp in advance})),
+            )
+            .order_by(OFF.c.topic, OFF.c.kafka_partition)
+        )
+        if self._postgres:
+            stmt = stmt.with_for_update()
+        stored = {
+            TopicPartition(r.topic, r.kafka_partition): r.next_offset
+            for r in await conn.execute(stmt)
+        }
+        new: list[dict[str, Any]] = []
+        moved: list[dict[str, Any]] = []
         for tp in sorted(advance):
             step = advance[tp]
-            if step.expected is None:
-                result = await conn.execute(
-                    self._insert(OFF)
-                    .values(
-                        group_id=self._group,
-                        topic=tp.topic,
-                        kafka_partition=tp.partition,
-                        next_offset=step.next,
-                    )
-                    .on_conflict_do_nothing()
-                )
-            else:
-                result = await conn.execute(
-                    update(OFF)
-                    .where(
-                        OFF.c.group_id == self._group,
-                        OFF.c.topic == tp.topic,
-                        OFF.c.kafka_partition == tp.partition,
-                        OFF.c.next_offset == step.expected,
-                    )
-                    .values(next_offset=step.next)
-                )
-            if result.rowcount != 1:
+            if stored.get(tp) != step.expected:
                 raise FencedError(tp, step.expected)
+            row = {"b_topic": tp.topic, "b_partition": tp.partition, "b_next": step.next}
+            (new if step.expected is None else moved).append(row)
+        if moved:
+            await conn.execute(
+                update(OFF)
+                .where(
+                    OFF.c.group_id == self._group,
+                    OFF.c.topic == bindparam("b_topic"),
+                    OFF.c.kafka_partition == bindparam("b_partition"),
+                )
+                .values(next_offset=bindparam("b_next")),
+                moved,
+            )
+        if new:
+            # Two first readers of a partition race on this insert: the loser's transaction
+            # fails on the primary key and its batch is read again (then fenced).
+            await conn.execute(
+                OFF.insert(),
+                [
+                    {
+                        "group_id": self._group,
+                        "topic": r["b_topic"],
+                        "kafka_partition": r["b_partition"],
+                        "next_offset": r["b_next"],
+                    }
+                    for r in new
+                ],
+            )
 
     async def _record_events(
         self, conn: AsyncConnection, seen: list[SeenEvent], applied: Applied
-    ) -> tuple[set[str], set[str]]:
+    ) -> tuple[set[str], set[str], _Fresh]:
         copies: dict[str, list[SeenEvent]] = defaultdict(list)
         for event in seen:
             copies[event.envelope.id].append(event)
@@ -276,6 +333,7 @@ class Store:
             existing.update({r.id: r for r in rows})
         touched: set[str] = set()
         created: set[str] = set()
+        fresh = _Fresh()
         inserts: list[dict[str, Any]] = []
         bumps: list[dict[str, Any]] = []
         for event_id, group in copies.items():
@@ -283,9 +341,21 @@ class Store:
             first = min(group, key=lambda s: _key(s.position))
             row = existing.get(event_id)
             if row is None:
-                inserts.append(_event_row(first, deliveries=len(group)))
-                touched.add(first.envelope.correlation_id)
-                created.add(first.envelope.correlation_id)
+                inserted = _event_row(first, deliveries=len(group))
+                inserts.append(inserted)
+                cid = first.envelope.correlation_id
+                touched.add(cid)
+                created.add(cid)
+                fresh.nodes[cid].append(
+                    Node(
+                        event_id,
+                        inserted["type"],
+                        inserted["time_us"],
+                        inserted["causation_id"],
+                        inserted["service"],
+                    )
+                )
+                fresh.duplicates[cid] += len(group) - 1
                 applied.events += 1
                 applied.duplicates += len(group) - 1
                 continue
@@ -312,6 +382,7 @@ class Store:
                 }
             )
             touched.add(row.correlation_id)
+            fresh.duplicates[row.correlation_id] += len(group)
             applied.duplicates += len(group)
         if inserts:
             await conn.execute(self._insert(E).on_conflict_do_nothing(), inserts)
@@ -332,7 +403,7 @@ class Store:
                 ),
                 bumps,
             )
-        return touched, created
+        return touched, created, fresh
 
     async def _record_dead_letters(
         self, conn: AsyncConnection, seen: list[SeenDeadLetter], applied: Applied
@@ -429,58 +500,29 @@ class Store:
         applied.lifecycle += len(seen)
 
     async def _rejudge(
-        self, conn: AsyncConnection, cids: set[str], created: set[str], now_us: int
-    ) -> list[Transition]:
+        self,
+        conn: AsyncConnection,
+        cids: set[str],
+        created: set[str],
+        now_us: int,
+        fresh: _Fresh,
+    ) -> tuple[list[Transition], dict[str, _Cached | None]]:
+        """Judge ``cids`` again; return the transitions and what to cache once committed."""
         if not cids:
-            return []
-        if created:
-            await conn.execute(
-                self._insert(F).on_conflict_do_nothing(),
-                [_placeholder(cid, now_us) for cid in sorted(created)],
-            )
-        current: dict[str, str] = {}
-        for chunk in _chunks(sorted(cids)):
-            stmt = (
-                select(F.c.correlation_id, F.c.status)
-                .where(F.c.correlation_id.in_(chunk))
-                .order_by(F.c.correlation_id)
-            )
-            if self._postgres:
-                stmt = stmt.with_for_update()
-            current.update({r.correlation_id: r.status for r in await conn.execute(stmt)})
-        nodes: dict[str, list[Node]] = defaultdict(list)
-        duplicates: dict[str, int] = defaultdict(int)
-        letters: dict[str, int] = {}
-        for chunk in _chunks(list(current)):
-            rows = await conn.execute(
-                select(
-                    E.c.correlation_id,
-                    E.c.id,
-                    E.c.type,
-                    E.c.time_us,
-                    E.c.causation_id,
-                    E.c.service,
-                    E.c.deliveries,
-                ).where(E.c.correlation_id.in_(chunk))
-            )
-            for r in rows:
-                nodes[r.correlation_id].append(
-                    Node(r.id, r.type, r.time_us, r.causation_id, r.service)
-                )
-                duplicates[r.correlation_id] += r.deliveries - 1
-            counted = await conn.execute(
-                select(D.c.correlation_id, func.count())
-                .where(D.c.correlation_id.in_(chunk))
-                .group_by(D.c.correlation_id)
-            )
-            letters.update({r[0]: r[1] for r in counted})
+            return [], {}
+        current = await self._lock_flows(conn, cids, created, now_us)
+        nodes, duplicates, letters = await self._load(conn, current, fresh)
+        remembered: dict[str, _Cached | None] = {}
         updates = []
         transitions = []
-        for cid, status in current.items():
+        for cid, (status, version) in current.items():
             graph = FlowGraph(cid, nodes.get(cid, ()))
             if not len(graph):
                 continue  # dead letters of a flow whose events have not been read yet
             verdict = judge(graph, self._catalog, now_us)
+            remembered[cid] = (
+                None if verdict.status.final else _Cached(version + 1, list(graph), duplicates[cid])
+            )
             updates.append(
                 _flow_values(graph, verdict, duplicates[cid], letters.get(cid, 0), now_us)
             )
@@ -500,23 +542,89 @@ class Store:
             )
         if transitions:
             await conn.execute(
-                self._insert(L).on_conflict_do_nothing(),
-                [
-                    {
-                        "id": t.id,
-                        "correlation_id": t.correlation_id,
-                        "type": t.type,
-                        "status": t.status,
-                        "caused_by": t.caused_by,
-                        "payload": t.payload,
-                        "created_us": t.created_us,
-                        "sent_us": None,
-                        "observed": False,
-                    }
-                    for t in transitions
-                ],
+                self._insert(L).on_conflict_do_nothing(), [_outbox_row(t) for t in transitions]
             )
-        return transitions
+        return transitions, remembered
+
+    async def _lock_flows(
+        self, conn: AsyncConnection, cids: set[str], created: set[str], now_us: int
+    ) -> dict[str, tuple[str, int]]:
+        """Create missing flow rows, lock the rows (PostgreSQL), return status and version."""
+        if created:
+            await conn.execute(
+                self._insert(F).on_conflict_do_nothing(),
+                [_placeholder(cid, now_us) for cid in sorted(created)],
+            )
+        current: dict[str, tuple[str, int]] = {}
+        for chunk in _chunks(sorted(cids)):
+            stmt = (
+                select(F.c.correlation_id, F.c.status, F.c.version)
+                .where(F.c.correlation_id.in_(chunk))
+                .order_by(F.c.correlation_id)
+            )
+            if self._postgres:
+                stmt = stmt.with_for_update()
+            current.update(
+                {r.correlation_id: (r.status, r.version) for r in await conn.execute(stmt)}
+            )
+        return current
+
+    async def _load(
+        self, conn: AsyncConnection, current: dict[str, tuple[str, int]], fresh: _Fresh
+    ) -> tuple[dict[str, list[Node]], dict[str, int], dict[str, int]]:
+        """The flows' events, extra copies and dead letters.
+
+        From the cache where it is current (the cached flow plus this batch's
+        events), else from the database.
+        """
+        nodes: dict[str, list[Node]] = defaultdict(list)
+        duplicates: dict[str, int] = defaultdict(int)
+        unknown = []
+        for cid, (_status, version) in current.items():
+            cached = self._cache.get(cid)
+            if cached is not None and cached.version == version:
+                nodes[cid] = [*cached.nodes, *fresh.nodes.get(cid, ())]
+                duplicates[cid] = cached.duplicates + fresh.duplicates.get(cid, 0)
+            else:  # never seen here, or another instance wrote it since
+                unknown.append(cid)
+        for chunk in _chunks(unknown):
+            rows = await conn.execute(
+                select(
+                    E.c.correlation_id,
+                    E.c.id,
+                    E.c.type,
+                    E.c.time_us,
+                    E.c.causation_id,
+                    E.c.service,
+                    E.c.deliveries,
+                ).where(E.c.correlation_id.in_(chunk))
+            )
+            for r in rows:
+                nodes[r.correlation_id].append(
+                    Node(r.id, r.type, r.time_us, r.causation_id, r.service)
+                )
+                duplicates[r.correlation_id] += r.deliveries - 1
+        letters: dict[str, int] = {}
+        for chunk in _chunks(list(current)):
+            counted = await conn.execute(
+                select(D.c.correlation_id, func.count())
+                .where(D.c.correlation_id.in_(chunk))
+                .group_by(D.c.correlation_id)
+            )
+            letters.update({r[0]: r[1] for r in counted})
+        return nodes, duplicates, letters
+
+    def _remember(self, remembered: dict[str, _Cached | None]) -> None:
+        """After a commit: keep open flows' events in memory (bounded), forget ended ones."""
+        cache = self._cache
+        for cid, entry in remembered.items():
+            if entry is None:
+                cache.pop(cid, None)
+            else:
+                cache[cid] = entry
+                cache.move_to_end(cid)
+        while len(cache) > self._cache_limit:
+            cache.popitem(last=False)
 
 
 _FLOW_COLUMNS = (
@@ -567,6 +675,20 @@ def _flow_values(
         "judged_us": now_us,
     }
     return {"b_cid": graph.correlation_id} | {f"b_{k}": v for k, v in values.items()}
+
+
+def _outbox_row(change: Transition) -> dict[str, Any]:
+    return {
+        "id": change.id,
+        "correlation_id": change.correlation_id,
+        "type": change.type,
+        "status": change.status,
+        "caused_by": change.caused_by,
+        "payload": change.payload,
+        "created_us": change.created_us,
+        "sent_us": None,
+        "observed": False,
+    }
 
 
 def _placeholder(cid: str, now_us: int) -> dict[str, Any]:
