@@ -149,6 +149,7 @@ class Ingest:
                 if self._unpositioned:
                     async with self._lock:
                         await self._position(tuple(self._unpositioned))
+                await self._check_recreated(consumer)
                 if batch:
                     async with self._lock:
                         await self._handle(consumer, batch, generation)
@@ -246,6 +247,43 @@ class Ingest:
         records.labels("lifecycle").inc(applied.lifecycle)
         for transition in applied.transitions:
             self._metrics.transitions.labels(transition.type).inc()
+
+    async def _check_recreated(self, consumer: AIOKafkaConsumer) -> None:
+        """Read a partition again from its start if its log ends before the stored offset.
+
+        A log never shrinks; if the broker's high watermark is below where this
+        observer stopped reading, the log was recreated (an embedded broker
+        restarted, a topic deleted and created again) while the database kept
+        its offsets. Events seen before count as duplicates.
+        """
+        shrunk = []
+        for tp, state in self._partitions.items():
+            if state.expected is None or state.floor != state.expected:
+                continue
+            high = consumer.highwater(tp)
+            if high is not None and high < state.floor:
+                shrunk.append(tp)
+        if not shrunk:
+            return
+        async with self._lock:
+            self._generation += 1
+            for tp in shrunk:
+                state = self._partitions[tp]
+                logger.warning(
+                    "%s[%d] ends at %s, before the stored offset %d: the log was recreated; "
+                    "reading it again from its start",
+                    tp.topic,
+                    tp.partition,
+                    consumer.highwater(tp),
+                    state.floor,
+                )
+                self._partitions[tp] = _Partition(state.expected, 0)
+                self._sought[tp] = self._generation
+            try:
+                await consumer.seek_to_beginning(*shrunk)
+            except IllegalStateError:
+                for tp in shrunk:
+                    self._partitions.pop(tp, None)
 
     async def _position(self, partitions: Sequence[TopicPartition]) -> None:
         """Seek ``partitions`` to their stored offsets (the beginning when none is stored)."""

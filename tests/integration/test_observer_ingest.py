@@ -270,3 +270,25 @@ async def test_dead_letters_junk_and_new_topics_are_all_shown(
             "orders",
             "inventory.dlq",
         }
+
+
+async def test_a_log_recreated_under_a_kept_database_is_read_again(
+    private_kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """The embedded broker loses everything on restart; the observer's database does not."""
+    db = f"sqlite:///{tmp_path / 'observer.sqlite3'}"
+    before = mix(30, seed=51)
+    await publish(private_kafka, steps_of(before))
+    async with running_observer(private_kafka, db, tmp_path) as observer:
+        await observer.wait("the first flows", lambda c: c["total"] == 30)
+    with another_broker(tmp_path) as restarted:
+        after = mix(8, seed=52)
+        await publish(restarted, steps_of(after))
+        async with running_observer(restarted, db, tmp_path) as observer:
+            counts = await observer.wait(
+                "the new broker's flows",
+                lambda c: c["total"] == 38 and not c["by_status"]["running"],
+            )
+            stats = await observer.get("/api/stats")
+    assert counts["total"] == 38
+    assert stats["duplicates"] == 0
