@@ -50,22 +50,50 @@ async def _postgres(url: str, statement: str) -> None:
         await engine.dispose()
 
 
+async def _database(backend: str, workdir: Path) -> tuple[str, tuple[str, str] | None]:
+    """A fresh database for the run, and what to drop afterwards (PostgreSQL)."""
+    if backend != "postgresql":
+        return f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.sqlite3'}", None
+    base = os.environ.get(
+        "CHOREO_BENCH_POSTGRES_URL",
+        os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+    )
+    name = f"bench_observer_{uuid.uuid4().hex[:8]}"
+    await _postgres(base, f'CREATE DATABASE "{name}"')
+    return make_url(base).set(database=name).render_as_string(hide_password=False), (base, name)
+
+
+async def _ingest_rate(client: httpx.AsyncClient, total: int) -> float:
+    """Events applied per second, from the first applied batch to the last."""
+    first_at, first_count = None, 0
+    while True:
+        stats = (await client.get("/api/stats")).json()
+        now = time.perf_counter()
+        if first_at is None and stats["events"] > 0:
+            first_at, first_count = now, stats["events"]
+        if stats["events"] >= total:
+            assert first_at is not None
+            return (total - first_count) / max(now - first_at, 1e-9)
+        await asyncio.sleep(0.25)
+
+
+async def _detail_latency(client: httpx.AsyncClient, flow: str) -> tuple[list[float], int]:
+    latencies, size = [], 0
+    for _ in range(DETAIL_REQUESTS):
+        started = time.perf_counter()
+        response = await client.get(f"/api/flows/{flow}")
+        latencies.append((time.perf_counter() - started) * 1000)
+        response.raise_for_status()
+        size = len(response.content)
+        assert len(response.json()["events"]) == 1000
+    return sorted(latencies), size
+
+
 async def run(backend: str, events: int, workdir: Path) -> dict[str, Any]:
     flows = mix(max(1, (events - 1000) // 5), seed=1)
     big = long_flow(1000)
     steps = steps_of([*flows, big])
-    drop = None
-    if backend == "postgresql":
-        base = os.environ.get(
-            "CHOREO_BENCH_POSTGRES_URL",
-            os.environ.get("CHOREO_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
-        )
-        name = f"bench_observer_{uuid.uuid4().hex[:8]}"
-        await _postgres(base, f'CREATE DATABASE "{name}"')
-        db = make_url(base).set(database=name).render_as_string(hide_password=False)
-        drop = (base, name)
-    else:
-        db = f"sqlite:///{workdir / f'bench-{uuid.uuid4().hex[:8]}.sqlite3'}"
+    db, drop = await _database(backend, workdir)
     broker = EmbeddedBroker(port=free_port(), log=workdir / "tansu.log")
     broker.start()
     try:
@@ -77,34 +105,14 @@ async def run(backend: str, events: int, workdir: Path) -> dict[str, Any]:
         task = asyncio.ensure_future(app.run(stop))
         await asyncio.wait_for(app.ready.wait(), 60)
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{app.port}", timeout=60) as client:
-            first_at, first_count = None, 0
-            while True:
-                stats = (await client.get("/api/stats")).json()
-                now = time.perf_counter()
-                if first_at is None and stats["events"] > 0:
-                    first_at, first_count = now, stats["events"]
-                if stats["events"] >= len(steps):
-                    done_at = now
-                    break
-                await asyncio.sleep(0.25)
-            assert first_at is not None
-            rate = (len(steps) - first_count) / max(done_at - first_at, 1e-9)
-            latencies = []
-            size = 0
-            for _ in range(DETAIL_REQUESTS):
-                started = time.perf_counter()
-                response = await client.get(f"/api/flows/{big.correlation_id}")
-                latencies.append((time.perf_counter() - started) * 1000)
-                response.raise_for_status()
-                size = len(response.content)
-                assert len(response.json()["events"]) == 1000
+            rate = await _ingest_rate(client, len(steps))
+            latencies, size = await _detail_latency(client, big.correlation_id)
         stop.set()
         await task
     finally:
         broker.stop()
         if drop is not None:
             await _postgres(drop[0], f'DROP DATABASE IF EXISTS "{drop[1]}" WITH (FORCE)')
-    latencies.sort()
     return {
         "backend": backend,
         "events": len(steps),
@@ -124,10 +132,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for backend in args.backend or ["sqlite", "postgresql"]:
-            results.append(asyncio.run(run(backend, args.events, Path(tmp))))
+        results = [
+            asyncio.run(run(backend, args.events, Path(tmp)))
+            for backend in args.backend or ["sqlite", "postgresql"]
+        ]
     if args.json:
         print(json.dumps(results, indent=2))
         return
@@ -135,7 +144,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     )
     print(
-        "| database | events | ingest (events/s) | flow detail, 1,000 events: p50 / p95 / max | response |"
+        "| database | events | ingest (events/s) | 1,000-event flow detail p50 / p95 / max | size |"
     )
     print("|---|---:|---:|---|---:|")
     for r in results:
