@@ -110,7 +110,10 @@ class Ingest:
         if consumer is None:
             return 0
         total = 0
+        assigned = consumer.assignment()
         for tp, state in self._partitions.items():
+            if tp not in assigned:
+                continue  # a rebalance is under way
             high = consumer.highwater(tp)
             if high is not None:
                 total += max(0, high - (state.expected or 0))
@@ -174,7 +177,11 @@ class Ingest:
             if state is None:
                 continue  # revoked meanwhile, or not positioned yet: read again once it is
             if self._sought.get(tp, -1) > generation:
-                continue  # fetched before the partition was sought to its stored offset
+                # This fetch overlapped a seek to the stored offset: its records may come
+                # from the old position. Drop them, and seek again, so reading resumes at
+                # the stored offset whatever the fetcher did meanwhile.
+                consumer.seek(tp, state.floor)
+                continue
             fresh = [r for r in records if r.offset >= state.floor]
             if records[0].offset < state.floor and state.floor == state.expected:
                 # We sought to the stored offset, yet records before it came: the broker
@@ -256,33 +263,41 @@ class Ingest:
         restarted, a topic deleted and created again) while the database kept
         its offsets. Events seen before count as duplicates.
         """
-        shrunk = []
+        shrunk: dict[TopicPartition, int] = {}
+        assigned = consumer.assignment()
         for tp, state in self._partitions.items():
-            if state.expected is None or state.floor != state.expected:
+            if tp not in assigned or state.expected is None or state.floor != state.expected:
                 continue
             high = consumer.highwater(tp)
             if high is not None and high < state.floor:
-                shrunk.append(tp)
+                shrunk[tp] = high
         if not shrunk:
             return
         async with self._lock:
             self._generation += 1
-            for tp in shrunk:
-                state = self._partitions[tp]
+            assigned = consumer.assignment()
+            moved = []
+            for tp, high in shrunk.items():
+                current = self._partitions.get(tp)
+                if current is None or tp not in assigned:
+                    continue  # revoked while we waited for the lock
                 logger.warning(
-                    "%s[%d] ends at %s, before the stored offset %d: the log was recreated; "
+                    "%s[%d] ends at %d, before the stored offset %d: the log was recreated; "
                     "reading it again from its start",
                     tp.topic,
                     tp.partition,
-                    consumer.highwater(tp),
-                    state.floor,
+                    high,
+                    current.floor,
                 )
-                self._partitions[tp] = _Partition(state.expected, 0)
+                self._partitions[tp] = _Partition(current.expected, 0)
                 self._sought[tp] = self._generation
+                moved.append(tp)
+            if not moved:
+                return
             try:
-                await consumer.seek_to_beginning(*shrunk)
+                await consumer.seek_to_beginning(*moved)
             except IllegalStateError:
-                for tp in shrunk:
+                for tp in moved:
                     self._partitions.pop(tp, None)
 
     async def _position(self, partitions: Sequence[TopicPartition]) -> None:
