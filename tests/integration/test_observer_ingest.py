@@ -16,6 +16,7 @@ from events._kafka import ensure_topics
 from services.inventory.events import ReservedLine, StockReserved
 from services.orders.events import Address, OrderLine, OrderPlaced
 from services.runtime import EmbeddedBroker, free_port
+from services.saga_observer.lifecycle import lifecycle_id
 from tests import observer_fixtures
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.observer_fixtures import running_observer, snapshot
@@ -196,6 +197,7 @@ async def test_a_flow_whose_service_is_stopped_stalls_and_saga_stalled_is_publis
     ]
     headers = headers_of(record)
     assert headers["ce_type"] == "saga.stalled"
+    assert headers["ce_id"] == lifecycle_id(flow, "saga.stalled")  # the same id on any repeat
     assert headers["ce_source"] == "/services/saga-observer"
     assert headers["ce_causationid"] == stalled["events"][-1]["id"]
     payload = json.loads(record.value or b"")
