@@ -16,7 +16,7 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events import Service
+from events import ConfigurationError, Service
 from services.runtime.app import Runtime
 from services.saga_observer.api import build_api
 from services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
@@ -236,7 +236,14 @@ class _Server(uvicorn.Server):
         self.listening = asyncio.Event()
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn exits the process when it cannot bind
+            config = self.config
+            raise ConfigurationError(
+                f"the observer cannot listen on {config.host}:{config.port} (in use, or not "
+                "allowed); choose another with CHOREO_OBSERVER_HOST / CHOREO_OBSERVER_PORT"
+            ) from None
         if self.started:
             self.listening.set()
 

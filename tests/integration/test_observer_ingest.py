@@ -3,20 +3,27 @@ flows are reported with their expected step and announced; every record gets an 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import random
+import socket
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from events import HandlerContext, KafkaSettings, PermanentError, Service
+import pytest
+
+from events import ConfigurationError, HandlerContext, KafkaSettings, PermanentError, Service
 from events._kafka import ensure_topics
 from services.inventory.events import ReservedLine, StockReserved
 from services.orders.events import Address, OrderLine, OrderPlaced
 from services.runtime import EmbeddedBroker, free_port
+from services.runtime.app import Runtime
+from services.saga_observer.app import ObserverApp
 from services.saga_observer.lifecycle import lifecycle_id
+from services.saga_observer.settings import ObserverSettings
 from tests import observer_fixtures
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.observer_fixtures import running_observer, snapshot
@@ -294,3 +301,16 @@ async def test_a_log_recreated_under_a_kept_database_is_read_again(
             stats = await observer.get("/api/stats")
     assert counts["total"] == 38
     assert stats["duplicates"] == 0
+
+
+async def test_a_port_in_use_is_refused_with_what_to_do(
+    private_kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = ObserverSettings(db=f"sqlite:///{tmp_path / 'o.sqlite3'}", port=port)
+        app = ObserverApp(Runtime(name="saga-observer", kafka=private_kafka), settings)
+        with pytest.raises(ConfigurationError, match="CHOREO_OBSERVER_PORT"):
+            await app.run(asyncio.Event())
