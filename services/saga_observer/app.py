@@ -101,6 +101,16 @@ class ObserverApp:
         """Run until ``stop`` is set, then stop every part and return."""
         settings = self.settings
         catalog = self._catalog or load_catalog(settings.specs, timeout=settings.timeout)
+        if len(catalog):
+            logger.info(
+                "judging by the sagas %s",
+                ", ".join(f"{s.name} (timeout {s.timeout})" for s in catalog),
+            )
+        else:
+            logger.warning(
+                "no saga specs (entry points 'choreokit.sagas', CHOREO_OBSERVER_SPECS): every "
+                "flow is recorded and shown, none is judged"
+            )
         writer, reader = open_engines(self.database_url)
         try:
             store = Store(writer, catalog, group=self.group)
