@@ -9,6 +9,7 @@ import click
 
 from services.cli._broker import broker
 from services.cli._dev import demo, dev
+from services.cli._gateway import gateway_key
 from services.cli._publish import publish
 from services.cli._run import run
 from services.cli._schemas import schemas
@@ -40,7 +41,7 @@ def cli(log_level: str) -> None:
     )
 
 
-for command in (broker, dev, demo, run, publish, tail, schemas):
+for command in (broker, dev, demo, run, publish, tail, schemas, gateway_key):
     cli.add_command(command)
 
 
