@@ -147,29 +147,76 @@ class GatewayProcess:
     log: Path
 
     def rss_kib(self) -> int:
+        """Resident memory now."""
+        return self._status("VmRSS")
+
+    def peak_rss_kib(self) -> int:
+        """The most resident memory the process ever had (its high-water mark)."""
+        return self._status("VmHWM")
+
+    def _status(self, field: str) -> int:
         for line in Path(f"/proc/{self.process.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-        raise AssertionError("no VmRSS in /proc/<pid>/status")
+        raise AssertionError(f"no {field} in /proc/<pid>/status")
+
+
+@dataclass(frozen=True)
+class EventModule:
+    """A module of events on topics of one test's own, for a gateway in another process."""
+
+    env: dict[str, str]
+    event_type: str
+    topic: str
+
+    def event(self, event_id: str, text: str = "hello") -> dict[str, Any]:
+        return structured(self.event_type, event_id, {"text": text})
+
+
+def event_module(tmp: Path) -> EventModule:
+    """Write a module declaring ``<topic>.noted`` v1 and point ``CHOREO_EVENT_MODULES`` at it."""
+    name, topic = unique("gateway_events_"), unique("gw")
+    (tmp / f"{name}.py").write_text(
+        "from events import Event\n\n\n"
+        f"class Noted(Event, type='{topic}.noted', version=1, topic='{topic}'):\n"
+        "    text: str\n"
+    )
+    env = {
+        "CHOREO_EVENT_MODULES": name,
+        "PYTHONPATH": os.pathsep.join([str(tmp), os.environ.get("PYTHONPATH", "")]),
+    }
+    return EventModule(env, f"{topic}.noted", topic)
 
 
 @contextlib.contextmanager
 def gateway_process(
-    bootstrap: str, keys: Sequence[Key], tmp: Path, **env: str
+    bootstrap: str,
+    keys: Sequence[Key],
+    tmp: Path,
+    *,
+    keys_in: str = "file",
+    **env: str,
 ) -> Iterator[GatewayProcess]:
-    """`choreo run gateway` with its keys in a file, on a free port; SIGTERM on exit."""
-    keys_file = tmp / "gateway-keys.json"
-    keys_file.write_text(json.dumps({"keys": [entry_document(k.entry) for k in keys]}))
+    """`choreo run gateway` on a free port, its keys in a file (or ``keys_in="env"``).
+
+    Stopped with SIGTERM on exit.
+    """
+    document = json.dumps({"keys": [entry_document(k.entry) for k in keys]})
     port = free_port()
-    log = tmp / f"gateway-{port}.log"
     environment = {
         **os.environ,
         "CHOREO_KAFKA_BOOTSTRAP": bootstrap,
         "CHOREO_GATEWAY_PORT": str(port),
-        "CHOREO_GATEWAY_KEYS_FILE": str(keys_file),
         "CHOREO_DATA_DIR": str(tmp / "data"),
         **env,
     }
+    if keys_in == "file":
+        keys_file = tmp / f"gateway-keys-{port}.json"
+        keys_file.write_text(document)
+        environment["CHOREO_GATEWAY_KEYS_FILE"] = str(keys_file)
+    else:
+        environment["CHOREO_GATEWAY_KEYS"] = document
+    log = tmp / f"gateway-{port}.log"
     with log.open("w") as out:
         process = subprocess.Popen(
             [CHOREO, "run", "gateway"],
