@@ -180,3 +180,25 @@ def test_gateway_key_create_prints_the_token_once_and_an_entry_that_works() -> N
     bad = runner.invoke(cli, ["gateway-key", "create", "Not_Valid", "--type", "x"])
     assert bad.exit_code == 2
     assert "invalid key: id" in bad.output
+
+
+def test_the_listening_socket_is_tcp_so_answers_are_not_held_by_nagle() -> None:
+    """asyncio disables Nagle only on sockets created as IPPROTO_TCP; without it, every
+    answer (headers and body written apart) waited ~40 ms for the client's delayed ACK."""
+    import socket
+
+    from events import KafkaSettings, Registry
+    from services.gateway import GatewayApp
+
+    app = GatewayApp(
+        GatewaySettings(port=0),
+        kafka=KafkaSettings(),
+        registry=Registry(),
+        keys=KeyStore([mint_key("a", types=("*",)).entry]),
+    )
+    sock = app._bind()
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        assert app.url.startswith("http://127.0.0.1:")
+    finally:
+        sock.close()
