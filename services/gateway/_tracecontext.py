@@ -9,6 +9,15 @@ from __future__ import annotations
 
 from opentelemetry import trace
 from opentelemetry.context import Context
+from opentelemetry.semconv._incubating.attributes.cloudevents_attributes import (
+    CLOUDEVENTS_EVENT_ID,
+    CLOUDEVENTS_EVENT_SOURCE,
+    CLOUDEVENTS_EVENT_TYPE,
+)
+from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_DESTINATION_NAME,
+)
+from opentelemetry.semconv.attributes.http_attributes import HTTP_REQUEST_METHOD, HTTP_ROUTE
 from opentelemetry.trace import Link, Span, SpanKind, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
@@ -17,9 +26,8 @@ from services.gateway._admission import Admitted
 from services.gateway._keys import ApiKey
 
 SPAN_NAME = "POST /events"
-ATTR_EVENT_ID = "cloudevents.event_id"
-ATTR_EVENT_TYPE = "cloudevents.event_type"
-ATTR_EVENT_SOURCE = "cloudevents.event_source"
+"""HTTP server span name: method and route (one span per event of the request)."""
+
 ATTR_KEY = "choreo.gateway.key_id"
 ATTR_TRUSTED = "choreo.gateway.trusted"
 
@@ -44,14 +52,16 @@ class TraceBridge:
             if admitted.tracestate:
                 carrier["tracestate"] = admitted.tracestate
         caller = self._propagator.extract(carrier, context=Context())
+        info = type(admitted.event).event_info()
         attributes: Attributes = {
-            ATTR_EVENT_ID: admitted.event_id,
-            ATTR_EVENT_TYPE: type(admitted.event).event_info().type,
-            ATTR_EVENT_SOURCE: admitted.source,
+            CLOUDEVENTS_EVENT_ID: admitted.event_id,
+            CLOUDEVENTS_EVENT_TYPE: info.type,
+            CLOUDEVENTS_EVENT_SOURCE: admitted.source,
+            MESSAGING_DESTINATION_NAME: info.topic,
+            HTTP_REQUEST_METHOD: "POST",
+            HTTP_ROUTE: "/events",
             ATTR_KEY: key.id,
             ATTR_TRUSTED: key.trusted,
-            "http.request.method": "POST",
-            "http.route": "/events",
         }
         if key.trusted:
             return self._tracer.start_span(
