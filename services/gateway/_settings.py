@@ -20,9 +20,12 @@ class GatewaySettings(BaseSettings):
     Every field reads ``CHOREO_GATEWAY_<FIELD>``, e.g. ``CHOREO_GATEWAY_PORT=8081``,
     ``CHOREO_GATEWAY_MAX_BODY=1MiB``, ``CHOREO_GATEWAY_PUBLISH_TIMEOUT=5s``.
     Kafka itself is configured by ``CHOREO_KAFKA_*`` (:class:`events.KafkaSettings`).
+    An empty variable counts as unset (compose files often pass empty ones).
     """
 
-    model_config = SettingsConfigDict(env_prefix="CHOREO_GATEWAY_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHOREO_GATEWAY_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
     host: str = "127.0.0.1"
     """Interface to listen on (``0.0.0.0`` in a container)."""

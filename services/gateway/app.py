@@ -180,17 +180,21 @@ class GatewayApp:
             if server.started:
                 self.listening.set()
                 logger.info("gateway listening on %s (POST /events)", self.url)
-            await asyncio.wait({serve_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+            # The link never ends on its own: if it does, it failed, and so does the gateway.
+            await asyncio.wait(
+                {serve_task, stop_task, link_task}, return_when=asyncio.FIRST_COMPLETED
+            )
         finally:
             server.should_exit = True
             await asyncio.gather(serve_task, return_exceptions=True)
             stop_task.cancel()
             link_stop.set()
-            await link_task
+            link_error = (await asyncio.gather(link_task, return_exceptions=True))[0]
             sock.close()
             self.listening.clear()
-        if serve_task.done() and not serve_task.cancelled() and serve_task.exception():
-            raise serve_task.exception()  # type: ignore[misc]
+        for error in (serve_task.exception(), link_error):
+            if isinstance(error, BaseException):
+                raise error
 
     def _bind(self) -> socket.socket:
         host, port = self.settings.host, self.settings.port

@@ -145,6 +145,8 @@ def test_settings_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> N
     assert settings.dedup_window == timedelta(hours=1)
     with pytest.raises(Exception, match="frozen"):
         settings.port = 1  # type: ignore[misc]
+    monkeypatch.setenv("CHOREO_GATEWAY_KEYS_FILE", "")
+    assert GatewaySettings().keys_file is None
 
 
 def test_gateway_key_create_prints_the_token_once_and_an_entry_that_works() -> None:
