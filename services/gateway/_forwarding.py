@@ -65,9 +65,11 @@ class Forwarder:
             raise self._unavailable(str(exc)) from None
         receipts: dict[int, Receipt] = {}
         sends: list[_Send] = []
+        sending = False
         try:
             async with asyncio.timeout(self._timeout):
                 await self._claim(events, receipts, sends)
+                sending = True
                 for send in sends:
                     send.span = self._traces.start(send.admitted, key)
                     with trace.use_span(send.span, end_on_exit=False):
@@ -77,7 +79,8 @@ class Forwarder:
                     await asyncio.wait(pending)
         except TimeoutError:
             self._fail(sends, "no acknowledgement in time")
-            self._link.mark_down(f"no acknowledgement within {self._timeout:g}s")
+            if sending:  # not when it only waited for another request's send of the same id
+                self._link.mark_down(f"no acknowledgement within {self._timeout:g}s")
             raise self._unavailable(
                 f"the broker did not acknowledge within {self._timeout:g}s"
             ) from None
