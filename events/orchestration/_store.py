@@ -54,6 +54,17 @@ steps = Table(
 )
 
 
+def _upsert(dialect: str) -> Any:
+    """The INSERT ... ON CONFLICT construct of the dialect (SQLite and PostgreSQL have one)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
 class RunStatus(StrEnum):
     """Where a run stands."""
 
@@ -160,22 +171,16 @@ class OrchestrationStore:
             "attempts": attempts,
             "updated_at": datetime.now(UTC),
         }
+        statement = _upsert(self._engine.dialect.name)(steps).values(
+            orchestration=self._name, run_id=run_id, step=step, **values
+        )
         async with self._engine.begin() as conn:
-            changed = await conn.execute(
-                update(steps)
-                .where(
-                    steps.c.orchestration == self._name,
-                    steps.c.run_id == run_id,
-                    steps.c.step == step,
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[steps.c.orchestration, steps.c.run_id, steps.c.step],
+                    set_=values,
                 )
-                .values(**values)
             )
-            if not changed.rowcount:
-                await conn.execute(
-                    insert(steps).values(
-                        orchestration=self._name, run_id=run_id, step=step, **values
-                    )
-                )
 
     async def record_run(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -54,24 +55,48 @@ class Inbox(Middleware):
     orchestration) simply do not use :func:`transaction`; the inbox record is
     then written on its own at the end.
 
+    On SQLite, which has a single writer, attempts of one process run one at a
+    time (they queue in the process rather than in SQLite's busy handler); on
+    PostgreSQL they run side by side.
+
     Args:
         engine: The service's database.
         consumer: Whose inbox this is (the service name); several services may
             share one database.
         registry: Where the recorded events' models are declared.
+        serialize: Run attempts one at a time. Default: on SQLite only. A
+            service whose handlers write only in short transactions of their
+            own (not through :func:`transaction`) may turn it off.
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, consumer: str, registry: Registry = default_registry
+        self,
+        engine: AsyncEngine,
+        *,
+        consumer: str,
+        registry: Registry = default_registry,
+        serialize: bool | None = None,
     ) -> None:
         self._engine = engine
         self._consumer = consumer
         self._registry = registry
+        # SQLite has one writer. Attempts of this process queue here, in order, instead of
+        # in SQLite's busy handler, which polls with sleeps of up to 100 ms.
+        if serialize is None:
+            serialize = engine.dialect.name == "sqlite"
+        self._one_at_a_time = asyncio.Lock() if serialize else None
         self.duplicates = 0
         """Deliveries recognised as already handled."""
 
     async def on_attempt(self, delivery: Delivery, call_next: Next) -> None:
         """Run the attempt in a transaction, or replay what the first handling published."""
+        if self._one_at_a_time is None:
+            await self._attempt(delivery, call_next)
+            return
+        async with self._one_at_a_time:
+            await self._attempt(delivery, call_next)
+
+    async def _attempt(self, delivery: Delivery, call_next: Next) -> None:
         event_id = delivery.envelope.id
         async with self._engine.connect() as conn:
             recorded = (
