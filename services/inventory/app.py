@@ -14,6 +14,10 @@ from services.runtime.app import Runtime, ServiceApp
 from services.runtime.database import create_engine
 
 
+SETTINGS = (InventorySettings,)
+"""The settings this service reads (besides the runtime's); the compose test checks them."""
+
+
 def build(runtime: Runtime, settings: InventorySettings) -> tuple[Service, ServiceApp]:
     """Return the inventory service and the app that runs it."""
     engine = create_engine(runtime.database_url(settings.db, "inventory"))

@@ -73,11 +73,15 @@ async def reserve(
     correlation_id: str,
     lines: Mapping[str, int],
 ) -> Shortage | None:
-    """Reserve every line or nothing; return the first shortage, if any."""
-    for sku, quantity in lines.items():
-        available = (
-            await conn.execute(select(stock.c.available).where(stock.c.sku == sku))
-        ).scalar_one_or_none() or 0
+    """Reserve every line or nothing; return the first shortage, if any.
+
+    The stock rows are locked in SKU order (``FOR UPDATE`` on PostgreSQL, where
+    replicas reserve side by side; SQLite has a single writer anyway), so two
+    orders never both take the last item.
+    """
+    for sku, quantity in sorted(lines.items()):
+        query = select(stock.c.available).where(stock.c.sku == sku).with_for_update()
+        available = (await conn.execute(query)).scalar_one_or_none() or 0
         if available < quantity:
             return Shortage(sku, quantity, available)
     for sku, quantity in lines.items():

@@ -35,6 +35,10 @@ from services.shipping.events import ShipmentCompleted, ShipmentFailed
 logger = logging.getLogger("choreokit.orders")
 
 
+SETTINGS = (OrdersSettings,)
+"""The settings this service reads (besides the runtime's); the compose test checks them."""
+
+
 def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceApp]:
     """Return the orders service and the app that runs it (consumer, relay, HTTP intake)."""
     engine = create_engine(runtime.database_url(settings.db, "orders"))

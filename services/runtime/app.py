@@ -48,7 +48,11 @@ class Runtime:
         return service
 
     def mark_ready(self) -> None:
-        """Say the app is up: writes ``$CHOREO_READY_FILE`` if set (how ``choreo dev`` knows)."""
+        """Say the app is up: write ``$CHOREO_READY_FILE``, if set.
+
+        ``choreo dev`` and ``choreo health`` read it; ``choreo run`` then keeps
+        touching it as a heartbeat.
+        """
         path = os.environ.get(READY_FILE_ENV)
         if path:
             Path(path).write_text(f"{os.getpid()}\n")

@@ -58,6 +58,10 @@ def shipment_steps(carrier: SimulatedCarrier, settings: ShippingSettings) -> lis
     ]
 
 
+SETTINGS = (ShippingSettings,)
+"""The settings this service reads (besides the runtime's); the compose test checks them."""
+
+
 def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, ServiceApp]:
     """Return the shipping service and the app that runs it."""
     engine = create_engine(runtime.database_url(settings.db, "shipping"))
