@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -14,6 +14,7 @@ from events import ConfigurationError, KafkaSettings, Middleware, Service
 
 SERVICES_GROUP = "choreokit.services"
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
+READY_FILE_ENV = "CHOREO_READY_FILE"
 
 
 class App(Protocol):
@@ -46,6 +47,20 @@ class Runtime:
         service.use(*self.middlewares)
         return service
 
+    def mark_ready(self) -> None:
+        """Say the app is up: write ``$CHOREO_READY_FILE``, if set.
+
+        ``choreo dev`` and ``choreo health`` read it; ``choreo run`` then keeps
+        touching it as a heartbeat.
+        """
+        path = os.environ.get(READY_FILE_ENV)
+        if path:
+            Path(path).write_text(f"{os.getpid()}\n")
+
+    def database_url(self, configured: str | None, stem: str) -> str:
+        """``configured`` if set, else a SQLite file named ``stem`` under :attr:`data_dir`."""
+        return configured or self.sqlite_url(stem)
+
     def sqlite_url(self, stem: str) -> str:
         """A SQLite URL for ``stem`` under :attr:`data_dir` (created if needed)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -77,19 +92,55 @@ def load_factory(name: str) -> Factory:
 
 
 class ServiceApp:
-    """An :class:`App` made of event-layer services only (most reference services)."""
+    """An :class:`App` made of event-layer services and background tasks.
 
-    def __init__(self, *services: Service) -> None:
+    Args:
+        services: Started in order, stopped in reverse.
+        setup: Awaited before the services start (create tables, seed data).
+        tasks: Run alongside once the services are up (an outbox relay, an HTTP
+            server); each gets the stop event and must return once it is set.
+        teardown: Awaited after everything stopped (dispose engines).
+        on_ready: Called once everything is up.
+    """
+
+    def __init__(
+        self,
+        *services: Service,
+        setup: Sequence[Callable[[], Awaitable[None]]] = (),
+        tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
+        teardown: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.services = services
+        self._setup = setup
+        self._tasks = tasks
+        self._teardown = teardown
+        self._on_ready = on_ready
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Start every service, wait for ``stop``, stop them in reverse order."""
+        """Set up, start every service and task, wait for ``stop``, shut down in reverse."""
         started: list[Service] = []
+        running: list[asyncio.Task[None]] = []
         try:
+            for step in self._setup:
+                await step()
             for service in self.services:
                 await service.start()
                 started.append(service)
-            await stop.wait()
+            running = [asyncio.ensure_future(task(stop)) for task in self._tasks]
+            if self._on_ready is not None:
+                self._on_ready()
+            waiter = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for task in done:
+                if task is not waiter and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
+            stop.set()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             for service in reversed(started):
                 await service.stop()
+            for step in self._teardown:
+                await step()
