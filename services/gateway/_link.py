@@ -51,6 +51,8 @@ class KafkaLink:
         self._on_change = on_change
         self._started = False
         self._up = False
+        self.connected = asyncio.Event()
+        """Set the first time the link comes up (and stays set)."""
         self._reason = "not connected yet"
 
     @property
@@ -115,6 +117,7 @@ class KafkaLink:
                 return
             self._started = True
             self._set(up=True)
+            self.connected.set()
             while not stop.is_set():
                 await self._probe(client)
                 await _wait(stop, self._interval)

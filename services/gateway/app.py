@@ -5,21 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import socket
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import timedelta
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from events import ConfigurationError, KafkaSettings, Middleware, Registry, Service
+from events import ConfigurationError, KafkaSettings, Middleware, Profile, Registry, Service
 from services.gateway._api import build_api
 from services.gateway._dedup import DedupWindow
 from services.gateway._forwarding import Forwarder
 from services.gateway._gateway import Gateway
-from services.gateway._keys import KeyStore
+from services.gateway._keys import KeyStore, mint_key
 from services.gateway._link import KafkaLink
 from services.gateway._metrics import GatewayMetrics
 from services.gateway._ratelimit import RateLimiter
@@ -59,6 +61,10 @@ class GatewayApp:
         middlewares: Publish middlewares of the runtime (tracing).
         tracer_provider: Where its spans go (default: the global provider).
         metrics: The Prometheus registry its metrics join (default: a new one).
+        dev_key_file: With no key configured, mint a development key and write its
+            token here (``choreo run`` passes one only with ``CHOREO_PROFILE=local``);
+            ``None``: no key configured is an error.
+        on_ready: Called once the gateway listens and has reached Kafka.
     """
 
     def __init__(
@@ -72,6 +78,8 @@ class GatewayApp:
         middlewares: Sequence[Middleware] = (),
         tracer_provider: TracerProvider | None = None,
         metrics: CollectorRegistry | None = None,
+        dev_key_file: Path | None = None,
+        on_ready: Callable[[], None] | None = None,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -81,6 +89,8 @@ class GatewayApp:
         self._middlewares = tuple(middlewares)
         self._tracer_provider = tracer_provider
         self._metrics_registry = metrics
+        self._dev_key_file = dev_key_file
+        self._on_ready = on_ready
         self._address: tuple[str, int] | None = None
         self.listening = asyncio.Event()
         """Set once the socket is bound and the server accepts connections."""
@@ -110,7 +120,7 @@ class GatewayApp:
 
             load_event_modules()
             registry = default_registry
-        keys = self._keys or KeyStore.load(file=self.settings.keys_file, inline=self.settings.keys)
+        keys = self._keys or self._load_keys()
         metrics = GatewayMetrics(self._metrics_registry or CollectorRegistry())
         service = Service(
             self._name,
@@ -151,6 +161,28 @@ class GatewayApp:
         )
         return build_api(gateway), link
 
+    def _load_keys(self) -> KeyStore:
+        settings = self.settings
+        if settings.keys_file is None and not settings.keys and self._dev_key_file is not None:
+            return self._mint_dev_key(self._dev_key_file)
+        return KeyStore.load(file=settings.keys_file, inline=settings.keys)
+
+    @staticmethod
+    def _mint_dev_key(path: Path) -> KeyStore:
+        minted = mint_key("dev", types=("*",))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.unlink(missing_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(minted.token + "\n")
+        logger.warning(
+            "no API keys configured: minted a development key 'dev' (any type, untrusted) for "
+            "this run; its token is in %s. Configure CHOREO_GATEWAY_KEYS_FILE for anything "
+            "else: with CHOREO_PROFILE=production the gateway refuses to start without keys",
+            path,
+        )
+        return KeyStore([minted.entry])
+
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set, then finish open requests and disconnect.
 
@@ -174,17 +206,21 @@ class GatewayApp:
         serve_task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-http")
         stop_task = asyncio.create_task(stop.wait())
         listening = asyncio.create_task(server.listening.wait())
+        announcer: asyncio.Task[None] | None = None
         try:
             await asyncio.wait({serve_task, listening}, return_when=asyncio.FIRST_COMPLETED)
             listening.cancel()
             if server.started:
                 self.listening.set()
                 logger.info("gateway listening on %s (POST /events)", self.url)
+                announcer = asyncio.create_task(self._announce(link))
             # The link never ends on its own: if it does, it failed, and so does the gateway.
             await asyncio.wait(
                 {serve_task, stop_task, link_task}, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
+            if announcer is not None:
+                announcer.cancel()
             server.should_exit = True
             await asyncio.gather(serve_task, return_exceptions=True)
             stop_task.cancel()
@@ -195,6 +231,11 @@ class GatewayApp:
         for error in (serve_task.exception(), link_error):
             if isinstance(error, BaseException):
                 raise error
+
+    async def _announce(self, link: KafkaLink) -> None:
+        await link.connected.wait()
+        if self._on_ready is not None:
+            self._on_ready()
 
     def _bind(self) -> socket.socket:
         host, port = self.settings.host, self.settings.port
@@ -218,14 +259,26 @@ class GatewayApp:
         return sock
 
 
+SETTINGS = (GatewaySettings,)
+"""The settings this service reads (besides the runtime's)."""
+
+DEV_KEY_FILE = "gateway-dev-key"
+"""Where, under the data directory, a development key's token goes (local profile only)."""
+
+
 def create(runtime: Runtime) -> GatewayApp:
     """Build the gateway from the runtime and ``CHOREO_GATEWAY_*`` (the entry point's factory).
 
     Keys are loaded when it runs, so building it (e.g. to list services) needs none.
+    With ``CHOREO_PROFILE=local`` and no key configured it mints a development key
+    (token in ``$CHOREO_DATA_DIR/gateway-dev-key``), so ``choreo dev`` works as is.
     """
+    local = runtime.kafka.profile is Profile.LOCAL
     return GatewayApp(
         GatewaySettings(),
         kafka=runtime.kafka,
         name=runtime.name,
         middlewares=runtime.middlewares,
+        dev_key_file=runtime.data_dir / DEV_KEY_FILE if local else None,
+        on_ready=runtime.mark_ready,
     )

@@ -197,7 +197,7 @@ def gateway_process(
     keys_in: str = "file",
     **env: str,
 ) -> Iterator[GatewayProcess]:
-    """`choreo run gateway` on a free port, its keys in a file (or ``keys_in="env"``).
+    """`choreo run gateway` on a free port, its keys in a file (``keys_in``: "env", "none").
 
     Stopped with SIGTERM on exit.
     """
@@ -214,7 +214,7 @@ def gateway_process(
         keys_file = tmp / f"gateway-keys-{port}.json"
         keys_file.write_text(document)
         environment["CHOREO_GATEWAY_KEYS_FILE"] = str(keys_file)
-    else:
+    elif keys_in == "env":
         environment["CHOREO_GATEWAY_KEYS"] = document
     log = tmp / f"gateway-{port}.log"
     with log.open("w") as out:

@@ -41,13 +41,47 @@ def run_gateway(env: dict[str, str], timeout: float = 60) -> subprocess.Complete
     )
 
 
-def test_without_keys_the_gateway_refuses_to_start(kafka: KafkaSettings) -> None:
+def test_in_production_without_keys_the_gateway_refuses_to_start(kafka: KafkaSettings) -> None:
     result = run_gateway(
-        {"CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap, "CHOREO_GATEWAY_PORT": str(free_port())}
+        {
+            "CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap,
+            "CHOREO_GATEWAY_PORT": str(free_port()),
+            "CHOREO_PROFILE": "production",
+        }
     )
     assert result.returncode == 1
     assert "the gateway has no API keys" in result.stderr
     assert "CHOREO_GATEWAY_KEYS_FILE" in result.stderr
+
+
+def test_locally_without_keys_a_development_key_is_minted(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """So `choreo dev` runs the gateway as is; the token is in the data directory, 0600."""
+    module = event_module(tmp_path)
+    ready = tmp_path / "gateway.ready"
+    with gateway_process(
+        kafka.bootstrap,
+        [],
+        tmp_path,
+        keys_in="none",
+        CHOREO_PROFILE="local",
+        CHOREO_READY_FILE=str(ready),
+        **module.env,
+    ) as running:
+        token_file = tmp_path / "data" / "gateway-dev-key"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert token.startswith("ck_dev.")
+        response = httpx.post(
+            f"{running.url}/events",
+            headers={"Authorization": f"Bearer {token}", **STRUCTURED},
+            content=json.dumps(module.event("dev-1")),
+        )
+        assert response.status_code == 202, response.text
+        assert response.json()["ids"] == ["dev:dev-1"]
+        assert ready.exists()  # choreo dev and 'choreo health' wait for this
+    assert "minted a development key" in running.log.read_text()
 
 
 def test_an_invalid_keys_file_is_named(kafka: KafkaSettings, tmp_path: Path) -> None:
@@ -155,7 +189,8 @@ async def test_memory_stays_flat_under_oversized_and_deeply_nested_bodies(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
     module = event_module(tmp_path)
-    acme = key("acme", types=(module.event_type,))
+    # A rate no burst of this test reaches: the point is memory, not the limiter (429s).
+    acme = key("acme", types=(module.event_type,), rate=1e6, burst=1_000_000)
     with gateway_process(kafka.bootstrap, [acme], tmp_path, **module.env) as running:
         # Warm up first: caches, allocator arenas, connections.
         await hostile_stream(running, acme, module.event_type, rounds=20)

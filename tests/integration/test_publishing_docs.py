@@ -1,10 +1,8 @@
 """The examples of docs/publishing-from-other-systems.md, extracted from the page and run:
 curl against a real gateway process, kafkajs and confluent-kafka straight to the broker.
-Each event must then be handled by a service that consumes order.placed.
-
-NOTE for the reference services: the consumer here is an ``events.Service`` with a
-handler for ``services.orders.events.OrderPlaced``, standing in for the real
-``inventory`` service (which handles order.placed); see ``handled`` below.
+Each event must then be handled by the reference services: the real ``inventory``
+service (``choreo run inventory``) answers each order.placed with stock.reserved,
+naming the example's event as its cause.
 """
 
 from __future__ import annotations
@@ -16,19 +14,25 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-import pytest_asyncio
+from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
-from events import HandlerContext, KafkaSettings, Service
-from services.orders.events import OrderPlaced
 from services.runtime import EmbeddedBroker, free_port
-from tests.integration.gateway_harness import GatewayProcess, Key, gateway_process, key
-from tests.support import unique, wait_for
+from tests.integration.gateway_harness import (
+    CHOREO,
+    GatewayProcess,
+    Key,
+    all_records,
+    gateway_process,
+    key,
+)
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGE = ROOT / "docs" / "publishing-from-other-systems.md"
@@ -54,13 +58,6 @@ def test_the_page_has_every_example_and_nothing_else_runs_unchecked() -> None:
     assert set(examples()) == EXPECTED
 
 
-@dataclass
-class Handled:
-    """What the stand-in for the reference services saw."""
-
-    events: dict[str, tuple[OrderPlaced, int, bytes | None, str]] = field(default_factory=dict)
-
-
 @pytest.fixture(scope="module")
 def docs_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """A broker of this module's own: the examples use the real topic name, 'orders'."""
@@ -82,31 +79,71 @@ def gateway(
         yield running
 
 
-@pytest_asyncio.fixture
-async def handled(docs_broker: EmbeddedBroker) -> AsyncIterator[Handled]:
-    """Consumes order.placed like the reference services do, and records each event.
+@pytest.fixture(scope="module")
+def inventory(
+    docs_broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[subprocess.Popen[bytes]]:
+    """The reference inventory service, as a container runs it, on the module's broker."""
+    tmp = tmp_path_factory.mktemp("inventory")
+    ready = tmp / "inventory.ready"
+    log = tmp / "inventory.log"
+    env = {
+        **os.environ,
+        "CHOREO_KAFKA_BOOTSTRAP": docs_broker.bootstrap,
+        "CHOREO_DATA_DIR": str(tmp / "data"),
+        "CHOREO_READY_FILE": str(ready),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen([CHOREO, "run", "inventory"], env=env, stdout=out, stderr=out)
+    try:
 
-    TODO(lead): once services/inventory is merged, start the real service here
-    (its factory via ``services.runtime.app.load_factory("inventory")``) and
-    assert on what it publishes in reply (stock.reserved or stock.rejected with
-    ce_causationid = the example's id) instead of on this stand-in's records.
-    """
-    seen = Handled()
-    service = Service(
-        unique("docs-reader-"), settings=KafkaSettings(bootstrap=docs_broker.bootstrap)
+        def up() -> bool:
+            if process.poll() is not None:
+                raise AssertionError(f"inventory exited: {log.read_text()}")
+            return ready.exists()
+
+        wait_until(up, timeout=60, what="the inventory service to be ready")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+async def replies_to(
+    bootstrap: str, causes: set[str], *, timeout: float = 60.0
+) -> dict[str, tuple[dict[str, str], Any]]:
+    """Inventory's answers (headers, payload) to the events ``causes``, by cause id."""
+    consumer = AIOKafkaConsumer(
+        "inventory",
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=50,
     )
+    await consumer.start()
+    found: dict[str, tuple[dict[str, str], Any]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while not causes <= set(found):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"inventory answered {sorted(found)} of {sorted(causes)}")
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    headers = {k: (v or b"").decode() for k, v in record.headers}
+                    cause = headers.get("ce_causationid")
+                    if cause in causes:
+                        found[cause] = (headers, json.loads(record.value or b"null"))
+    finally:
+        await consumer.stop()
+    return found
 
-    @service.handler(OrderPlaced)
-    async def on_order(event: OrderPlaced, ctx: HandlerContext) -> None:
-        seen.events[ctx.envelope.id] = (
-            event,
-            ctx.record.partition,
-            ctx.record.key,
-            ctx.envelope.source,
-        )
 
-    async with service:
-        yield seen
+async def partitions_of(bootstrap: str, ids: list[str]) -> dict[str, tuple[int, bytes | None]]:
+    """Partition and key of the order.placed records with these ce_ids."""
+    records = await all_records(bootstrap, "orders")
+    by_id = {dict(r.headers)["ce_id"].decode(): (r.partition, r.key) for r in records}
+    return {event_id: by_id[event_id] for event_id in ids}
 
 
 async def run_example(name: str, env: dict[str, str], tmp_path: Path) -> str:
@@ -152,9 +189,10 @@ def partition_of(key: bytes, partitions: int = 4) -> int:
     ],
 )
 async def test_a_curl_example_publishes_through_the_gateway(
+    docs_broker: EmbeddedBroker,
     gateway: GatewayProcess,
     acme: Key,
-    handled: Handled,
+    inventory: subprocess.Popen[bytes],
     tmp_path: Path,
     name: str,
     ids: list[str],
@@ -164,16 +202,20 @@ async def test_a_curl_example_publishes_through_the_gateway(
     )
     answer = json.loads(out)
     assert answer["ids"] == ids
-    await wait_for(lambda: set(ids) <= set(handled.events), what=f"{ids} to be handled")
+    replies = await replies_to(docs_broker.bootstrap, set(ids))
     for event_id in ids:
-        event, partition, record_key, source = handled.events[event_id]
+        headers, payload = replies[event_id]
+        assert headers["ce_type"] == "stock.reserved", payload
+        assert headers["ce_correlationid"] == event_id  # the flow the example started
+    for event_id, (partition, record_key) in (
+        await partitions_of(docs_broker.bootstrap, ids)
+    ).items():
         assert record_key == event_id.encode()
         assert partition == partition_of(event_id.encode())
-        assert source == "/partners/acme/shop"
-        assert event.customer_id.startswith("c-")
-    if name == "curl-structured":  # sent as v1, handled as v2
-        event, *_ = handled.events[ids[0]]
-        assert [(line.sku, line.quantity) for line in event.lines] == [("SKU-7", 1)]
+    if name == "curl-structured":  # sent as v1, handled by inventory as v2 (upcast)
+        _, payload = replies[ids[0]]
+        assert payload["lines"] == [{"sku": "SKU-7", "quantity": 1}]
+        assert payload["amount_cents"] == 990
 
 
 @pytest.mark.parametrize(
@@ -185,7 +227,7 @@ async def test_a_curl_example_publishes_through_the_gateway(
 )
 async def test_a_kafka_client_example_publishes_straight_to_the_topic(
     docs_broker: EmbeddedBroker,
-    handled: Handled,
+    inventory: subprocess.Popen[bytes],
     tmp_path: Path,
     name: str,
     order_id: str,
@@ -193,10 +235,18 @@ async def test_a_kafka_client_example_publishes_straight_to_the_topic(
 ) -> None:
     out = await run_example(name, {"CHOREO_KAFKA_BOOTSTRAP": docs_broker.bootstrap}, tmp_path)
     event_id = out.strip().splitlines()[-1]
-    await wait_for(lambda: event_id in handled.events, what=f"{name}'s event to be handled")
-    event, partition, record_key, sent_from = handled.events[event_id]
-    assert event.order_id == order_id
-    assert sent_from == source
-    assert record_key == event_id.encode()
-    # The same partition choreokit's services (aiokafka, murmur2) would choose for the flow.
-    assert partition == partition_of(event_id.encode())
+    replies = await replies_to(docs_broker.bootstrap, {event_id})
+    headers, payload = replies[event_id]
+    assert headers["ce_type"] == "stock.reserved"
+    assert headers["ce_correlationid"] == event_id
+    assert payload["order_id"] == order_id
+    records = [
+        r
+        for r in await all_records(docs_broker.bootstrap, "orders")
+        if dict(r.headers)["ce_id"].decode() == event_id
+    ]
+    [record] = records
+    assert dict(record.headers)["ce_source"].decode() == source
+    assert record.key == event_id.encode()
+    # The same partition choreokit's services (aiokafka, murmur2) choose for that flow.
+    assert record.partition == partition_of(event_id.encode())
