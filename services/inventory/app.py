@@ -13,7 +13,6 @@ from services.orders.events import OrderCancelled, OrderPlaced
 from services.runtime.app import Runtime, ServiceApp
 from services.runtime.database import create_engine
 
-
 SETTINGS = (InventorySettings,)
 """The settings this service reads (besides the runtime's); the compose test checks them."""
 

@@ -16,7 +16,6 @@ from services.payments.settings import PaymentsSettings
 from services.runtime.app import Runtime, ServiceApp
 from services.runtime.database import create_engine
 
-
 SETTINGS = (PaymentsSettings,)
 """The settings this service reads (besides the runtime's); the compose test checks them."""
 
