@@ -43,15 +43,22 @@ class _ListsServices(click.Command):
 
 @click.command(cls=_ListsServices)
 @click.argument("service")
-def run(service: str) -> None:
+@click.option(
+    "--name",
+    default=None,
+    help="Service name (consumer group, OTEL_SERVICE_NAME) [default: SERVICE, or the top "
+    "package of MODULE:FACTORY].",
+)
+def run(service: str, name: str | None) -> None:
     """Run one SERVICE until SIGTERM or Ctrl-C (what a container runs).
 
-    Services are found through the 'choreokit.services' entry points; 'choreo
-    run --help' lists them below. Configuration comes from the environment
-    (CHOREO_KAFKA_*, CHOREO_PROFILE, OTEL_*, and each service's own).
+    SERVICE is an installed service (the 'choreokit.services' entry points,
+    listed below) or MODULE:FACTORY for one that is not installed (yet).
+    Configuration comes from the environment (CHOREO_KAFKA_*, CHOREO_PROFILE,
+    OTEL_*, and each service's own).
     """
     from events import ChoreoError, KafkaSettings
-    from services.runtime.app import Runtime, load_factory
+    from services.runtime.app import Runtime, default_name, load_factory
     from tracing import configure
 
     if logging.getLogger().level > logging.INFO:
@@ -60,8 +67,9 @@ def run(service: str) -> None:
         factory = load_factory(service)
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from None
-    telemetry = configure(service)
-    runtime = Runtime(name=service, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
+    name = name or default_name(service)
+    telemetry = configure(name)
+    runtime = Runtime(name=name, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
 
     async def main() -> None:
         app = factory(runtime)
@@ -69,18 +77,18 @@ def run(service: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        logger.info("running %s (SIGTERM or Ctrl-C stops it)", service)
+        logger.info("running %s (SIGTERM or Ctrl-C stops it)", name)
         beating = asyncio.ensure_future(_heartbeat(stop))
         try:
             await app.run(stop)
         finally:
             beating.cancel()
-        logger.info("%s stopped", service)
+        logger.info("%s stopped", name)
 
     try:
         asyncio.run(main())
     except ChoreoError as exc:
-        click.echo(f"error: {service}: {exc}", err=True)
+        click.echo(f"error: {name}: {exc}", err=True)
         raise SystemExit(1) from None
     finally:
         telemetry.shutdown()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -70,17 +71,33 @@ class Runtime:
 Factory = Callable[[Runtime], App]
 
 
+def default_name(service: str) -> str:
+    """The service name of ``service``: itself, or the top package of ``module:factory``."""
+    return service.partition(":")[0].split(".")[0] if ":" in service else service
+
+
 def service_names() -> Sequence[str]:
     """Every service ``choreo run`` knows, from the ``choreokit.services`` entry points."""
     return sorted({ep.name for ep in entry_points(group=SERVICES_GROUP)})
 
 
 def load_factory(name: str) -> Factory:
-    """Return the factory of service ``name``.
+    """Return the factory of service ``name``, or of ``module:factory`` (not installed).
 
     Raises:
-        ConfigurationError: No service of that name is installed.
+        ConfigurationError: No service of that name is installed, or the
+            ``module:factory`` path does not lead to a callable.
     """
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+        factory = getattr(module, attribute, None)
+        if not callable(factory):
+            raise ConfigurationError(f"{name}: {module_name} has no callable {attribute!r}")
+        return factory  # type: ignore[no-any-return]
     for ep in entry_points(group=SERVICES_GROUP):
         if ep.name == name:
             factory = ep.load()

@@ -43,6 +43,34 @@ def demo_in_background(dev: Dev, orders: int) -> tuple[threading.Thread, dict[st
     return thread, result
 
 
+def assert_one_completion_per_payment(bootstrap: str) -> None:
+    """Exactly one shipment.* per authorized payment, in its flow, naming it as the cause."""
+    import asyncio
+    import json
+
+    from tests.integration.kafka_io import end_offsets, headers_of, read_topic
+
+    def read(topic: str) -> list[Any]:
+        total = sum(asyncio.run(end_offsets(bootstrap, topic)).values())
+        return asyncio.run(read_topic(bootstrap, topic, total))
+
+    payments = {}
+    for record in read("payments"):
+        h = headers_of(record)
+        if h["ce_type"] == "payment.authorized":
+            payments[json.loads(record.value)["order_id"]] = h
+    completions: dict[str, set[str]] = {}
+    for record in read("shipping"):
+        h = headers_of(record)
+        order_id = json.loads(record.value)["order_id"]
+        completions.setdefault(order_id, set()).add(h["ce_id"])
+        payment = payments[order_id]
+        assert h["ce_causationid"] == payment["ce_id"]
+        assert h["ce_correlationid"] == payment["ce_correlationid"]
+    assert set(completions) == set(payments)
+    assert all(len(ids) == 1 for ids in completions.values()), completions
+
+
 def count(dev: Dev, db: str, sql: str) -> int:
     try:
         with dev.db(db) as conn:
@@ -110,6 +138,7 @@ def test_shipping_killed_mid_carrier_sequence_resumes_without_a_second_label(
                 "select count(*) from choreo_orchestration_runs where status = 'running'",
             )
         assert resumed == [(0,)]
+        assert_one_completion_per_payment(dev.bootstrap)
     finally:
         assert dev.stop() == 0
     check_databases(dev.data_dir)
