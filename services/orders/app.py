@@ -57,6 +57,24 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
         else:
             logger.warning("order %s is unknown or already settled; not cancelling", order_id)
 
+    @service.handler(OrderPlaced)
+    async def placed(event: OrderPlaced, ctx: HandlerContext) -> None:
+        """Adopt orders placed by other systems (the gateway, Kafka clients elsewhere).
+
+        Orders placed through the intake are recorded already; this is a no-op for them.
+        """
+        adopted = await store.adopt(
+            transaction(),
+            order_id=event.order_id,
+            correlation_id=ctx.correlation_id,
+            event_id=ctx.envelope.id,
+            request=event.model_dump_json(),
+            customer_id=event.customer_id,
+            total_cents=event.total_cents,
+        )
+        if adopted:
+            logger.info("adopted order %s placed by %s", event.order_id, ctx.envelope.source)
+
     @service.handler(StockRejected)
     async def out_of_stock(event: StockRejected, ctx: HandlerContext) -> None:
         """Cancel: not enough stock."""

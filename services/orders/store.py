@@ -88,6 +88,34 @@ async def add(
     )
 
 
+async def adopt(
+    conn: AsyncConnection,
+    *,
+    order_id: str,
+    correlation_id: str,
+    event_id: str,
+    request: str,
+    customer_id: str,
+    total_cents: int,
+) -> bool:
+    """Record an order placed elsewhere (the gateway, another system); ``False`` if known."""
+    known = (
+        await conn.execute(select(orders.c.order_id).where(orders.c.order_id == order_id))
+    ).first()
+    if known is not None:
+        return False
+    await add(
+        conn,
+        order_id=order_id,
+        correlation_id=correlation_id,
+        event_id=event_id,
+        request=request,
+        customer_id=customer_id,
+        total_cents=total_cents,
+    )
+    return True
+
+
 async def get(conn: AsyncConnection, order_id: str) -> Order | None:
     """The order, if it exists."""
     row = (await conn.execute(select(orders).where(orders.c.order_id == order_id))).first()

@@ -48,11 +48,10 @@ def assert_one_completion_per_payment(bootstrap: str) -> None:
     import asyncio
     import json
 
-    from tests.integration.kafka_io import end_offsets, headers_of, read_topic
+    from tests.integration.kafka_io import all_records, headers_of
 
     def read(topic: str) -> list[Any]:
-        total = sum(asyncio.run(end_offsets(bootstrap, topic)).values())
-        return asyncio.run(read_topic(bootstrap, topic, total))
+        return asyncio.run(all_records(bootstrap, topic))
 
     payments = {}
     for record in read("payments"):

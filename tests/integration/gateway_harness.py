@@ -302,55 +302,6 @@ async def raw_post(
     return RawResponse(status, response_headers, body)
 
 
-MARKER = "choreo_test_marker"
-
-
-async def all_records(bootstrap: str, topic: str, *, timeout: float = 20.0) -> list[Any]:
-    """Every record of ``topic`` written so far, read up to a marker put on each partition.
-
-    Counting by end offsets is not exact on the embedded broker (it reports
-    the base offset + 1 of a partition's last batch, not the offset after its
-    last record), so counts are taken by reading.
-    """
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    await producer.start()
-    try:
-        partitions = sorted(await producer.partitions_for(topic))
-        token = unique().encode()
-        for partition in partitions:
-            await producer.send_and_wait(
-                topic, value=b"", partition=partition, headers=[(MARKER, token)]
-            )
-    finally:
-        await producer.stop()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
-    )
-    await consumer.start()
-    found: list[Any] = []
-    waiting = set(partitions)
-    try:
-        consumer.assign([TopicPartition(topic, p) for p in partitions])
-        await consumer.seek_to_beginning()
-        deadline = asyncio.get_running_loop().time() + timeout
-        while waiting:
-            if asyncio.get_running_loop().time() > deadline:
-                raise AssertionError(f"{topic}: markers of partitions {waiting} not read")
-            batches = await consumer.getmany(timeout_ms=200)
-            for tp, records in batches.items():
-                for record in records:
-                    marker = dict(record.headers).get(MARKER)
-                    if marker == token:
-                        waiting.discard(tp.partition)
-                    elif marker is None:
-                        found.append(record)
-    finally:
-        await consumer.stop()
-    return found
-
-
 def ids_of(records: Sequence[Any]) -> list[str]:
     """The ``ce_id`` of each record, in order."""
     return [dict(r.headers)["ce_id"].decode() for r in records]

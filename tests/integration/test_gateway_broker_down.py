@@ -16,14 +16,13 @@ import pytest
 from events import KafkaSettings
 from services.runtime import EmbeddedBroker, free_port
 from tests.integration.gateway_harness import (
-    all_records,
     ids_of,
     key,
     running_gateway,
     structured,
     wait_healthy,
 )
-from tests.integration.kafka_io import end_offsets
+from tests.integration.kafka_io import all_records, end_offsets
 from tests.support import catalog
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}

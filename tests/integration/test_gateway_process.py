@@ -18,13 +18,13 @@ from tests.integration.gateway_harness import (
     CHOREO,
     GatewayProcess,
     Key,
-    all_records,
     event_module,
     gateway_process,
     ids_of,
     key,
     raw_post,
 )
+from tests.integration.kafka_io import all_records
 
 MIB = 1024 * 1024
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}

@@ -16,14 +16,13 @@ from events import HandlerContext, KafkaSettings, Service, new_event_id
 from services.gateway import GatewayApp
 from tests.integration.gateway_harness import (
     Key,
-    all_records,
     binary_headers,
     ids_of,
     key,
     running_gateway,
     structured,
 )
-from tests.integration.kafka_io import end_offsets, headers_of, read_topic
+from tests.integration.kafka_io import all_records, end_offsets, headers_of, read_topic
 from tests.support import Catalog, catalog, unique, wait_for
 
 STRUCTURED = {"Content-Type": "application/cloudevents+json"}

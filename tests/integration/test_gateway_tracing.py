@@ -15,8 +15,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from events import KafkaSettings
-from tests.integration.gateway_harness import all_records, key, running_gateway, structured
-from tests.integration.kafka_io import headers_of
+from tests.integration.gateway_harness import (
+    key,
+    running_gateway,
+    structured,
+)
+from tests.integration.kafka_io import all_records, headers_of
 from tests.support import catalog
 
 CALLER_TRACE = "0af7651916cd43dd8448eb211c80319c"

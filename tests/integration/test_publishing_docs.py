@@ -28,10 +28,10 @@ from tests.integration.gateway_harness import (
     CHOREO,
     GatewayProcess,
     Key,
-    all_records,
     gateway_process,
     key,
 )
+from tests.integration.kafka_io import all_records
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
