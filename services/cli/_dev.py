@@ -95,6 +95,9 @@ def dev(
             for name, url in urls.items():
                 click.echo(f"  {HTTP_SERVICES[name].label:<16}{url}")
             click.echo(f"  {'logs':<16}{data_dir / 'logs'}")
+            dev_key = data_dir / "gateway-dev-key"
+            if dev_key.exists():
+                click.echo(f"  {'gateway key':<16}{dev_key} (Authorization: Bearer <its content>)")
             await supervisor.watch(stop)
         except Exception as exc:  # noqa: BLE001 - any start failure: say it, stop what started
             click.echo(f"error: {exc}", err=True)
