@@ -10,8 +10,10 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from events import ConfigurationError
 from tracing._context import handling
 
 TRACE_ID = "trace_id"
@@ -41,6 +43,14 @@ class LogSettings(BaseSettings):
     )
 
     format: LogFormat = LogFormat.TEXT
+
+
+def _format_from_env() -> LogFormat:
+    try:
+        return LogSettings().format
+    except ValidationError:
+        accepted = ", ".join(f.value for f in LogFormat)
+        raise ConfigurationError(f"CHOREO_LOG_FORMAT must be one of: {accepted}") from None
 
 
 class TraceContextFilter(logging.Filter):
@@ -153,8 +163,11 @@ def configure_logging(
 
     Returns:
         The handler installed.
+
+    Raises:
+        ConfigurationError: ``CHOREO_LOG_FORMAT`` holds an unknown format.
     """
-    chosen = log_format or LogSettings().format
+    chosen = log_format or _format_from_env()
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(TraceContextFilter())
     handler.setFormatter(JsonFormatter(service) if chosen is LogFormat.JSON else TextFormatter())

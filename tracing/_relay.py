@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from events import Delivery, Middleware, Outbound
 from tracing._context import handling
 from tracing._hooks import Next, Send, SendFuture
@@ -36,7 +34,11 @@ class TraceContextRelay(Middleware):
             and cause.traceparent is not None
             and outbound.envelope.traceparent is None
         ):
-            outbound = replace(
-                outbound, envelope=outbound.envelope.with_trace(cause.traceparent, cause.tracestate)
+            outbound = Outbound(
+                outbound.topic,
+                outbound.key,
+                outbound.value,
+                outbound.envelope.with_trace(cause.traceparent, cause.tracestate),
+                outbound.event,
             )
         return await send(outbound)
