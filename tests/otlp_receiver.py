@@ -123,7 +123,7 @@ def _http_handler(sink: Sink, count_only: bool) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             encoding = (self.headers.get("Content-Encoding") or "").lower()
             if encoding == "gzip":
@@ -142,7 +142,7 @@ def _http_handler(sink: Sink, count_only: bool) -> type[BaseHTTPRequestHandler]:
                 sink.take(request, "http/protobuf")
             self._answer(200, trace_service_pb2.ExportTraceServiceResponse().SerializeToString())
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             if self.path != "/count":
                 self._answer(404, b"")
                 return
