@@ -28,19 +28,21 @@ def run(service: str) -> None:
 
     Services are found through the 'choreokit.services' entry points; 'choreo
     run --help' lists them below. Configuration comes from the environment
-    (CHOREO_KAFKA_*, CHOREO_PROFILE, OTEL_*, and each service's own).
+    (CHOREO_KAFKA_*, CHOREO_PROFILE, OTEL_*, CHOREO_LOG_FORMAT=text|json, and each
+    service's own).
     """
     from events import ChoreoError, KafkaSettings
     from services.runtime.app import Runtime, load_factory
-    from tracing import configure
+    from tracing import configure, configure_logging
 
-    if logging.getLogger().level > logging.INFO:
-        logging.getLogger().setLevel(logging.INFO)
+    level = logging.getLogger().level
     try:
+        # Log lines name their trace, span and flow; CHOREO_LOG_FORMAT=json writes JSON lines.
+        configure_logging(service, level=min(level, logging.INFO) if level else logging.INFO)
         factory = load_factory(service)
+        telemetry = configure(service)
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from None
-    telemetry = configure(service)
     runtime = Runtime(name=service, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
 
     async def main() -> None:

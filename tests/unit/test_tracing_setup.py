@@ -256,3 +256,23 @@ def test_an_invalid_log_format_says_what_is_accepted(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("CHOREO_LOG_FORMAT", "xml")
     with pytest.raises(ConfigurationError, match="CHOREO_LOG_FORMAT"):
         configure_logging("orders", stream=io.StringIO())
+
+
+def test_choreo_run_sets_up_log_lines_before_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from services.cli import cli
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    monkeypatch.setenv("CHOREO_LOG_FORMAT", "xml")
+    try:
+        result = CliRunner().invoke(cli, ["run", "no-such-service"])
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved[0]:
+            root.addHandler(handler)
+        root.setLevel(saved[1])
+    assert result.exit_code == 2
+    assert "CHOREO_LOG_FORMAT must be one of: text, json" in result.output
