@@ -57,6 +57,7 @@ class Result:
     records: int
     seconds: float
     rate: float
+    cpu_us_per_record: float
     spans_expected: int | None = None
     spans_received: int | None = None
 
@@ -74,6 +75,7 @@ class Meter:
     def __init__(self, target: str, records: int) -> None:
         self.first: float | None = None
         self.last: float | None = None
+        self.cpu_first = self.cpu_last = 0.0
         self.count = 0
         self.acked = 0
         self.done = asyncio.Event()
@@ -83,6 +85,7 @@ class Meter:
     def hit(self) -> None:
         if self.first is None:
             self.first = time.perf_counter()
+            self.cpu_first = time.process_time()
         self.count += 1
 
     def _ack(self, future: asyncio.Future[Any]) -> None:
@@ -91,6 +94,7 @@ class Meter:
         self.acked += 1
         if self.acked == self._records:
             self.last = time.perf_counter()
+            self.cpu_last = time.process_time()
             self.done.set()
 
     def watch_sends(self) -> None:
@@ -246,7 +250,11 @@ async def _measure(
         await stop()
     assert meter.first is not None
     assert meter.last is not None
-    return {"seconds": meter.last - meter.first, "handled": meter.count}
+    return {
+        "seconds": meter.last - meter.first,
+        "cpu_seconds": meter.cpu_last - meter.cpu_first,
+        "handled": meter.count,
+    }
 
 
 # -- the orchestrating side -----------------------------------------------------------------
@@ -309,7 +317,7 @@ def _machine() -> dict[str, Any]:
 
 def _scenario(
     s: str, bootstrap: str, topics: tuple[str, str], records: int, grpc_port: int
-) -> float:
+) -> tuple[float, float]:
     env = dict(os.environ)
     env.pop("OTEL_SDK_DISABLED", None)
     env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{grpc_port}"
@@ -322,7 +330,7 @@ def _scenario(
     command += ["--source", topics[0], "--target", topics[1], "--records", str(records)]
     out = subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True, text=True)
     measured = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(measured["seconds"])
+    return float(measured["seconds"]), float(measured["cpu_seconds"])
 
 
 def run(
@@ -356,11 +364,15 @@ def run(
                     asyncio.run(_prefill(broker.bootstrap, list(topics[s]), plan[s]))
                 for s in scenarios:
                     before = _spans_received(http_port)
-                    seconds = _scenario(s, broker.bootstrap, topics[s], plan[s], grpc_port)
+                    seconds, cpu = _scenario(s, broker.bootstrap, topics[s], plan[s], grpc_port)
                     rate = round(plan[s] / seconds, 1)
+                    cpu_us = round(cpu / plan[s] * 1e6, 1)
                     all_rates[s].append(rate)
-                    print(f"  round {round_ + 1}: {s:22s} {rate:10.0f} msgs/s", file=sys.stderr)
-                    result = Result(s, plan[s], round(seconds, 3), rate)
+                    print(
+                        f"  round {round_ + 1}: {s:22s} {rate:10.0f} msgs/s {cpu_us:8.1f} us CPU/msg",
+                        file=sys.stderr,
+                    )
+                    result = Result(s, plan[s], round(seconds, 3), rate, cpu_us)
                     if s.startswith("choreokit-traced"):
                         result.spans_expected = 2 * plan[s] if s == "choreokit-traced" else None
                         result.spans_received = _spans_received(http_port) - before
@@ -371,9 +383,13 @@ def run(
             receiver.wait(timeout=10)
             broker.stop()
     rates = {s: r.rate for s, r in results.items()}
+    cpu = {s: r.cpu_us_per_record for s, r in results.items()}
 
     def ratio(a: str, b: str) -> float | None:
         return round(rates[a] / rates[b], 2) if a in rates and b in rates else None
+
+    def cpu_ratio(a: str, b: str) -> float | None:
+        return round(cpu[b] / cpu[a], 2) if a in cpu and b in cpu and cpu[a] else None
 
     return {
         "machine": machine,
@@ -384,6 +400,10 @@ def run(
             "choreokit/aiokafka": ratio("choreokit", "aiokafka"),
             "traced/untraced": ratio("choreokit-traced", "choreokit"),
             "traced-10/untraced": ratio("choreokit-traced-10", "choreokit"),
+        },
+        "cpu_ratios": {
+            "traced/untraced": cpu_ratio("choreokit-traced", "choreokit"),
+            "traced-10/untraced": cpu_ratio("choreokit-traced-10", "choreokit"),
         },
     }
 
@@ -413,11 +433,13 @@ def main() -> None:
     for r in report["results"]:
         spans = f"  spans {r['spans_received']}" if r["spans_received"] is not None else ""
         print(
-            f"{r['scenario']:22s} {r['rate']:10.0f} msgs/s  "
-            f"(best of {r['rounds']}; {r['records']} in {r['seconds']}s){spans}"
+            f"{r['scenario']:22s} {r['rate']:10.0f} msgs/s {r['cpu_us_per_record']:8.1f} us CPU/msg"
+            f"  (best of {r['rounds']}; {r['records']} in {r['seconds']}s){spans}"
         )
     for name, value in report["ratios"].items():
         print(f"{name:22s} {value}")
+    for name, value in report["cpu_ratios"].items():
+        print(f"{name + ' (CPU)':22s} {value}")
 
 
 if __name__ == "__main__":

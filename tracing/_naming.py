@@ -25,7 +25,6 @@ from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
     MESSAGING_DESTINATION_NAME,
     MESSAGING_DESTINATION_PARTITION_ID,
     MESSAGING_KAFKA_OFFSET,
-    MESSAGING_MESSAGE_BODY_SIZE,
     MESSAGING_MESSAGE_CONVERSATION_ID,
     MESSAGING_MESSAGE_ID,
     MESSAGING_OPERATION_NAME,
@@ -69,7 +68,6 @@ __all__ = [
     "MESSAGING_DESTINATION_NAME",
     "MESSAGING_DESTINATION_PARTITION_ID",
     "MESSAGING_KAFKA_OFFSET",
-    "MESSAGING_MESSAGE_BODY_SIZE",
     "MESSAGING_MESSAGE_CONVERSATION_ID",
     "MESSAGING_MESSAGE_ID",
     "MESSAGING_OPERATION_NAME",
@@ -119,7 +117,6 @@ def producer_attributes(outbound: Outbound) -> dict[str, str | int]:
         MESSAGING_OPERATION_NAME: SEND,
         MESSAGING_OPERATION_TYPE: SEND,
         MESSAGING_DESTINATION_NAME: outbound.topic,
-        MESSAGING_MESSAGE_BODY_SIZE: len(outbound.value),
     }
     attributes.update(_cloudevents(outbound.envelope))
     return attributes
@@ -141,8 +138,6 @@ def consumer_attributes(record: RecordInfo, envelope: Envelope, group: str) -> d
         MESSAGING_KAFKA_OFFSET: record.offset,
         MESSAGING_CONSUMER_GROUP_NAME: group,
     }
-    if record.value is not None:
-        attributes[MESSAGING_MESSAGE_BODY_SIZE] = len(record.value)
     attributes.update(_cloudevents(envelope))
     return attributes
 
