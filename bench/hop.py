@@ -368,10 +368,8 @@ def run(
                     rate = round(plan[s] / seconds, 1)
                     cpu_us = round(cpu / plan[s] * 1e6, 1)
                     all_rates[s].append(rate)
-                    print(
-                        f"  round {round_ + 1}: {s:22s} {rate:10.0f} msgs/s {cpu_us:8.1f} us CPU/msg",
-                        file=sys.stderr,
-                    )
+                    line = f"{s:22s} {rate:10.0f} msgs/s {cpu_us:8.1f} us CPU/msg"
+                    print(f"  round {round_ + 1}: {line}", file=sys.stderr)
                     result = Result(s, plan[s], round(seconds, 3), rate, cpu_us)
                     if s.startswith("choreokit-traced"):
                         result.spans_expected = 2 * plan[s] if s == "choreokit-traced" else None
