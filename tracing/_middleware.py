@@ -117,7 +117,8 @@ class TracingMiddleware(Middleware):
             _failed(span, exc)
             span.end()
             raise
-        future.add_done_callback(partial(_acknowledged, span))
+        if span.is_recording():  # a sampled-out span has nothing to record on acknowledgement
+            future.add_done_callback(partial(_acknowledged, span))
         return future
 
 

@@ -60,6 +60,7 @@ async def test_spans_reach_a_real_otlp_receiver_with_the_service_name(
     otel_env.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
     otel_env.setenv("OTEL_SERVICE_NAME", service_name)
     otel_env.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
+    otel_env.setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")  # only the flush at shutdown sends them
     telemetry = configure("fallback-name", set_global=False)
     assert telemetry.enabled
 
