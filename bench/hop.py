@@ -1,4 +1,4 @@
-"""Handler hop and tracing overhead: one hop (consume from A, publish one event to B), five ways.
+"""Handler hop and tracing overhead: one hop (consume from A, publish one event to B), six ways.
 
 Run ``python -m bench.hop`` (``--json`` for machine-readable output). One run
 starts the embedded broker and a local OTLP receiver process, pre-fills a fresh
@@ -11,6 +11,8 @@ in its own Python process:
 * ``faststream``: a bare FastStream ``@broker.subscriber`` + ``@broker.publisher``
   with default settings (the group reads from the earliest offset; its
   per-message access log is sent at DEBUG so it does not flood the terminal).
+* ``choreokit-bare``: an ``events.Service`` handler that publishes one event via
+  ``ctx.publish``, no middleware at all.
 * ``choreokit``: an ``events.Service`` handler that publishes one event via
   ``ctx.publish``, tracing off (the trace-context relay in place, as
   ``tracing.configure`` gives it without an endpoint).
@@ -19,9 +21,12 @@ in its own Python process:
 * ``choreokit-traced-10``: the same, ``parentbased_traceidratio`` at 10%.
 
 Throughput is records handled per second from the first handled record until
-the last output is on topic B (the broker's end offsets). Every scenario uses 4
-partitions, acks=all, linger 0. The traced scenarios also report how many spans
-reached the receiver (a dropped span would flatter the number).
+the broker acknowledged the last output (counted on ``AIOKafkaProducer.send``,
+the same way in every scenario); CPU is the scenario process's CPU time (all
+threads) over the same window. Every scenario uses 4 partitions, acks=all,
+linger 0. Each scenario runs ``--rounds`` times, interleaved, and keeps its best
+round. The traced scenarios also report how many spans reached the receiver (a
+dropped span would flatter the number).
 """
 
 from __future__ import annotations
@@ -43,7 +48,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-SCENARIOS = ("aiokafka", "faststream", "choreokit", "choreokit-traced", "choreokit-traced-10")
+SCENARIOS = (
+    "aiokafka",
+    "faststream",
+    "choreokit-bare",
+    "choreokit",
+    "choreokit-traced",
+    "choreokit-traced-10",
+)
 PARTITIONS = 4
 TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,7 +206,7 @@ async def _faststream(bootstrap: str, source: str, target: str, meter: Meter) ->
 
 
 async def _choreokit(
-    bootstrap: str, source: str, target: str, meter: Meter, *, traced: bool
+    bootstrap: str, source: str, target: str, meter: Meter, *, traced: bool, bare: bool = False
 ) -> Any:
     from events import Event, HandlerContext, Idempotence, KafkaSettings, Registry, Service
     from tracing import configure
@@ -215,7 +227,8 @@ async def _choreokit(
             os.environ.pop(key, None)
     telemetry = configure(name, set_global=False)
     assert telemetry.enabled is traced, telemetry
-    service.use(*telemetry.middlewares)
+    if not bare:
+        service.use(*telemetry.middlewares)
 
     @service.handler(Placed)
     async def hop(event: Placed, ctx: HandlerContext) -> None:
@@ -242,7 +255,12 @@ async def _measure(
         stop = await _faststream(bootstrap, source, target, meter)
     else:
         stop = await _choreokit(
-            bootstrap, source, target, meter, traced=scenario.startswith("choreokit-traced")
+            bootstrap,
+            source,
+            target,
+            meter,
+            traced=scenario.startswith("choreokit-traced"),
+            bare=scenario == "choreokit-bare",
         )
     try:
         await meter.wait()
@@ -398,8 +416,10 @@ def run(
             "choreokit/aiokafka": ratio("choreokit", "aiokafka"),
             "traced/untraced": ratio("choreokit-traced", "choreokit"),
             "traced-10/untraced": ratio("choreokit-traced-10", "choreokit"),
+            "untraced (relay)/bare": ratio("choreokit", "choreokit-bare"),
         },
         "cpu_ratios": {
+            "untraced (relay)/bare": cpu_ratio("choreokit", "choreokit-bare"),
             "traced/untraced": cpu_ratio("choreokit-traced", "choreokit"),
             "traced-10/untraced": cpu_ratio("choreokit-traced-10", "choreokit"),
         },
