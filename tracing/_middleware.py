@@ -135,7 +135,9 @@ def traceparent(span_context: SpanContext) -> str:
 
 
 def with_trace_of(outbound: Outbound, span_context: SpanContext) -> Outbound:
-    """``outbound`` carrying ``span_context`` as its trace context."""
+    """``outbound`` carrying ``span_context`` as its trace context (unchanged if it is invalid)."""
+    if not span_context.is_valid:  # a disabled tracer: write no all-zero traceparent
+        return outbound
     state = span_context.trace_state.to_header() if span_context.trace_state else None
     return Outbound(
         outbound.topic,

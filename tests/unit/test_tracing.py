@@ -363,3 +363,15 @@ async def test_a_relay_hop_between_traced_hops_keeps_one_trace(sampler: Sampler)
     relay = Hop([TraceContextRelay()])
     await relay.handle_headers([("traceparent", context.encode())])
     assert relay.producer.to("inventory")[0].header("traceparent") == context
+
+
+def test_an_invalid_span_context_writes_no_traceparent() -> None:
+    from opentelemetry.trace import INVALID_SPAN_CONTEXT
+
+    from events import Outbound
+    from tests.support import envelope_for
+    from tracing._middleware import with_trace_of
+
+    event = Placed(note="x")
+    outbound = Outbound("orders", b"k", b"{}", envelope_for(event), event)
+    assert with_trace_of(outbound, INVALID_SPAN_CONTEXT) is outbound
