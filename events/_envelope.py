@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +57,18 @@ class Envelope:
 
     def with_trace(self, traceparent: str | None, tracestate: str | None) -> Envelope:
         """Return a copy carrying another trace context."""
-        return replace(self, traceparent=traceparent, tracestate=tracestate)
+        # Called once per traced publish: the constructor is several times faster than replace().
+        return Envelope(
+            self.id,
+            self.source,
+            self.type,
+            self.dataversion,
+            self.time,
+            self.correlation_id,
+            self.causation_id,
+            traceparent,
+            tracestate,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the attributes as JSON-ready values (``time`` in RFC 3339)."""

@@ -55,20 +55,21 @@ def run(service: str, name: str | None) -> None:
     SERVICE is an installed service (the 'choreokit.services' entry points,
     listed below) or MODULE:FACTORY for one that is not installed (yet).
     Configuration comes from the environment (CHOREO_KAFKA_*, CHOREO_PROFILE,
-    OTEL_*, and each service's own).
+    OTEL_*, CHOREO_LOG_FORMAT=text|json, and each service's own).
     """
     from events import ChoreoError, KafkaSettings
     from services.runtime.app import Runtime, default_name, load_factory
-    from tracing import configure
+    from tracing import configure, configure_logging
 
-    if logging.getLogger().level > logging.INFO:
-        logging.getLogger().setLevel(logging.INFO)
+    level = logging.getLogger().level
+    name = name or default_name(service)
     try:
+        # Log lines name their trace, span and flow; CHOREO_LOG_FORMAT=json writes JSON lines.
+        configure_logging(name, level=min(level, logging.INFO) if level else logging.INFO)
         factory = load_factory(service)
+        telemetry = configure(name)
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from None
-    name = name or default_name(service)
-    telemetry = configure(name)
     runtime = Runtime(name=name, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
 
     async def main() -> None:

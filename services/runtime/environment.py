@@ -13,7 +13,7 @@ from events import KafkaSettings
 from services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
 
 RUNTIME_VARIABLES = frozenset(
-    {DATA_DIR_ENV, READY_FILE_ENV, "CHOREO_LOG_LEVEL", "CHOREO_EVENT_MODULES"}
+    {DATA_DIR_ENV, READY_FILE_ENV, "CHOREO_LOG_LEVEL", "CHOREO_LOG_FORMAT", "CHOREO_EVENT_MODULES"}
 )
 """Read by ``choreo run`` itself, whatever the service."""
 
