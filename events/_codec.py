@@ -216,6 +216,10 @@ def _decode_structured(value: bytes | None, fallback_time: datetime) -> DecodedR
         doc = json.loads(value)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedJsonError("?", 1, f"structured event is not JSON: {exc}") from None
+    except RecursionError:
+        # Not a ChoreoError, so it would escape the consumer's dead-lettering and the
+        # record would be read again forever.
+        raise MalformedJsonError("?", 1, "structured event is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidEnvelopeError("(event)", "must be a JSON object in structured mode")
     if "data_base64" in doc:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 SPECVERSION = "1.0"
 JSON = "application/json"
@@ -56,4 +57,44 @@ class Envelope:
 
     def with_trace(self, traceparent: str | None, tracestate: str | None) -> Envelope:
         """Return a copy carrying another trace context."""
-        return replace(self, traceparent=traceparent, tracestate=tracestate)
+        # Called once per traced publish: the constructor is several times faster than replace().
+        return Envelope(
+            self.id,
+            self.source,
+            self.type,
+            self.dataversion,
+            self.time,
+            self.correlation_id,
+            self.causation_id,
+            traceparent,
+            tracestate,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the attributes as JSON-ready values (``time`` in RFC 3339)."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "dataversion": self.dataversion,
+            "time": self.time.isoformat(),
+            "correlation_id": self.correlation_id,
+            "causation_id": self.causation_id,
+            "traceparent": self.traceparent,
+            "tracestate": self.tracestate,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Envelope:
+        """Rebuild an envelope from :meth:`to_dict`'s output."""
+        return cls(
+            id=data["id"],
+            source=data["source"],
+            type=data["type"],
+            dataversion=int(data["dataversion"]),
+            time=datetime.fromisoformat(data["time"]),
+            correlation_id=data["correlation_id"],
+            causation_id=data.get("causation_id"),
+            traceparent=data.get("traceparent"),
+            tracestate=data.get("tracestate"),
+        )

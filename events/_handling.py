@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from events._envelope import Envelope
+from events._errors import ConfigurationError
 from events._ids import derived_event_id
 from events._model import Event
 
@@ -115,9 +116,27 @@ class HandlerContext:
         """1 on the first try, then 2, 3, ... on retries."""
         return self._delivery.attempt
 
-    async def publish(self, event: Event) -> Envelope:
-        """Publish ``event`` as a consequence of the handled one; returns its envelope."""
-        cause = self._delivery.envelope
+    async def publish(self, event: Event, *, cause: Envelope | None = None) -> Envelope:
+        """Publish ``event`` as a consequence of the handled one; returns its envelope.
+
+        Args:
+            event: What to publish.
+            cause: Another event of the same flow to name as the cause, when
+                the handled event only completed a join (e.g. the second of
+                two events a service waits for) and the other one is the
+                real trigger. Default: the handled event.
+
+        Raises:
+            ConfigurationError: ``cause`` belongs to another flow.
+        """
+        handled = self._delivery.envelope
+        if cause is None:
+            cause = handled
+        elif cause.correlation_id != handled.correlation_id:
+            raise ConfigurationError(
+                f"cause {cause.id} belongs to flow {cause.correlation_id}, not to "
+                f"{handled.correlation_id}: a cause must come from the same flow"
+            )
         outbound = self._publisher.prepare(
             event,
             correlation_id=cause.correlation_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,3 +37,51 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
 def kafka(broker: EmbeddedBroker) -> KafkaSettings:
     """Settings pointing at the session's broker, with the local profile."""
     return KafkaSettings(bootstrap=broker.bootstrap)
+
+
+POSTGRES_ENV = "CHOREO_TEST_POSTGRES_URL"
+POSTGRES_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards.
+
+    The server comes from $CHOREO_TEST_POSTGRES_URL (default: the local server).
+    """
+    import asyncio
+    import uuid
+
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(os.environ.get(POSTGRES_ENV, POSTGRES_DEFAULT))
+    name = f"choreo_test_{uuid.uuid4().hex[:12]}"
+    admin_dsn = base.set(drivername="postgresql").render_as_string(hide_password=False)
+
+    async def admin(sql: str) -> None:
+        conn = await asyncpg.connect(admin_dsn, timeout=10)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        pytest.fail(
+            f"PostgreSQL is needed and not reachable at {base.render_as_string()} ({exc}); "
+            f"set {POSTGRES_ENV} to a server where this user may CREATE DATABASE"
+        )
+    yield base.set(database=name).render_as_string(hide_password=False)
+    asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The same test on SQLite (a file) and on PostgreSQL (a fresh database)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'service.sqlite3'}"
+    url = request.getfixturevalue("postgres_url")
+    assert isinstance(url, str)
+    return url

@@ -2,9 +2,36 @@
 
 ``configure(service_name)`` reads the standard ``OTEL_*`` environment and
 returns a :class:`Telemetry` whose middlewares a service uses; the runtime
-(``choreo run``) does this for every service it starts.
+(``choreo run``) does this for every service it starts, and
+``configure_logging`` gives its log lines the trace and flow ids::
+
+    telemetry = tracing.configure("inventory")
+    service.use(*telemetry.middlewares)
+    ...
+    telemetry.shutdown()  # flushes the spans still queued
 """
 
-from tracing._setup import Telemetry, configure
+from tracing._logs import JsonFormatter, LogFormat, TraceContextFilter, configure_logging
+from tracing._middleware import TracingMiddleware
+from tracing._relay import TraceContextRelay
+from tracing._setup import (
+    OtlpProtocol,
+    Telemetry,
+    TracesExporter,
+    TracingSettings,
+    configure,
+)
 
-__all__ = ["Telemetry", "configure"]
+__all__ = [
+    "JsonFormatter",
+    "LogFormat",
+    "OtlpProtocol",
+    "Telemetry",
+    "TraceContextFilter",
+    "TraceContextRelay",
+    "TracesExporter",
+    "TracingMiddleware",
+    "TracingSettings",
+    "configure",
+    "configure_logging",
+]

@@ -9,10 +9,13 @@ import click
 
 from services.cli._broker import broker
 from services.cli._dev import demo, dev
+from services.cli._gateway import gateway_key
+from services.cli._health import health
 from services.cli._publish import publish
 from services.cli._run import run
 from services.cli._schemas import schemas
 from services.cli._tail import tail
+from services.cli._topics import topics
 
 __all__ = ["cli", "main"]
 
@@ -40,7 +43,7 @@ def cli(log_level: str) -> None:
     )
 
 
-for command in (broker, dev, demo, run, publish, tail, schemas):
+for command in (broker, dev, demo, run, publish, tail, schemas, topics, health, gateway_key):
     cli.add_command(command)
 
 

@@ -2,22 +2,263 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
 import click
 
+MARKER = ".choreo-dev"
+"""Marks a data directory as ``choreo dev``'s, so it may be reset at start."""
+
+
+def _reset(data_dir: Path) -> None:
+    if data_dir.exists() and any(data_dir.iterdir()):
+        if not (data_dir / MARKER).exists():
+            raise click.UsageError(
+                f"{data_dir} exists and was not made by 'choreo dev'; refusing to reset it "
+                "(choose another --data-dir, or pass --keep-data)"
+            )
+        shutil.rmtree(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / MARKER).write_text("state of 'choreo dev': reset at every start\n")
+
 
 @click.command()
-def dev() -> None:
-    """Run the broker and every service as local processes (not yet available)."""
-    click.echo("choreo dev: not yet - the reference services are still being built", err=True)
-    raise SystemExit(2)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Embedded broker interface.")
+@click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".choreo/dev"),
+    show_default=True,
+    help="Databases, logs and dev.json; reset at start unless --keep-data.",
+)
+@click.option("--keep-data", is_flag=True, help="Keep the databases of the previous run.")
+@click.option("--bootstrap", default=None, help="Use this Kafka instead of the embedded broker.")
+@click.option("--only", default=None, help="Comma-separated services to run (default: all).")
+def dev(
+    host: str, port: int, data_dir: Path, keep_data: bool, bootstrap: str | None, only: str | None
+) -> None:
+    """Run the embedded broker and every service as its own process, until Ctrl-C.
+
+    A service that dies is restarted (and it is said on stderr). Ctrl-C or
+    SIGTERM stops every process it started. Logs: DATA_DIR/logs/.
+    """
+    from services.runtime.app import service_names
+    from services.runtime.supervisor import HTTP_SERVICES, Supervisor
+
+    known = service_names()
+    chosen = [s.strip() for s in only.split(",")] if only else list(known)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise click.UsageError(
+            f"unknown service(s): {', '.join(unknown)} (known: {', '.join(known)})"
+        )
+    if keep_data:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / MARKER).write_text("state of 'choreo dev'\n")
+    else:
+        _reset(data_dir)
+    supervisor = Supervisor(
+        services=chosen, data_dir=data_dir, broker_host=host, broker_port=port, bootstrap=bootstrap
+    )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        code = 0
+        try:
+            starting = asyncio.ensure_future(supervisor.start())
+            stopper = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stopper.cancel()
+            if not starting.done():
+                starting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await starting
+                return 130
+            starting.result()
+            urls = supervisor.urls()
+            click.echo(f"choreokit dev is up ({len(chosen)} services; Ctrl-C stops everything)")
+            click.echo(f"  {'kafka':<16}{supervisor.kafka}")
+            for name, url in urls.items():
+                click.echo(f"  {HTTP_SERVICES[name].label:<16}{url}")
+            click.echo(f"  {'logs':<16}{data_dir / 'logs'}")
+            dev_key = data_dir / "gateway-dev-key"
+            if dev_key.exists():
+                click.echo(f"  {'gateway key':<16}{dev_key} (Authorization: Bearer <its content>)")
+            await supervisor.watch(stop)
+        except Exception as exc:  # noqa: BLE001 - any start failure: say it, stop what started
+            click.echo(f"error: {exc}", err=True)
+            code = 1
+        finally:
+            await supervisor.stop()
+            click.echo("choreokit dev stopped", err=True)
+        return code
+
+    raise SystemExit(asyncio.run(main()))
 
 
 @click.command()
-@click.option("--orders", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--seed", default=1, show_default=True, type=int)
-@click.option("--json", "as_json", is_flag=True)
-def demo(orders: int, seed: int, as_json: bool) -> None:
-    """Drive ORDERS orders through the running system and summarise (not yet available)."""
-    del orders, seed, as_json
-    click.echo("choreo demo: not yet - the reference services are still being built", err=True)
-    raise SystemExit(2)
+@click.option("--orders", "count", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option("--seed", default=1, show_default=True, type=int, help="Decides the mix.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option(
+    "--bootstrap",
+    default=None,
+    help="Drive a running system at this Kafka instead of starting 'choreo dev'.",
+)
+@click.option(
+    "--orders-url",
+    default="http://127.0.0.1:8082",
+    show_default=True,
+    help="Order intake of the running system (with --bootstrap).",
+)
+@click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flows.")
+@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--rate",
+    default=25.0,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Orders per second (0: all at once).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".choreo/demo"),
+    show_default=True,
+    help="Where the demo's own 'choreo dev' keeps its state.",
+)
+@click.option("--keep", is_flag=True, help="Keep the system running after the summary.")
+def demo(
+    count: int,
+    seed: int,
+    as_json: bool,
+    bootstrap: str | None,
+    orders_url: str,
+    timeout: float,
+    concurrency: int,
+    rate: float,
+    data_dir: Path,
+    keep: bool,
+) -> None:
+    """Drive ORDERS orders with a deterministic mix of failures and judge every flow.
+
+    Unless --bootstrap is given it starts 'choreo dev' in the background (on
+    free ports), places the orders through the order intake (a quarter of them
+    through the legacy API, as order.placed v1), follows every flow on the
+    topics until it ends, prints a summary and stops what it started. Exits 1
+    if any flow did not end the way its injected failure explains.
+    """
+    from services.runtime.embedded_broker import free_port
+
+    started: subprocess.Popen[bytes] | None = None
+    urls: dict[str, str] = {}
+    if bootstrap is None:
+        _reset(data_dir)
+        port = free_port()
+        env = {
+            **os.environ,
+            "CHOREO_ORDERS_PORT": str(free_port()),
+            "CHOREO_OBSERVER_PORT": str(free_port()),
+            "CHOREO_GATEWAY_PORT": str(free_port()),
+        }
+        log = (data_dir / "dev.log").open("ab")
+        started = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "dev",
+                "--port",
+                str(port),
+                "--data-dir",
+                str(data_dir),
+                "--keep-data",
+            ],
+            stdout=log,
+            stderr=log,
+            env=env,
+        )
+        log.close()
+        if not as_json:
+            click.echo(
+                f"starting choreo dev in the background (state and logs in {data_dir}) ...",
+                err=True,
+            )
+        state = _wait_for_dev(started, data_dir, timeout=120)
+        bootstrap = str(state["bootstrap"])
+        urls = {str(k): str(v) for k, v in dict(state.get("urls") or {}).items()}
+        if "orders" in urls:
+            orders_url = urls["orders"].removesuffix("/orders")
+    from datetime import timedelta
+
+    from services.demo.driver import drive
+
+    try:
+        summary = asyncio.run(
+            drive(
+                count=count,
+                seed=seed,
+                bootstrap=bootstrap,
+                orders_url=orders_url,
+                wait=timedelta(seconds=timeout),
+                concurrency=concurrency,
+                rate=rate,
+                urls=urls,
+            )
+        )
+        click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
+        if keep and started is not None:
+            click.echo("\nthe system keeps running; Ctrl-C stops it", err=True)
+            with contextlib.suppress(KeyboardInterrupt):
+                started.wait()
+        code = 0 if summary.ok else 1
+    finally:
+        if started is not None:
+            _stop_dev(started)
+    raise SystemExit(code)
+
+
+def _wait_for_dev(
+    process: subprocess.Popen[bytes], data_dir: Path, *, timeout: float
+) -> dict[str, Any]:
+    from services.runtime.supervisor import read_state
+
+    deadline = time.monotonic() + timeout
+    while True:
+        state = read_state(data_dir)
+        if state is not None and state.get("ready"):
+            return state
+        if process.poll() is not None:
+            raise click.ClickException(
+                f"choreo dev exited with code {process.returncode}; see {data_dir / 'dev.log'}"
+            )
+        if time.monotonic() > deadline:
+            _stop_dev(process)
+            raise click.ClickException(
+                f"choreo dev was not ready after {timeout:.0f}s; see {data_dir / 'logs'}"
+            )
+        time.sleep(0.1)
+
+
+def _stop_dev(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

@@ -11,6 +11,26 @@ import click
 logger = logging.getLogger("choreokit.run")
 
 
+HEARTBEAT_SECONDS = 5.0
+
+
+async def _heartbeat(stop: asyncio.Event) -> None:
+    """Touch the ready file from the event loop while it turns (for ``choreo health``)."""
+    import contextlib
+    import os
+    from pathlib import Path
+
+    from services.runtime.app import READY_FILE_ENV
+
+    path = os.environ.get(READY_FILE_ENV)
+    while path and not stop.is_set():
+        ready = Path(path)
+        if ready.exists():  # noqa: ASYNC240 - one stat and touch every few seconds
+            ready.touch()  # noqa: ASYNC240
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), HEARTBEAT_SECONDS)
+
+
 class _ListsServices(click.Command):
     """Lists the installed services under the help text, looked up only when help is shown."""
 
@@ -23,25 +43,34 @@ class _ListsServices(click.Command):
 
 @click.command(cls=_ListsServices)
 @click.argument("service")
-def run(service: str) -> None:
+@click.option(
+    "--name",
+    default=None,
+    help="Service name (consumer group, OTEL_SERVICE_NAME) [default: SERVICE, or the top "
+    "package of MODULE:FACTORY].",
+)
+def run(service: str, name: str | None) -> None:
     """Run one SERVICE until SIGTERM or Ctrl-C (what a container runs).
 
-    Services are found through the 'choreokit.services' entry points; 'choreo
-    run --help' lists them below. Configuration comes from the environment
-    (CHOREO_KAFKA_*, CHOREO_PROFILE, OTEL_*, and each service's own).
+    SERVICE is an installed service (the 'choreokit.services' entry points,
+    listed below) or MODULE:FACTORY for one that is not installed (yet).
+    Configuration comes from the environment (CHOREO_KAFKA_*, CHOREO_PROFILE,
+    OTEL_*, CHOREO_LOG_FORMAT=text|json, and each service's own).
     """
     from events import ChoreoError, KafkaSettings
-    from services.runtime.app import Runtime, load_factory
-    from tracing import configure
+    from services.runtime.app import Runtime, default_name, load_factory
+    from tracing import configure, configure_logging
 
-    if logging.getLogger().level > logging.INFO:
-        logging.getLogger().setLevel(logging.INFO)
+    level = logging.getLogger().level
+    name = name or default_name(service)
     try:
+        # Log lines name their trace, span and flow; CHOREO_LOG_FORMAT=json writes JSON lines.
+        configure_logging(name, level=min(level, logging.INFO) if level else logging.INFO)
         factory = load_factory(service)
+        telemetry = configure(name)
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from None
-    telemetry = configure(service)
-    runtime = Runtime(name=service, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
+    runtime = Runtime(name=name, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
 
     async def main() -> None:
         app = factory(runtime)
@@ -49,14 +78,18 @@ def run(service: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        logger.info("running %s (SIGTERM or Ctrl-C stops it)", service)
-        await app.run(stop)
-        logger.info("%s stopped", service)
+        logger.info("running %s (SIGTERM or Ctrl-C stops it)", name)
+        beating = asyncio.ensure_future(_heartbeat(stop))
+        try:
+            await app.run(stop)
+        finally:
+            beating.cancel()
+        logger.info("%s stopped", name)
 
     try:
         asyncio.run(main())
     except ChoreoError as exc:
-        click.echo(f"error: {service}: {exc}", err=True)
+        click.echo(f"error: {name}: {exc}", err=True)
         raise SystemExit(1) from None
     finally:
         telemetry.shutdown()

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -14,6 +15,7 @@ from events import ConfigurationError, KafkaSettings, Middleware, Service
 
 SERVICES_GROUP = "choreokit.services"
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
+READY_FILE_ENV = "CHOREO_READY_FILE"
 
 
 class App(Protocol):
@@ -46,6 +48,20 @@ class Runtime:
         service.use(*self.middlewares)
         return service
 
+    def mark_ready(self) -> None:
+        """Say the app is up: write ``$CHOREO_READY_FILE``, if set.
+
+        ``choreo dev`` and ``choreo health`` read it; ``choreo run`` then keeps
+        touching it as a heartbeat.
+        """
+        path = os.environ.get(READY_FILE_ENV)
+        if path:
+            Path(path).write_text(f"{os.getpid()}\n")
+
+    def database_url(self, configured: str | None, stem: str) -> str:
+        """``configured`` if set, else a SQLite file named ``stem`` under :attr:`data_dir`."""
+        return configured or self.sqlite_url(stem)
+
     def sqlite_url(self, stem: str) -> str:
         """A SQLite URL for ``stem`` under :attr:`data_dir` (created if needed)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -55,17 +71,33 @@ class Runtime:
 Factory = Callable[[Runtime], App]
 
 
+def default_name(service: str) -> str:
+    """The service name of ``service``: itself, or the top package of ``module:factory``."""
+    return service.partition(":")[0].split(".")[0] if ":" in service else service
+
+
 def service_names() -> Sequence[str]:
     """Every service ``choreo run`` knows, from the ``choreokit.services`` entry points."""
     return sorted({ep.name for ep in entry_points(group=SERVICES_GROUP)})
 
 
 def load_factory(name: str) -> Factory:
-    """Return the factory of service ``name``.
+    """Return the factory of service ``name``, or of ``module:factory`` (not installed).
 
     Raises:
-        ConfigurationError: No service of that name is installed.
+        ConfigurationError: No service of that name is installed, or the
+            ``module:factory`` path does not lead to a callable.
     """
+    if ":" in name:
+        module_name, _, attribute = name.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
+        factory = getattr(module, attribute, None)
+        if not callable(factory):
+            raise ConfigurationError(f"{name}: {module_name} has no callable {attribute!r}")
+        return factory  # type: ignore[no-any-return]
     for ep in entry_points(group=SERVICES_GROUP):
         if ep.name == name:
             factory = ep.load()
@@ -77,19 +109,55 @@ def load_factory(name: str) -> Factory:
 
 
 class ServiceApp:
-    """An :class:`App` made of event-layer services only (most reference services)."""
+    """An :class:`App` made of event-layer services and background tasks.
 
-    def __init__(self, *services: Service) -> None:
+    Args:
+        services: Started in order, stopped in reverse.
+        setup: Awaited before the services start (create tables, seed data).
+        tasks: Run alongside once the services are up (an outbox relay, an HTTP
+            server); each gets the stop event and must return once it is set.
+        teardown: Awaited after everything stopped (dispose engines).
+        on_ready: Called once everything is up.
+    """
+
+    def __init__(
+        self,
+        *services: Service,
+        setup: Sequence[Callable[[], Awaitable[None]]] = (),
+        tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
+        teardown: Sequence[Callable[[], Awaitable[None]]] = (),
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
         self.services = services
+        self._setup = setup
+        self._tasks = tasks
+        self._teardown = teardown
+        self._on_ready = on_ready
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Start every service, wait for ``stop``, stop them in reverse order."""
+        """Set up, start every service and task, wait for ``stop``, shut down in reverse."""
         started: list[Service] = []
+        running: list[asyncio.Task[None]] = []
         try:
+            for step in self._setup:
+                await step()
             for service in self.services:
                 await service.start()
                 started.append(service)
-            await stop.wait()
+            running = [asyncio.ensure_future(task(stop)) for task in self._tasks]
+            if self._on_ready is not None:
+                self._on_ready()
+            waiter = asyncio.ensure_future(stop.wait())
+            done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+            for task in done:
+                if task is not waiter and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
         finally:
+            stop.set()
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
             for service in reversed(started):
                 await service.stop()
+            for step in self._teardown:
+                await step()

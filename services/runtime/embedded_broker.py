@@ -97,8 +97,8 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
     return data
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    # If the process that started the broker is killed, the kernel kills the broker too.
+def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """In a child before exec: have the kernel SIGKILL it when its parent dies."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
@@ -172,7 +172,7 @@ class EmbeddedBroker:
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             env=env,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
         deadline = time.monotonic() + timeout.total_seconds()
         while not answers_kafka(self.host, self.port):

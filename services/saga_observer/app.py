@@ -232,6 +232,7 @@ class ObserverApp:
                 instance.bound.append(f"http://{host}:{port}")
         instance.state = "running"
         logger.info("saga observer on %s (UI at /, API at /api/docs)", ", ".join(instance.bound))
+        self.runtime.mark_ready()
         self.ready.set()
 
 

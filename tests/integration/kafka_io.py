@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
+import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
@@ -69,3 +72,52 @@ async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 def headers_of(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     return {k: (v or b"").decode("utf-8", "replace") for k, v in record.headers}
+
+
+MARKER = "choreo_test_marker"
+
+
+async def all_records(bootstrap: str, topic: str, *, timeout: float = 20.0) -> list[Any]:
+    """Every record of ``topic`` written so far, read up to a marker put on each partition.
+
+    Counting by end offsets is not exact on the embedded broker (it reports
+    the base offset + 1 of a partition's last batch, not the offset after its
+    last record), so counts are taken by reading.
+    """
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        partitions = sorted(await producer.partitions_for(topic))
+        token = uuid.uuid4().hex.encode()
+        for partition in partitions:
+            await producer.send_and_wait(
+                topic, value=b"", partition=partition, headers=[(MARKER, token)]
+            )
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    found: list[Any] = []
+    waiting = set(partitions)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in partitions])
+        await consumer.seek_to_beginning()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while waiting:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{topic}: markers of partitions {waiting} not read")
+            batches = await consumer.getmany(timeout_ms=200)
+            for tp, records in batches.items():
+                for record in records:
+                    marker = dict(record.headers).get(MARKER)
+                    if marker == token:
+                        waiting.discard(tp.partition)
+                    elif marker is None:
+                        found.append(record)
+    finally:
+        await consumer.stop()
+    return found

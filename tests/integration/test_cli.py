@@ -146,3 +146,66 @@ def test_publish_says_when_the_broker_is_unreachable(
     result = choreo("publish", event_type, "--data", '{"text": "x"}', env=env)
     assert result.returncode == 1
     assert "cannot reach Kafka" in result.stderr
+
+
+def test_run_marks_ready_beats_and_stops_cleanly_on_sigterm(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    ready = tmp_path / "ready"
+    env = {
+        **os.environ,
+        "CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap,
+        "CHOREO_DATA_DIR": str(tmp_path),
+        "CHOREO_READY_FILE": str(ready),
+    }
+    process = subprocess.Popen(
+        [CHOREO, "run", "payments"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    try:
+        wait_until(ready.exists, timeout=60, what="payments to be ready")
+        healthy = subprocess.run(
+            [CHOREO, "health"], env=env, capture_output=True, text=True, check=False
+        )
+        assert healthy.returncode == 0, healthy.stderr
+        first = ready.stat().st_mtime
+        wait_until(lambda: ready.stat().st_mtime > first, timeout=20, what="a heartbeat")
+        process.send_signal(signal.SIGTERM)
+        out, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, out
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    def stale() -> bool:
+        result = subprocess.run(
+            [CHOREO, "health", "--max-age", "1"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.returncode == 1 and "last heartbeat" in result.stderr
+
+    wait_until(stale, timeout=20, what="the stopped service to count as unhealthy")
+
+
+def test_run_refuses_an_unknown_service() -> None:
+    result = choreo("run", "teleporter")
+    assert result.returncode == 2
+    assert "no service named 'teleporter'" in result.stderr
+    assert "payments" in result.stderr
+
+
+def test_topics_create_makes_every_declared_topic_and_its_dead_letter_topic(
+    kafka: KafkaSettings,
+) -> None:
+    listed = choreo("topics", "list").stdout.split()
+    assert {"orders", "orders.dlq", "payments", "shipping.dlq"} <= set(listed)
+    created = choreo("topics", "create", "--bootstrap", kafka.bootstrap)
+    assert created.returncode == 0, created.stderr
+    import asyncio
+
+    from tests.integration.kafka_io import end_offsets
+
+    for topic in listed:
+        assert asyncio.run(end_offsets(kafka.bootstrap, topic)), f"{topic} was not created"

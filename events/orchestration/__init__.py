@@ -1,0 +1,25 @@
+"""Orchestration inside one service (the hybrid pattern): steps, compensation, resumption.
+
+A service that owns a multi-step process (quote, label, pickup) runs it here
+and then publishes one completion event, so the rest of the system still sees
+a choreography::
+
+    shipment = Orchestration(
+        "shipment",
+        [Step("quote", get_quote), Step("label", buy_label, compensate=void_label)],
+        engine=engine,
+    )
+
+    @shipping.handler(PaymentAuthorized)
+    async def ship(event: PaymentAuthorized, ctx: HandlerContext) -> None:
+        outcome = await shipment.run(ctx.envelope.id, {"order_id": event.order_id})
+        await ctx.publish(ShipmentCompleted(...) if outcome.succeeded else ShipmentFailed(...))
+
+See ``docs/orchestration.md``.
+"""
+
+from events.orchestration._orchestration import Orchestration, Outcome
+from events.orchestration._steps import Step, StepContext, StepFailedError
+from events.orchestration._store import RunStatus
+
+__all__ = ["Orchestration", "Outcome", "RunStatus", "Step", "StepContext", "StepFailedError"]

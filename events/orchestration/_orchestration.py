@@ -1,0 +1,255 @@
+"""Running an orchestration: steps in order, retried, compensated in reverse, resumable."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import Status, StatusCode
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from events._errors import ConfigurationError
+from events._retry import is_retriable
+from events.orchestration._steps import JSON, Step, StepContext
+from events.orchestration._store import (
+    OrchestrationStore,
+    RunState,
+    RunStatus,
+    StepStatus,
+)
+
+logger = logging.getLogger("choreokit.orchestration")
+
+SPAN_RUN = "orchestrate {name}"
+SPAN_STEP = "step {name}"
+SPAN_COMPENSATE = "compensate {name}"
+ATTR_ORCHESTRATION = "choreo.orchestration.name"
+ATTR_RUN_ID = "choreo.orchestration.run_id"
+ATTR_STEP = "choreo.orchestration.step"
+ATTR_ATTEMPTS = "choreo.orchestration.attempts"
+ATTR_RESUMED = "choreo.orchestration.resumed"
+ATTR_STATUS = "choreo.orchestration.status"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a run ended.
+
+    Attributes:
+        run_id: The run.
+        status: ``SUCCEEDED``, ``COMPENSATED`` or ``COMPENSATION_FAILED``.
+        results: Results of the steps that completed, by name.
+        failed_step: The step that failed, if one did.
+        error: Why it failed.
+        compensated: Steps undone after the failure, in the order undone.
+        uncompensated: Steps whose compensation failed too.
+    """
+
+    run_id: str
+    status: RunStatus
+    results: Mapping[str, JSON]
+    failed_step: str | None = None
+    error: str | None = None
+    compensated: tuple[str, ...] = ()
+    uncompensated: tuple[str, ...] = ()
+
+    @property
+    def succeeded(self) -> bool:
+        """Whether every step completed."""
+        return self.status is RunStatus.SUCCEEDED
+
+
+class Orchestration:
+    """A fixed sequence of steps run inside one service: the hybrid pattern's inside.
+
+    Each step gets a timeout per try and bounded retries. When a step fails for
+    good, the steps completed before it are compensated in reverse order. Every
+    completed step, failure and compensation is recorded in the service's
+    database as it happens; running the same ``run_id`` again (after a crash, or
+    because the triggering event was delivered again) skips what is recorded
+    and continues where the run stopped, and a finished run just returns its
+    outcome. Each run is a span with a child span per step and compensation.
+
+    Publish the completion event from the handler that called :meth:`run`: it
+    then carries the flow's correlation and names the triggering event as its
+    cause, and the inbox makes it exactly one.
+
+    Args:
+        name: Names the orchestration in records and spans; keep it stable.
+        steps: The steps, in order; names must be unique.
+        engine: The database progress is recorded in.
+        tracer_provider: Where spans go (default: the global provider).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        steps: Sequence[Step],
+        *,
+        engine: AsyncEngine,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
+        names = [s.name for s in steps]
+        if not steps or len(set(names)) != len(names):
+            raise ConfigurationError(f"orchestration {name}: steps must be non-empty and unique")
+        self.name = name
+        self.steps = tuple(steps)
+        self.store = OrchestrationStore(engine, name)
+        self._tracer = trace.get_tracer("choreokit.orchestration", tracer_provider=tracer_provider)
+
+    async def create_tables(self) -> None:
+        """Create the progress tables if they do not exist."""
+        await self.store.create_tables()
+
+    async def run(self, run_id: str, run_input: Mapping[str, JSON]) -> Outcome:
+        """Run (or resume, or recall) the run ``run_id``."""
+        state = await self.store.load_or_create(run_id, dict(run_input))
+        resumed = bool(state.steps) or state.status is not RunStatus.RUNNING
+        with self._tracer.start_as_current_span(
+            SPAN_RUN.format(name=self.name),
+            attributes={
+                ATTR_ORCHESTRATION: self.name,
+                ATTR_RUN_ID: run_id,
+                ATTR_RESUMED: resumed,
+            },
+        ) as span:
+            if resumed:
+                logger.info("%s run %s resumed at status %s", self.name, run_id, state.status)
+            outcome = await self._drive(state)
+            span.set_attribute(ATTR_STATUS, outcome.status.value)
+            if not outcome.succeeded:
+                span.set_status(Status(StatusCode.ERROR, outcome.error or "failed"))
+            return outcome
+
+    async def _drive(self, state: RunState) -> Outcome:
+        if state.status is RunStatus.RUNNING:
+            for step in self.steps:
+                recorded = state.steps.get(step.name)
+                if recorded is not None and recorded[0] is StepStatus.DONE:
+                    continue
+                try:
+                    result, attempts = await self._attempt(step, state, compensation=False)
+                except Exception as exc:  # noqa: BLE001 - every failure leads to compensation
+                    error = f"{type(exc).__name__}: {exc}"
+                    logger.warning(
+                        "%s run %s: step %s failed: %s", self.name, state.run_id, step.name, error
+                    )
+                    await self.store.record_step(
+                        state.run_id, step.name, StepStatus.FAILED, None, 0
+                    )
+                    await self.store.record_run(
+                        state.run_id, RunStatus.COMPENSATING, failed_step=step.name, error=error
+                    )
+                    state.status, state.failed_step, state.error = (
+                        RunStatus.COMPENSATING,
+                        step.name,
+                        error,
+                    )
+                    state.steps[step.name] = (StepStatus.FAILED, None)
+                    break
+                await self.store.record_step(
+                    state.run_id, step.name, StepStatus.DONE, result, attempts
+                )
+                state.steps[step.name] = (StepStatus.DONE, result)
+            else:
+                await self.store.record_run(state.run_id, RunStatus.SUCCEEDED)
+                state.status = RunStatus.SUCCEEDED
+        if state.status is RunStatus.COMPENSATING:
+            await self._compensate(state)
+        return self._outcome(state)
+
+    async def _compensate(self, state: RunState) -> None:
+        failed = False
+        for step in reversed(self.steps):
+            status, result = state.steps.get(step.name, (None, None))
+            if status is not StepStatus.DONE:
+                continue  # never completed, already compensated, or already given up on
+            if step.compensate is None:
+                continue
+            try:
+                await self._attempt(step, state, compensation=True, result=result)
+            except Exception:
+                # Recorded below; the run ends as compensation_failed.
+                logger.exception(
+                    "%s run %s: compensation of %s failed", self.name, state.run_id, step.name
+                )
+                await self.store.record_step(
+                    state.run_id, step.name, StepStatus.COMPENSATION_FAILED, result, 0
+                )
+                state.steps[step.name] = (StepStatus.COMPENSATION_FAILED, result)
+                failed = True
+                continue
+            await self.store.record_step(state.run_id, step.name, StepStatus.COMPENSATED, result, 0)
+            state.steps[step.name] = (StepStatus.COMPENSATED, result)
+        failed = failed or any(
+            status is StepStatus.COMPENSATION_FAILED for status, _ in state.steps.values()
+        )
+        final = RunStatus.COMPENSATION_FAILED if failed else RunStatus.COMPENSATED
+        await self.store.record_run(state.run_id, final)
+        state.status = final
+
+    async def _attempt(
+        self, step: Step, state: RunState, *, compensation: bool, result: Any = None
+    ) -> tuple[Any, int]:
+        results = {
+            name: value
+            for name, (status, value) in state.steps.items()
+            if status is StepStatus.DONE
+        }
+        backoffs = step.retry.backoffs()
+        attempt = 0
+        span_name = (SPAN_COMPENSATE if compensation else SPAN_STEP).format(name=step.name)
+        with self._tracer.start_as_current_span(
+            span_name,
+            attributes={
+                ATTR_ORCHESTRATION: self.name,
+                ATTR_RUN_ID: state.run_id,
+                ATTR_STEP: step.name,
+            },
+        ) as span:
+            while True:
+                attempt += 1
+                context = StepContext(state.run_id, step.name, attempt, state.input, results)
+                try:
+                    async with asyncio.timeout(step.timeout.total_seconds()):
+                        if compensation:
+                            assert step.compensate is not None
+                            await step.compensate(context, result)
+                            value = None
+                        else:
+                            value = await step.action(context)
+                except Exception as exc:
+                    backoff = next(backoffs, None) if is_retriable(exc) else None
+                    span.add_event(
+                        "attempt failed",
+                        {"exception.type": type(exc).__name__, ATTR_ATTEMPTS: attempt},
+                    )
+                    if backoff is None:
+                        span.set_attribute(ATTR_ATTEMPTS, attempt)
+                        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                        raise
+                    await asyncio.sleep(backoff)
+                    continue
+                span.set_attribute(ATTR_ATTEMPTS, attempt)
+                return value, attempt
+
+    def _outcome(self, state: RunState) -> Outcome:
+        results = {n: v for n, (s, v) in state.steps.items() if s is StepStatus.DONE}
+        order = [s.name for s in reversed(self.steps)]
+        return Outcome(
+            run_id=state.run_id,
+            status=state.status,
+            results=results,
+            failed_step=state.failed_step,
+            error=state.error,
+            compensated=tuple(
+                n for n in order if state.steps.get(n, (None,))[0] is StepStatus.COMPENSATED
+            ),
+            uncompensated=tuple(
+                n for n in order if state.steps.get(n, (None,))[0] is StepStatus.COMPENSATION_FAILED
+            ),
+        )

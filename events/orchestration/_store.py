@@ -1,0 +1,205 @@
+"""Where an orchestration's progress lives: one row per run, one per step."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    ForeignKeyConstraint,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+metadata = MetaData()
+
+runs = Table(
+    "choreo_orchestration_runs",
+    metadata,
+    Column("orchestration", String(128), primary_key=True),
+    Column("run_id", String(1024), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("input", Text, nullable=False),
+    Column("failed_step", String(128), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+)
+
+steps = Table(
+    "choreo_orchestration_steps",
+    metadata,
+    Column("orchestration", String(128), primary_key=True),
+    Column("run_id", String(1024), primary_key=True),
+    Column("step", String(128), primary_key=True),
+    Column("status", String(32), nullable=False),
+    Column("result", Text, nullable=True),
+    Column("attempts", Integer, nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["orchestration", "run_id"], [runs.c.orchestration, runs.c.run_id], ondelete="CASCADE"
+    ),
+)
+
+
+def _upsert(dialect: str) -> Any:
+    """The INSERT ... ON CONFLICT construct of the dialect (SQLite and PostgreSQL have one)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
+
+
+class RunStatus(StrEnum):
+    """Where a run stands."""
+
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    SUCCEEDED = "succeeded"
+    """Every step completed."""
+    COMPENSATED = "compensated"
+    """A step failed and every completed step before it was undone."""
+    COMPENSATION_FAILED = "compensation_failed"
+    """A step failed and at least one compensation failed too."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the run has reached an end."""
+        return self in {RunStatus.SUCCEEDED, RunStatus.COMPENSATED, RunStatus.COMPENSATION_FAILED}
+
+
+class StepStatus(StrEnum):
+    """Where a step stands."""
+
+    DONE = "done"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+    COMPENSATION_FAILED = "compensation_failed"
+
+
+@dataclass
+class RunState:
+    """A run as recorded."""
+
+    run_id: str
+    status: RunStatus
+    input: dict[str, Any]
+    failed_step: str | None = None
+    error: str | None = None
+    steps: dict[str, tuple[StepStatus, Any]] = field(default_factory=dict)
+
+
+class OrchestrationStore:
+    """Records runs and steps, each change in its own short transaction."""
+
+    def __init__(self, engine: AsyncEngine, orchestration: str) -> None:
+        self._engine = engine
+        self._name = orchestration
+
+    async def create_tables(self) -> None:
+        """Create the tables if they do not exist."""
+        async with self._engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+
+    async def load_or_create(self, run_id: str, run_input: dict[str, Any]) -> RunState:
+        """Return the run's recorded state, recording a new run if there is none."""
+        state = await self.load(run_id)
+        if state is not None:
+            return state
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(runs).values(
+                    orchestration=self._name,
+                    run_id=run_id,
+                    status=RunStatus.RUNNING.value,
+                    input=json.dumps(run_input),
+                    started_at=datetime.now(UTC),
+                )
+            )
+        return RunState(run_id=run_id, status=RunStatus.RUNNING, input=run_input)
+
+    async def load(self, run_id: str) -> RunState | None:
+        """Return the run's recorded state, or ``None``."""
+        async with self._engine.connect() as conn:
+            run = (
+                await conn.execute(
+                    select(runs).where(runs.c.orchestration == self._name, runs.c.run_id == run_id)
+                )
+            ).first()
+            if run is None:
+                return None
+            rows = await conn.execute(
+                select(steps.c.step, steps.c.status, steps.c.result).where(
+                    steps.c.orchestration == self._name, steps.c.run_id == run_id
+                )
+            )
+            recorded = {
+                row.step: (StepStatus(row.status), json.loads(row.result) if row.result else None)
+                for row in rows
+            }
+        return RunState(
+            run_id=run_id,
+            status=RunStatus(run.status),
+            input=json.loads(run.input),
+            failed_step=run.failed_step,
+            error=run.error,
+            steps=recorded,
+        )
+
+    async def record_step(
+        self, run_id: str, step: str, status: StepStatus, result: Any, attempts: int
+    ) -> None:
+        """Record a step's (new) status and result."""
+        values = {
+            "status": status.value,
+            "result": json.dumps(result) if result is not None else None,
+            "attempts": attempts,
+            "updated_at": datetime.now(UTC),
+        }
+        statement = _upsert(self._engine.dialect.name)(steps).values(
+            orchestration=self._name, run_id=run_id, step=step, **values
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                statement.on_conflict_do_update(
+                    index_elements=[steps.c.orchestration, steps.c.run_id, steps.c.step],
+                    set_=values,
+                )
+            )
+
+    async def record_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        failed_step: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record the run's (new) status."""
+        values: dict[str, Any] = {"status": status.value}
+        if failed_step is not None:
+            values["failed_step"] = failed_step
+            values["error"] = error
+        if status.finished:
+            values["finished_at"] = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(runs)
+                .where(runs.c.orchestration == self._name, runs.c.run_id == run_id)
+                .values(**values)
+            )

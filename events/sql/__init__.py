@@ -1,0 +1,17 @@
+"""Effectively-once handling and transactional publishing, in a service's own database.
+
+* :class:`Inbox`: a middleware that runs each handler attempt in a database
+  transaction and records the handled ``ce_id`` with it, so a redelivered
+  event changes nothing twice (its recorded events are sent again instead).
+* :class:`Outbox` and :class:`OutboxRelay`: stage events in the same
+  transaction as a database change; the relay sends them once committed.
+
+Both work on SQLite and PostgreSQL through SQLAlchemy's asyncio engine (see
+``services.runtime.database.create_engine``). See ``docs/persistence.md``.
+"""
+
+from events.sql._inbox import Inbox, transaction
+from events.sql._outbox import Outbox, OutboxRelay
+from events.sql._tables import create_tables, metadata
+
+__all__ = ["Inbox", "Outbox", "OutboxRelay", "create_tables", "metadata", "transaction"]

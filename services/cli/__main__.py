@@ -1,0 +1,5 @@
+"""``python -m services.cli`` is ``choreo`` (how ``choreo dev`` starts its children)."""
+
+from services.cli import main
+
+main()

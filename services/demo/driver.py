@@ -1,0 +1,108 @@
+"""One demo run against a running system: place the orders, follow the flows, judge them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Mapping
+from datetime import timedelta
+
+import httpx
+
+from events import ChoreoError, KafkaSettings
+from services.demo.plan import Outcome, PlannedOrder, plan
+from services.demo.report import Summary, summarise
+from services.demo.tracker import FlowTracker
+
+
+class IntakeRefusedError(ChoreoError):
+    """The order intake did not accept an order."""
+
+
+async def drive(
+    *,
+    count: int,
+    seed: int,
+    bootstrap: str,
+    orders_url: str,
+    wait: timedelta,
+    concurrency: int,
+    rate: float,
+    urls: Mapping[str, str],
+) -> Summary:
+    """Place ``count`` orders at ``rate`` per second (0: at once); follow every flow to its end.
+
+    Waits at most ``wait`` for the flows.
+    """
+    planned = plan(count, seed)
+    tracker = FlowTracker(KafkaSettings(bootstrap=bootstrap))
+    await tracker.start(from_end=True)
+    try:
+        correlation = await _place(planned, orders_url, concurrency, rate)
+        await _follow(tracker, planned, correlation, wait)
+    finally:
+        await tracker.stop()
+    return summarise(
+        planned,
+        correlation,
+        tracker.flows,
+        seed=seed,
+        seconds=_span(tracker, planned, correlation),
+        urls=urls,
+    )
+
+
+async def _place(
+    planned: list[PlannedOrder], orders_url: str, concurrency: int, rate: float
+) -> dict[str, str]:
+    correlation: dict[str, str] = {}
+    gate = asyncio.Semaphore(concurrency)
+    began = time.monotonic()
+    async with httpx.AsyncClient(base_url=orders_url, timeout=30) as client:
+
+        async def place(order: PlannedOrder) -> None:
+            if rate > 0:
+                # A storefront's steady stream, not a burst: order n goes out at n / rate.
+                await asyncio.sleep(max(0.0, began + order.index / rate - time.monotonic()))
+            async with gate:
+                response = await client.post(order.path, json=order.body)
+            if response.status_code not in (200, 202):
+                raise IntakeRefusedError(
+                    f"the order intake refused {order.order_id}: "
+                    f"{response.status_code} {response.text[:300]}"
+                )
+            correlation[order.order_id] = response.json()["correlation_id"]
+
+        await asyncio.gather(*(place(o) for o in planned))
+    return correlation
+
+
+async def _follow(
+    tracker: FlowTracker,
+    planned: list[PlannedOrder],
+    correlation: Mapping[str, str],
+    wait: timedelta,
+) -> None:
+    deadline = time.monotonic() + wait.total_seconds()
+    pending = {correlation[o.order_id] for o in planned}
+    while pending:
+        pending = {c for c in pending if tracker.flow(c).judge()[0] is Outcome.RUNNING}
+        remaining = deadline - time.monotonic()
+        if not pending or remaining <= 0:
+            return
+        tracker.changed.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(tracker.changed.wait(), remaining)
+
+
+def _span(
+    tracker: FlowTracker, planned: list[PlannedOrder], correlation: Mapping[str, str]
+) -> float:
+    """Seconds from the first order placed to the last flow's end."""
+    flows = [tracker.flow(correlation[o.order_id]) for o in planned if o.order_id in correlation]
+    starts = [s for f in flows if (s := f.started_at) is not None]
+    ends = [e for f in flows if (e := f.judge()[2]) is not None]
+    if not starts or not ends:
+        return 0.0
+    return max((max(ends) - min(starts)).total_seconds(), 1e-3)

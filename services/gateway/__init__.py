@@ -1,0 +1,21 @@
+"""The HTTP gateway: CloudEvents from other systems, validated, authorised, published.
+
+``choreo run gateway`` serves ``POST /events`` (binary, structured and batch
+mode of the CloudEvents HTTP binding) on ``CHOREO_GATEWAY_HOST``:``PORT``
+[127.0.0.1:8081]; see ``docs/gateway.md`` and
+``docs/publishing-from-other-systems.md``.
+"""
+
+from services.gateway._keys import ApiKey, KeyStore, MintedKey, mint_key
+from services.gateway._settings import GatewaySettings
+from services.gateway.app import GatewayApp, create
+
+__all__ = [
+    "ApiKey",
+    "GatewayApp",
+    "GatewaySettings",
+    "KeyStore",
+    "MintedKey",
+    "create",
+    "mint_key",
+]

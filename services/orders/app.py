@@ -1,0 +1,133 @@
+"""The orders service: takes orders over HTTP, and settles them as the flow reports back.
+
+An order is recorded and its ``order.placed`` staged in one transaction (the
+transactional outbox), so an order is published if and only if it is
+recorded. It ends ``confirmed`` on ``shipment.completed``, or ``cancelled`` on
+``stock.rejected``, ``payment.declined`` or ``shipment.failed``; cancellation
+is what inventory and payments compensate on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+
+from events import HandlerContext, Service
+from events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
+from services.inventory.events import StockRejected
+from services.orders import store
+from services.orders.api import create_api
+from services.orders.events import (
+    CancelReason,
+    OrderCancelled,
+    OrderConfirmed,
+    OrderPlaced,
+    OrderPlacedV1,
+)
+from services.orders.settings import OrdersSettings
+from services.payments.events import PaymentDeclined
+from services.runtime.app import Runtime, ServiceApp
+from services.runtime.database import create_engine
+from services.runtime.http import serve
+from services.shipping.events import ShipmentCompleted, ShipmentFailed
+
+logger = logging.getLogger("choreokit.orders")
+
+
+SETTINGS = (OrdersSettings,)
+"""The settings this service reads (besides the runtime's); the compose test checks them."""
+
+
+def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceApp]:
+    """Return the orders service and the app that runs it (consumer, relay, HTTP intake)."""
+    engine = create_engine(runtime.database_url(settings.db, "orders"))
+    service = Service(
+        runtime.name,
+        settings=runtime.kafka,
+        publishes=[OrderPlaced, OrderPlacedV1, OrderConfirmed, OrderCancelled],
+    )
+    runtime.prepare(service)
+    service.use(Inbox(engine, consumer=service.name))
+    outbox = Outbox(engine, producer=service.name)
+
+    async def cancel(ctx: HandlerContext, order_id: str, reason: CancelReason, detail: str) -> None:
+        if await store.settle(transaction(), order_id, store.CANCELLED, reason=reason.value):
+            await ctx.publish(OrderCancelled(order_id=order_id, reason=reason, detail=detail))
+        else:
+            logger.warning("order %s is unknown or already settled; not cancelling", order_id)
+
+    @service.handler(OrderPlaced)
+    async def placed(event: OrderPlaced, ctx: HandlerContext) -> None:
+        """Adopt orders placed by other systems (the gateway, Kafka clients elsewhere).
+
+        Orders placed through the intake are recorded already; this is a no-op for them.
+        """
+        adopted = await store.adopt(
+            transaction(),
+            order_id=event.order_id,
+            correlation_id=ctx.correlation_id,
+            event_id=ctx.envelope.id,
+            request=event.model_dump_json(),
+            customer_id=event.customer_id,
+            total_cents=event.total_cents,
+        )
+        if adopted:
+            logger.info("adopted order %s placed by %s", event.order_id, ctx.envelope.source)
+
+    @service.handler(StockRejected)
+    async def out_of_stock(event: StockRejected, ctx: HandlerContext) -> None:
+        """Cancel: not enough stock."""
+        detail = f"{event.sku}: {event.requested} requested, {event.available} available"
+        await cancel(ctx, event.order_id, CancelReason.OUT_OF_STOCK, detail)
+
+    @service.handler(PaymentDeclined)
+    async def declined(event: PaymentDeclined, ctx: HandlerContext) -> None:
+        """Cancel: the payment was declined (inventory releases the stock)."""
+        await cancel(ctx, event.order_id, CancelReason.PAYMENT_DECLINED, event.reason)
+
+    @service.handler(ShipmentFailed)
+    async def not_shipped(event: ShipmentFailed, ctx: HandlerContext) -> None:
+        """Cancel: shipping failed (inventory releases, payments refunds)."""
+        await cancel(ctx, event.order_id, CancelReason.SHIPPING_FAILED, event.reason)
+
+    @service.handler(ShipmentCompleted)
+    async def shipped(event: ShipmentCompleted, ctx: HandlerContext) -> None:
+        """Confirm: paid for and on its way."""
+        if await store.settle(
+            transaction(),
+            event.order_id,
+            store.CONFIRMED,
+            tracking_number=event.tracking_number,
+        ):
+            await ctx.publish(
+                OrderConfirmed(order_id=event.order_id, tracking_number=event.tracking_number)
+            )
+
+    up = asyncio.Event()
+    api = create_api(settings, outbox=outbox, publisher=lambda: service.publisher, ready=up.is_set)
+
+    async def setup() -> None:
+        await create_tables(engine)
+        await store.create(engine)
+
+    async def relay(stop: asyncio.Event) -> None:
+        await OutboxRelay(outbox, service.publisher).run(stop)
+
+    def ready() -> None:
+        up.set()
+        runtime.mark_ready()
+
+    app = ServiceApp(
+        service,
+        setup=[setup],
+        tasks=[relay, partial(serve, api, host=settings.host, port=settings.port)],
+        teardown=[engine.dispose],
+        on_ready=ready,
+    )
+    return service, app
+
+
+def create(runtime: Runtime) -> ServiceApp:
+    """Entry point of ``choreo run orders``."""
+    return build(runtime, OrdersSettings())[1]

@@ -1,0 +1,88 @@
+"""The payments service: authorize reserved orders, refund cancelled ones.
+
+Payments reacts to ``stock.reserved`` only, so no payment is ever attempted
+for an order whose stock is not reserved.
+"""
+
+from __future__ import annotations
+
+from events import HandlerContext, Service
+from events.sql import Inbox, create_tables, transaction
+from services.inventory.events import StockReserved
+from services.orders.events import OrderCancelled
+from services.payments import store
+from services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
+from services.payments.settings import PaymentsSettings
+from services.runtime.app import Runtime, ServiceApp
+from services.runtime.database import create_engine
+
+SETTINGS = (PaymentsSettings,)
+"""The settings this service reads (besides the runtime's); the compose test checks them."""
+
+
+def build(runtime: Runtime, settings: PaymentsSettings) -> tuple[Service, ServiceApp]:
+    """Return the payments service and the app that runs it."""
+    engine = create_engine(runtime.database_url(settings.db, "payments"))
+    service = Service(
+        runtime.name,
+        settings=runtime.kafka,
+        publishes=[PaymentAuthorized, PaymentDeclined, PaymentRefunded],
+    )
+    runtime.prepare(service)
+    service.use(Inbox(engine, consumer=service.name))
+
+    @service.handler(StockReserved)
+    async def authorize(event: StockReserved, ctx: HandlerContext) -> None:
+        """Authorize the reserved order's amount, or decline it above the credit limit."""
+        payment_id = f"pay-{event.order_id}"
+        declined = event.amount_cents > settings.credit_limit_cents
+        await store.record(
+            transaction(),
+            payment_id=payment_id,
+            order_id=event.order_id,
+            correlation_id=ctx.correlation_id,
+            amount_cents=event.amount_cents,
+            currency=event.currency,
+            status=store.DECLINED if declined else store.AUTHORIZED,
+        )
+        if declined:
+            await ctx.publish(
+                PaymentDeclined(
+                    order_id=event.order_id,
+                    reason=f"amount {event.amount_cents} exceeds the credit limit",
+                )
+            )
+        else:
+            await ctx.publish(
+                PaymentAuthorized(
+                    order_id=event.order_id,
+                    payment_id=payment_id,
+                    amount_cents=event.amount_cents,
+                    currency=event.currency,
+                )
+            )
+
+    @service.handler(OrderCancelled)
+    async def refund(event: OrderCancelled, ctx: HandlerContext) -> None:
+        """Refund an authorized payment of a cancelled order (compensation)."""
+        refunded = await store.refund(transaction(), event.order_id)
+        if refunded is not None:
+            await ctx.publish(
+                PaymentRefunded(
+                    order_id=event.order_id,
+                    payment_id=refunded.payment_id,
+                    amount_cents=refunded.amount_cents,
+                )
+            )
+
+    async def setup() -> None:
+        await create_tables(engine)
+        await store.create(engine)
+
+    app = ServiceApp(service, setup=[setup], teardown=[engine.dispose], on_ready=runtime.mark_ready)
+    return service, app
+
+
+def create(runtime: Runtime) -> ServiceApp:
+    """Entry point of ``choreo run payments``."""
+    return build(runtime, PaymentsSettings())[1]

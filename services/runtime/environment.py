@@ -1,0 +1,58 @@
+"""Which environment variables a service reads: from its settings classes, nothing guessed."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterable
+from importlib.metadata import entry_points
+
+from pydantic import AliasChoices
+from pydantic_settings import BaseSettings
+
+from events import KafkaSettings
+from services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
+
+RUNTIME_VARIABLES = frozenset(
+    {DATA_DIR_ENV, READY_FILE_ENV, "CHOREO_LOG_LEVEL", "CHOREO_LOG_FORMAT", "CHOREO_EVENT_MODULES"}
+)
+"""Read by ``choreo run`` itself, whatever the service."""
+
+STANDARD_PREFIXES = ("OTEL_",)
+"""Standard variables read by the libraries (OpenTelemetry's SDK and exporters)."""
+
+
+def variables_of(settings: type[BaseSettings]) -> frozenset[str]:
+    """The variables a settings class reads: its prefix plus each field, and alias choices."""
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    names = set()
+    for name, field in settings.model_fields.items():
+        names.add(f"{prefix}{name}".upper())
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+    return frozenset(names)
+
+
+def settings_of(service: str) -> tuple[type[BaseSettings], ...]:
+    """The settings classes of ``service``: its app module's ``SETTINGS`` and Kafka's."""
+    for ep in entry_points(group=SERVICES_GROUP):
+        if ep.name == service:
+            module = importlib.import_module(ep.value.split(":", 1)[0])
+            own: Iterable[type[BaseSettings]] = getattr(module, "SETTINGS", ())
+            return (KafkaSettings, *own)
+    raise KeyError(service)
+
+
+def variables_read_by(service: str) -> frozenset[str]:
+    """Every variable ``choreo run SERVICE`` reads, but the standard ``OTEL_*`` ones."""
+    names = set(RUNTIME_VARIABLES)
+    for settings in settings_of(service):
+        names |= variables_of(settings)
+    return frozenset(names)
+
+
+def is_read_by(service: str, variable: str) -> bool:
+    """Whether setting ``variable`` has any effect on ``service``."""
+    return variable.startswith(STANDARD_PREFIXES) or variable in variables_read_by(service)

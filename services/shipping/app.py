@@ -1,0 +1,139 @@
+"""The shipping service: the hybrid pattern.
+
+Inside, it orchestrates quote -> label -> pickup against the carrier, with
+timeouts, retries and compensation, resumable after a crash. Outside, the
+system sees one completion event per order: ``shipment.completed`` or
+``shipment.failed``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from events import HandlerContext, RetryPolicy, Service
+from events.orchestration import Orchestration, Step, StepContext
+from events.sql import Inbox, create_tables
+from services.orders.events import OrderPlaced
+from services.payments.events import PaymentAuthorized
+from services.runtime.app import Runtime, ServiceApp
+from services.runtime.database import create_engine
+from services.shipping import store
+from services.shipping.carrier import SimulatedCarrier
+from services.shipping.events import ShipmentCompleted, ShipmentFailed
+from services.shipping.settings import ShippingSettings
+
+ORCHESTRATION = "shipment"
+
+
+def shipment_steps(carrier: SimulatedCarrier, settings: ShippingSettings) -> list[Step]:
+    """Quote, label (voided on failure), pickup (cancelled on failure)."""
+    retry = RetryPolicy(max_attempts=settings.step_attempts, first_backoff=settings.step_backoff)
+
+    async def quote(ctx: StepContext) -> Any:
+        return await carrier.quote(
+            ctx.idempotency_key, order_id=ctx.input["order_id"], country=ctx.input["country"]
+        )
+
+    async def label(ctx: StepContext) -> Any:
+        return await carrier.create_label(ctx.idempotency_key, order_id=ctx.input["order_id"])
+
+    async def void(_ctx: StepContext, result: Any) -> None:
+        await carrier.void_label(result["label_id"])
+
+    async def pickup(ctx: StepContext) -> Any:
+        return await carrier.book_pickup(
+            ctx.idempotency_key,
+            label_id=ctx.results["label"]["label_id"],
+            postal_code=ctx.input["postal_code"],
+        )
+
+    async def cancel(_ctx: StepContext, result: Any) -> None:
+        await carrier.cancel_pickup(result["pickup_id"])
+
+    timeout = settings.step_timeout
+    return [
+        Step("quote", quote, timeout=timeout, retry=retry),
+        Step("label", label, compensate=void, timeout=timeout, retry=retry),
+        Step("pickup", pickup, compensate=cancel, timeout=timeout, retry=retry),
+    ]
+
+
+SETTINGS = (ShippingSettings,)
+"""The settings this service reads (besides the runtime's); the compose test checks them."""
+
+
+def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, ServiceApp]:
+    """Return the shipping service and the app that runs it."""
+    engine = create_engine(runtime.database_url(settings.db, "shipping"))
+    carrier_engine = create_engine(runtime.database_url(settings.carrier_db, "carrier"))
+    carrier = SimulatedCarrier(
+        carrier_engine, latency=settings.carrier_latency, failure_rate=settings.carrier_failure_rate
+    )
+    shipment = Orchestration(ORCHESTRATION, shipment_steps(carrier, settings), engine=engine)
+    service = Service(
+        runtime.name, settings=runtime.kafka, publishes=[ShipmentCompleted, ShipmentFailed]
+    )
+    runtime.prepare(service)
+    # The handlers write in short transactions of their own (the orchestration records
+    # each step), so shipments may run side by side even on SQLite.
+    service.use(Inbox(engine, consumer=service.name, serialize=False))
+
+    async def ship_if_ready(order_id: str, ctx: HandlerContext) -> None:
+        ready = await store.claim(engine, order_id, ctx.envelope.id)
+        if ready is None:
+            return  # the other half is still on its way, or another event owns the shipment
+        outcome = await shipment.run(
+            order_id,
+            {"order_id": order_id, "country": ready.country, "postal_code": ready.postal_code},
+        )
+        if outcome.succeeded:
+            quote, label = outcome.results["quote"], outcome.results["label"]
+            result: ShipmentCompleted | ShipmentFailed = ShipmentCompleted(
+                order_id=order_id,
+                shipment_id=f"shp-{order_id}",
+                carrier=quote["carrier"],
+                tracking_number=label["tracking_number"],
+                price_cents=quote["price_cents"],
+            )
+        else:
+            result = ShipmentFailed(
+                order_id=order_id,
+                failed_step=outcome.failed_step or "?",
+                reason=outcome.error or "",
+                compensated_steps=outcome.compensated,
+            )
+        # The payment is what the shipment answers, even when the order came second.
+        await ctx.publish(result, cause=ready.payment)
+
+    @service.handler(OrderPlaced)
+    async def destination(event: OrderPlaced, ctx: HandlerContext) -> None:
+        """Record where the order goes; ship if its payment is already authorized."""
+        await store.record_destination(
+            engine, event.order_id, event.ship_to.country, event.ship_to.postal_code
+        )
+        await ship_if_ready(event.order_id, ctx)
+
+    @service.handler(PaymentAuthorized)
+    async def ship(event: PaymentAuthorized, ctx: HandlerContext) -> None:
+        """Record the payment; ship if the order's destination is known."""
+        await store.record_payment(engine, event.order_id, ctx.envelope)
+        await ship_if_ready(event.order_id, ctx)
+
+    async def setup() -> None:
+        await create_tables(engine)
+        await store.create(engine)
+        await shipment.create_tables()
+        await carrier.create_tables()
+
+    app = ServiceApp(
+        service,
+        setup=[setup],
+        teardown=[engine.dispose, carrier_engine.dispose],
+        on_ready=runtime.mark_ready,
+    )
+    return service, app
+
+
+def create(runtime: Runtime) -> ServiceApp:
+    """Entry point of ``choreo run shipping``."""
+    return build(runtime, ShippingSettings())[1]

@@ -1,0 +1,155 @@
+"""Span names and attribute keys: the one place they are spelled, from the semantic conventions.
+
+Every name comes from the ``opentelemetry-semantic-conventions`` package
+(messaging, CloudEvents and error attributes; the messaging ones are still
+"incubating" there), so a rename upstream shows up here and in the test that
+pins this module, not scattered through the middleware.
+
+The record key and the payload are deliberately absent: the key is the flow id
+(already ``messaging.message.conversation_id``) and payloads may carry personal
+data. ``messaging.kafka.message.key`` is never set.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from opentelemetry.semconv._incubating.attributes.cloudevents_attributes import (
+    CLOUDEVENTS_EVENT_ID,
+    CLOUDEVENTS_EVENT_SOURCE,
+    CLOUDEVENTS_EVENT_SPEC_VERSION,
+    CLOUDEVENTS_EVENT_TYPE,
+)
+from opentelemetry.semconv._incubating.attributes.messaging_attributes import (
+    MESSAGING_CONSUMER_GROUP_NAME,
+    MESSAGING_DESTINATION_NAME,
+    MESSAGING_DESTINATION_PARTITION_ID,
+    MESSAGING_KAFKA_OFFSET,
+    MESSAGING_MESSAGE_CONVERSATION_ID,
+    MESSAGING_MESSAGE_ID,
+    MESSAGING_OPERATION_NAME,
+    MESSAGING_OPERATION_TYPE,
+    MESSAGING_SYSTEM,
+    MessagingOperationTypeValues,
+    MessagingSystemValues,
+)
+from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
+from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
+from opentelemetry.semconv.schemas import Schemas
+
+from events import Envelope, Outbound, RecordInfo
+
+INSTRUMENTATION_NAME: Final = "choreokit"
+"""The instrumentation scope of every span choreokit makes."""
+
+SCHEMA_URL: Final = Schemas.V1_44_0.value
+"""The semantic-conventions version the names below follow."""
+
+KAFKA: Final = MessagingSystemValues.KAFKA.value
+SEND: Final = MessagingOperationTypeValues.SEND.value
+PROCESS: Final = MessagingOperationTypeValues.PROCESS.value
+SPEC_VERSION: Final = "1.0"
+"""The only CloudEvents version the codec accepts."""
+
+EXCEPTION_EVENT: Final = "exception"
+"""Span event added for each failed try of a handler (type only, never the message)."""
+
+__all__ = [
+    "CLOUDEVENTS_EVENT_ID",
+    "CLOUDEVENTS_EVENT_SOURCE",
+    "CLOUDEVENTS_EVENT_SPEC_VERSION",
+    "CLOUDEVENTS_EVENT_TYPE",
+    "ERROR_TYPE",
+    "EXCEPTION_EVENT",
+    "EXCEPTION_TYPE",
+    "INSTRUMENTATION_NAME",
+    "KAFKA",
+    "MESSAGING_CONSUMER_GROUP_NAME",
+    "MESSAGING_DESTINATION_NAME",
+    "MESSAGING_DESTINATION_PARTITION_ID",
+    "MESSAGING_KAFKA_OFFSET",
+    "MESSAGING_MESSAGE_CONVERSATION_ID",
+    "MESSAGING_MESSAGE_ID",
+    "MESSAGING_OPERATION_NAME",
+    "MESSAGING_OPERATION_TYPE",
+    "MESSAGING_SYSTEM",
+    "PROCESS",
+    "SCHEMA_URL",
+    "SEND",
+    "acknowledged_attributes",
+    "consumer_attributes",
+    "error_type",
+    "process_span_name",
+    "producer_attributes",
+    "send_span_name",
+]
+
+
+def send_span_name(topic: str) -> str:
+    """``send <topic>``: the PRODUCER span of one publish."""
+    return f"{SEND} {topic}"
+
+
+def process_span_name(topic: str) -> str:
+    """``process <topic>``: the CONSUMER span of one handled record."""
+    return f"{PROCESS} {topic}"
+
+
+def _cloudevents(envelope: Envelope) -> dict[str, str]:
+    return {
+        MESSAGING_MESSAGE_ID: envelope.id,
+        MESSAGING_MESSAGE_CONVERSATION_ID: envelope.correlation_id,
+        CLOUDEVENTS_EVENT_ID: envelope.id,
+        CLOUDEVENTS_EVENT_SOURCE: envelope.source,
+        CLOUDEVENTS_EVENT_TYPE: envelope.type,
+        CLOUDEVENTS_EVENT_SPEC_VERSION: SPEC_VERSION,
+    }
+
+
+def producer_attributes(outbound: Outbound) -> dict[str, str | int]:
+    """Attributes of a ``send`` span, known before the broker answers.
+
+    The partition and offset are added on acknowledgement (see
+    :func:`acknowledged_attributes`).
+    """
+    attributes: dict[str, str | int] = {
+        MESSAGING_SYSTEM: KAFKA,
+        MESSAGING_OPERATION_NAME: SEND,
+        MESSAGING_OPERATION_TYPE: SEND,
+        MESSAGING_DESTINATION_NAME: outbound.topic,
+    }
+    attributes.update(_cloudevents(outbound.envelope))
+    return attributes
+
+
+def acknowledged_attributes(partition: int, offset: int) -> dict[str, str | int]:
+    """Where the broker put a sent record."""
+    return {MESSAGING_DESTINATION_PARTITION_ID: str(partition), MESSAGING_KAFKA_OFFSET: offset}
+
+
+def consumer_attributes(record: RecordInfo, envelope: Envelope, group: str) -> dict[str, str | int]:
+    """Attributes of a ``process`` span."""
+    attributes: dict[str, str | int] = {
+        MESSAGING_SYSTEM: KAFKA,
+        MESSAGING_OPERATION_NAME: PROCESS,
+        MESSAGING_OPERATION_TYPE: PROCESS,
+        MESSAGING_DESTINATION_NAME: record.topic,
+        MESSAGING_DESTINATION_PARTITION_ID: str(record.partition),
+        MESSAGING_KAFKA_OFFSET: record.offset,
+        MESSAGING_CONSUMER_GROUP_NAME: group,
+    }
+    attributes.update(_cloudevents(envelope))
+    return attributes
+
+
+def error_type(error: BaseException) -> str:
+    """``error.type`` of a failure: the exception's class, named as its package exports it.
+
+    Built-in exceptions keep their bare name (``TimeoutError``); private module
+    segments are left out (``events.PublishError``, not ``events._errors.PublishError``).
+    """
+    kind = type(error)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    public = [part for part in kind.__module__.split(".") if not part.startswith("_")]
+    return ".".join([*public, kind.__qualname__])
