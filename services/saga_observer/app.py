@@ -91,6 +91,15 @@ class ObserverApp:
         self.metrics = ObserverMetrics(CollectorRegistry())
         self.ready = asyncio.Event()
         self.port: int | None = None
+        self.publisher = runtime.prepare(
+            Service(runtime.name, publishes=LIFECYCLE_EVENTS, settings=runtime.kafka)
+        )
+        """Publishes the lifecycle events (``saga.*``); nothing runs until :meth:`run`."""
+
+    @property
+    def services(self) -> tuple[Service, ...]:
+        """The app's event-layer services (``choreo schemas export`` lists what they send)."""
+        return (self.publisher,)
 
     @property
     def database_url(self) -> str:
@@ -117,9 +126,7 @@ class ObserverApp:
             before, after = await store.migrate()
             if before != after:
                 logger.info("observer database migrated from version %d to %d", before, after)
-            publisher = self.runtime.prepare(
-                Service(self.runtime.name, publishes=LIFECYCLE_EVENTS, settings=self.runtime.kafka)
-            )
+            publisher = self.publisher
             await publisher.start()
             try:
                 await self._serve(stop, store, reader, catalog, publisher)
