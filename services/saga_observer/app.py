@@ -32,6 +32,9 @@ from services.saga_observer.sweeper import Sweeper
 
 logger = logging.getLogger("choreokit.observer")
 
+SETTINGS = (ObserverSettings,)
+"""The settings classes the observer reads (``choreo`` tools list their variables)."""
+
 
 def create(runtime: Runtime) -> ObserverApp:
     """Build the observer from the runtime and the environment (``CHOREO_OBSERVER_*``)."""
