@@ -17,7 +17,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    insert,
     select,
     update,
 )
@@ -118,20 +117,24 @@ class OrchestrationStore:
 
     async def load_or_create(self, run_id: str, run_input: dict[str, Any]) -> RunState:
         """Return the run's recorded state, recording a new run if there is none."""
-        state = await self.load(run_id)
-        if state is not None:
-            return state
-        async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(runs).values(
-                    orchestration=self._name,
-                    run_id=run_id,
-                    status=RunStatus.RUNNING.value,
-                    input=json.dumps(run_input),
-                    started_at=datetime.now(UTC),
-                )
+        statement = (
+            _upsert(self._engine.dialect.name)(runs)
+            .values(
+                orchestration=self._name,
+                run_id=run_id,
+                status=RunStatus.RUNNING.value,
+                input=json.dumps(run_input),
+                started_at=datetime.now(UTC),
             )
-        return RunState(run_id=run_id, status=RunStatus.RUNNING, input=run_input)
+            .on_conflict_do_nothing(index_elements=[runs.c.orchestration, runs.c.run_id])
+        )
+        async with self._engine.begin() as conn:
+            created = (await conn.execute(statement)).rowcount
+        if created:
+            return RunState(run_id=run_id, status=RunStatus.RUNNING, input=run_input)
+        state = await self.load(run_id)
+        assert state is not None
+        return state
 
     async def load(self, run_id: str) -> RunState | None:
         """Return the run's recorded state, or ``None``."""

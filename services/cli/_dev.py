@@ -129,7 +129,7 @@ def dev(
 @click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256))
 @click.option(
     "--rate",
-    default=25.0,
+    default=10.0,
     show_default=True,
     type=click.FloatRange(min=0),
     help="Orders per second (0: all at once).",

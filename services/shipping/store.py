@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Column, MetaData, String, Table, Text, insert, select, update
+from sqlalchemy import Column, MetaData, String, Table, Text, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from events import Envelope
@@ -50,23 +51,34 @@ async def record_destination(
     engine: AsyncEngine, order_id: str, country: str, postal_code: str
 ) -> None:
     """Record where the order goes (the first record of it wins)."""
-    await _ensure_row(engine, order_id)
+    statement = _insert(engine)(shipments).values(
+        order_id=order_id, country=country, postal_code=postal_code
+    )
     async with engine.begin() as conn:
         await conn.execute(
-            update(shipments)
-            .where(shipments.c.order_id == order_id, shipments.c.country.is_(None))
-            .values(country=country, postal_code=postal_code)
+            statement.on_conflict_do_update(
+                index_elements=[shipments.c.order_id],
+                set_={
+                    "country": statement.excluded.country,
+                    "postal_code": statement.excluded.postal_code,
+                },
+                where=shipments.c.country.is_(None),
+            )
         )
 
 
 async def record_payment(engine: AsyncEngine, order_id: str, payment: Envelope) -> None:
     """Record the order's authorized payment (the first record of it wins)."""
-    await _ensure_row(engine, order_id)
+    statement = _insert(engine)(shipments).values(
+        order_id=order_id, payment=json.dumps(payment.to_dict())
+    )
     async with engine.begin() as conn:
         await conn.execute(
-            update(shipments)
-            .where(shipments.c.order_id == order_id, shipments.c.payment.is_(None))
-            .values(payment=json.dumps(payment.to_dict()))
+            statement.on_conflict_do_update(
+                index_elements=[shipments.c.order_id],
+                set_={"payment": statement.excluded.payment},
+                where=shipments.c.payment.is_(None),
+            )
         )
 
 
@@ -77,28 +89,30 @@ async def claim(engine: AsyncEngine, order_id: str, event_id: str) -> Ready | No
     an earlier try of the same event), ``None`` otherwise.
     """
     async with engine.begin() as conn:
-        await conn.execute(
-            update(shipments)
-            .where(
-                shipments.c.order_id == order_id,
-                shipments.c.claimed_by.is_(None),
-                shipments.c.country.is_not(None),
-                shipments.c.payment.is_not(None),
-            )
-            .values(claimed_by=event_id)
-        )
         row = (
-            await conn.execute(select(shipments).where(shipments.c.order_id == order_id))
+            await conn.execute(
+                update(shipments)
+                .where(
+                    shipments.c.order_id == order_id,
+                    shipments.c.country.is_not(None),
+                    shipments.c.payment.is_not(None),
+                    or_(shipments.c.claimed_by.is_(None), shipments.c.claimed_by == event_id),
+                )
+                .values(claimed_by=event_id)
+                .returning(shipments.c.country, shipments.c.postal_code, shipments.c.payment)
+            )
         ).first()
-    if row is None or row.claimed_by != event_id:
+    if row is None:
         return None
     return Ready(row.country, row.postal_code, Envelope.from_dict(json.loads(row.payment)))
 
 
-async def _ensure_row(engine: AsyncEngine, order_id: str) -> None:
-    async with engine.begin() as conn:
-        exists = (
-            await conn.execute(select(shipments.c.order_id).where(shipments.c.order_id == order_id))
-        ).first()
-        if exists is None:
-            await conn.execute(insert(shipments).values(order_id=order_id))
+def _insert(engine: AsyncEngine) -> Any:
+    """INSERT ... ON CONFLICT of the engine's dialect (SQLite and PostgreSQL have one)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert
