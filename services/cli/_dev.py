@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -220,6 +221,7 @@ def demo(
                 urls=urls,
             )
         )
+        summary = replace(summary, kept=keep and started is not None)
         click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
         if keep and started is not None:
             click.echo("\nthe system keeps running; Ctrl-C stops it", err=True)

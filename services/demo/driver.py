@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Mapping
-from datetime import timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import httpx
 
@@ -37,13 +38,14 @@ async def drive(
     """
     planned = plan(count, seed)
     tracker = FlowTracker(KafkaSettings(bootstrap=bootstrap))
+    began = datetime.now(UTC) - timedelta(seconds=1)  # the observer judges by start time
     await tracker.start(from_end=True)
     try:
         correlation = await _place(planned, orders_url, concurrency, rate)
         await _follow(tracker, planned, correlation, wait)
     finally:
         await tracker.stop()
-    return summarise(
+    summary = summarise(
         planned,
         correlation,
         tracker.flows,
@@ -51,6 +53,34 @@ async def drive(
         seconds=_span(tracker, planned, correlation),
         urls=urls,
     )
+    observer = urls.get("saga-observer")
+    if observer is not None:
+        observed = await _observer_counts(observer, began, count, wait)
+        summary = replace(summary, observer=observed)
+    return summary
+
+
+async def _observer_counts(
+    url: str, since: datetime, count: int, wait: timedelta
+) -> dict[str, int] | None:
+    """The observer's verdicts on the flows started since ``since``, once it has judged them all.
+
+    Returns ``None`` if it had not judged all ``count`` of them within ``wait``.
+    """
+    deadline = time.monotonic() + wait.total_seconds()
+    params = {"saga": "order", "since": since.isoformat()}
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10) as client:
+        while True:
+            try:
+                counts = (await client.get("/api/counts", params=params)).json()
+                by_status = {k: int(v) for k, v in counts["by_status"].items() if v}
+                if int(counts["total"]) >= count and not by_status.get("running"):
+                    return by_status
+            except (httpx.HTTPError, KeyError, ValueError):
+                pass  # not up yet, or answering with an error: look again
+            if time.monotonic() > deadline:
+                return None
+            await asyncio.sleep(0.2)
 
 
 async def _place(

@@ -27,11 +27,22 @@ class Summary:
     events: int
     seconds: float
     urls: Mapping[str, str] = field(default_factory=dict)
+    observer: Mapping[str, int] | None = None
+    """The saga observer's counts by status for the same flows, when one runs."""
+    kept: bool = False
+    """Whether the system keeps running after the summary."""
+
+    @property
+    def observer_agrees(self) -> bool | None:
+        """Whether the observer judged the flows as the demo did (``None``: no observer)."""
+        if not self.urls.get("saga-observer"):
+            return None
+        return self.observer is not None and dict(self.observer) == dict(self.outcomes)
 
     @property
     def ok(self) -> bool:
-        """Every flow ended the way its injected kind says it must."""
-        return not self.unexplained
+        """Every flow ended as its injection explains (and the observer, if any, agrees)."""
+        return not self.unexplained and self.observer_agrees is not False
 
     @property
     def events_per_second(self) -> float:
@@ -52,6 +63,8 @@ class Summary:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
             "unexplained": list(self.unexplained),
+            "observer": dict(self.observer) if self.observer is not None else None,
+            "observer_agrees": self.observer_agrees,
             "urls": dict(self.urls),
         }
 
@@ -80,6 +93,10 @@ class Summary:
         )
         versions = ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items()))
         lines.append(f"  order.placed    {versions}")
+        if self.observer_agrees is not None:
+            seen = ", ".join(f"{k} {v}" for k, v in sorted((self.observer or {}).items()))
+            verdict = "agrees" if self.observer_agrees else "DISAGREES"
+            lines.append(f"  saga observer   {verdict}: {seen or 'no verdicts in time'}")
         if self.unexplained:
             lines.append("")
             lines.append(f"  {len(self.unexplained)} flow(s) did not end as their injection says:")
@@ -93,6 +110,8 @@ class Summary:
         lines.append("  where to look next:")
         for name, url in sorted(self.urls.items()):
             lines.append(f"    {name:<16}{url}")
+        if self.urls and not self.kept:
+            lines.append("    (the demo stopped its system: run it with --keep to explore these)")
         lines.append("    choreo tail --from-beginning   every event, decoded")
         lines.append("    docs/demo.md                   what just happened, step by step")
         return "\n".join(lines)

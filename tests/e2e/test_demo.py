@@ -35,6 +35,9 @@ def test_the_demo_ends_every_flow_the_way_its_seed_injected(tmp_path: Path) -> N
     assert versions["v1"] > 0
     assert versions["v2"] > 0
     assert summary["flow_duration_ms"]["p99"] > 0
+    # choreo dev ran the saga observer too; the demo checked its verdicts against its own
+    assert summary["observer_agrees"] is True
+    assert summary["observer"] == summary["outcomes"]
 
     counts = check_databases(data_dir)
     assert counts["orders"] == 200
