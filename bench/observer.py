@@ -23,6 +23,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,7 @@ async def run(backend: str, events: int, workdir: Path) -> dict[str, Any]:
     try:
         kafka = KafkaSettings(bootstrap=broker.bootstrap)
         await publish(kafka, steps)
-        settings = ObserverSettings(db=db, port=free_port(), timeout="1h")
+        settings = ObserverSettings(db=db, port=free_port(), timeout=timedelta(hours=1))
         app = ObserverApp(Runtime(name="saga-observer", kafka=kafka, data_dir=workdir), settings)
         stop = asyncio.Event()
         task = asyncio.ensure_future(app.run(stop))
