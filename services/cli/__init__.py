@@ -34,7 +34,9 @@ def cli(log_level: str) -> None:
     """choreokit: event-driven choreography on Kafka.
 
     Environment: CHOREO_KAFKA_BOOTSTRAP [127.0.0.1:9092], CHOREO_PROFILE
-    [local], the standard OTEL_* variables, CHOREO_OBSERVER_DB.
+    [local], CHOREO_DATA_DIR [.choreo], the standard OTEL_* variables, and
+    each service's own (docs/services.md, docs/saga-observer.md,
+    docs/gateway.md). Start with 'choreo demo' or 'choreo dev'.
     """
     logging.basicConfig(
         level=getattr(logging, log_level.upper()),

@@ -112,7 +112,14 @@ def dev(
 
 
 @click.command()
-@click.option("--orders", "count", default=100, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--orders",
+    "count",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="How many orders to place.",
+)
 @click.option("--seed", default=1, show_default=True, type=int, help="Decides the mix.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option(
@@ -127,7 +134,13 @@ def dev(
     help="Order intake of the running system (with --bootstrap).",
 )
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flows.")
-@click.option("--concurrency", default=16, show_default=True, type=click.IntRange(1, 256))
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Order requests in flight at once.",
+)
 @click.option(
     "--rate",
     default=10.0,
