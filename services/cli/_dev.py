@@ -173,8 +173,9 @@ def demo(
     Unless --bootstrap is given it starts 'choreo dev' in the background (on
     free ports), places the orders through the order intake (a quarter of them
     through the legacy API, as order.placed v1), follows every flow on the
-    topics until it ends, prints a summary and stops what it started. Exits 1
-    if any flow did not end the way its injected failure explains.
+    topics until it ends, checks the saga observer's verdicts against its own,
+    prints a summary and stops what it started. Exits 1 if any flow did not
+    end the way its injected failure explains, or the observer disagrees.
     """
     from services.runtime.embedded_broker import free_port
 
