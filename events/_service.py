@@ -7,6 +7,7 @@ import inspect
 import logging
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from itertools import chain
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -261,6 +262,17 @@ class Service:
             decoder=_raw_batch,
             **options,
         )
+
+        poll_ms = millis(settings.timing("poll_timeout"))
+
+        async def poll(consumer: Any) -> tuple[ConsumerRecord[bytes, bytes], ...]:
+            # FastStream's batch poll sleeps once more after an empty poll, adding up to a
+            # poll timeout of latency; getmany alone returns as soon as records arrive, so the
+            # timeout can be long (few idle wake-ups) without delaying anything.
+            batches = await consumer.getmany(timeout_ms=poll_ms, max_records=settings.max_batch)
+            return tuple(chain.from_iterable(batches.values()))
+
+        subscriber.get_msg = poll
 
         async def on_batch(records: tuple[ConsumerRecord[bytes, bytes], ...]) -> None:
             consumer = subscriber.consumer
