@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from functools import partial
 
 from opentelemetry import context as otel_context
 from opentelemetry.context import Context
+from opentelemetry.sdk.trace import Tracer as SdkTracer
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Span,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    Tracer,
+    TraceFlags,
     TracerProvider,
+    TraceState,
     get_current_span,
     set_span_in_context,
 )
@@ -24,9 +28,13 @@ from events import Delivery, Middleware, Outbound
 from tracing import _naming as names
 from tracing._context import handling
 from tracing._hooks import Next, Send, SendFuture
+from tracing._spans import FlowSpan, SpanFactory
 
-_TRACEPARENT = "traceparent"
-_TRACESTATE = "tracestate"
+_TRACEPARENT_HEADER = "traceparent"
+_TRACESTATE_HEADER = "tracestate"
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+"""Version 00 of W3C ``traceparent``, parsed here; anything else goes to the propagator."""
+_NO_PARENT = Context()
 
 
 class TracingMiddleware(Middleware):
@@ -53,31 +61,34 @@ class TracingMiddleware(Middleware):
     """
 
     def __init__(self, tracer_provider: TracerProvider) -> None:
-        self._tracer: Tracer = tracer_provider.get_tracer(
-            names.INSTRUMENTATION_NAME, schema_url=names.SCHEMA_URL
-        )
+        tracer = tracer_provider.get_tracer(names.INSTRUMENTATION_NAME, schema_url=names.SCHEMA_URL)
+        if not isinstance(tracer, SdkTracer):
+            raise TypeError(
+                "TracingMiddleware needs the OpenTelemetry SDK's TracerProvider "
+                f"(opentelemetry.sdk.trace), not {type(tracer_provider).__name__}"
+            )
+        scope = InstrumentationScope(names.INSTRUMENTATION_NAME, None, names.SCHEMA_URL)
+        self._spans = SpanFactory(tracer, scope)
         self._propagator = TraceContextTextMapPropagator()
 
     async def on_delivery(self, delivery: Delivery, call_next: Next) -> None:
         """Handle the record inside its ``process`` span, continuing the producer's trace."""
         envelope = delivery.envelope
         record = delivery.record
-        if envelope.traceparent is None:
-            parent = Context()  # no trace context: a new trace, whatever is current
+        if envelope.traceparent is None:  # no trace context: a new trace, whatever is current
+            span = self._spans.start(
+                names.process_span_name(record.topic), SpanKind.CONSUMER, None, _NO_PARENT
+            )
         else:
-            carrier = {_TRACEPARENT: envelope.traceparent}
-            if envelope.tracestate:
-                carrier[_TRACESTATE] = envelope.tracestate
-            parent = self._propagator.extract(carrier, context=Context())
-        span = self._tracer.start_span(
-            names.process_span_name(record.topic),
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            record_exception=False,
-            set_status_on_exception=False,
-        )
-        if span.is_recording():  # attributes only for spans that will be exported
-            span.set_attributes(names.consumer_attributes(record, envelope, delivery.group))
+            parent = self._remote_parent(envelope.traceparent, envelope.tracestate)
+            span = self._spans.start(
+                names.process_span_name(record.topic),
+                SpanKind.CONSUMER,
+                parent,
+                None if parent is not None else _NO_PARENT,
+            )
+        if isinstance(span, FlowSpan):  # attributes only for spans that will be exported
+            span.record(names.consumer_attributes(record, envelope, delivery.group))
         token = otel_context.attach(set_span_in_context(span))
         flow = handling.set(envelope)
         try:
@@ -89,6 +100,23 @@ class TracingMiddleware(Middleware):
             handling.reset(flow)
             otel_context.detach(token)
             span.end()
+
+    def _remote_parent(self, traceparent: str, tracestate: str | None) -> SpanContext | None:
+        """The producer's span context from W3C trace-context headers (``None`` if invalid)."""
+        match = _TRACEPARENT.fullmatch(traceparent)
+        if match is None:  # another version, or malformed: the propagator decides
+            carrier = {_TRACEPARENT_HEADER: traceparent}
+            if tracestate:
+                carrier[_TRACESTATE_HEADER] = tracestate
+            extracted = get_current_span(self._propagator.extract(carrier, context=Context()))
+            context = extracted.get_span_context()
+            return context if context.is_valid else None
+        trace_id = int(match[1], 16)
+        span_id = int(match[2], 16)
+        if not trace_id or not span_id:
+            return None
+        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
+        return SpanContext(trace_id, span_id, True, TraceFlags(int(match[3], 16)), state)
 
     async def on_attempt(self, delivery: Delivery, call_next: Next) -> None:
         """Note each failed try of the handler as an ``exception`` event (type only)."""
@@ -102,14 +130,15 @@ class TracingMiddleware(Middleware):
 
     async def on_publish(self, outbound: Outbound, send: Send) -> SendFuture:
         """Send the record inside its ``send`` span, with that span's context in its headers."""
-        span = self._tracer.start_span(
+        current = get_current_span().get_span_context()
+        span = self._spans.start(
             names.send_span_name(outbound.topic),
-            kind=SpanKind.PRODUCER,
-            record_exception=False,
-            set_status_on_exception=False,
+            SpanKind.PRODUCER,
+            current if current.is_valid else None,
+            None,
         )
-        if span.is_recording():
-            span.set_attributes(names.producer_attributes(outbound))
+        if isinstance(span, FlowSpan):
+            span.record(names.producer_attributes(outbound))
         traced = with_trace_of(outbound, span.get_span_context())
         try:
             future = await send(traced)
@@ -117,7 +146,7 @@ class TracingMiddleware(Middleware):
             _failed(span, exc)
             span.end()
             raise
-        if span.is_recording():  # a sampled-out span has nothing to record on acknowledgement
+        if isinstance(span, FlowSpan):  # a sampled-out span records nothing on acknowledgement
             future.add_done_callback(partial(_acknowledged, span))
         return future
 
@@ -159,7 +188,7 @@ def _acknowledged(span: Span, future: SendFuture) -> None:
         _failed(span, asyncio.CancelledError())
     elif (error := future.exception()) is not None:
         _failed(span, error)
-    elif span.is_recording():
+    elif isinstance(span, FlowSpan):
         metadata = future.result()
-        span.set_attributes(names.acknowledged_attributes(metadata.partition, metadata.offset))
+        span.record(names.acknowledged_attributes(metadata.partition, metadata.offset))
     span.end()

@@ -234,8 +234,6 @@ def _exporter(settings: TracingSettings) -> SpanExporter:
         )
 
         return HttpExporter(endpoint=settings.http_traces_url)
-    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
-        OTLPSpanExporter as GrpcExporter,
-    )
+    from tracing._export import GrpcSpanExporter  # grpc loads only when used
 
-    return GrpcExporter(endpoint=settings.otlp_endpoint)
+    return GrpcSpanExporter(endpoint=settings.otlp_endpoint)

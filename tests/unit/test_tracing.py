@@ -152,7 +152,7 @@ def test_error_type_is_the_exported_class_name() -> None:
 
 def test_traceparent_is_written_as_the_w3c_propagator_writes_it() -> None:
     middleware, _ = traced()
-    span = middleware._tracer.start_span("x")
+    span = middleware._spans.start("x", SpanKind.PRODUCER, None, None)
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, context=set_span_in_context(span))
     assert traceparent(span.get_span_context()) == carrier["traceparent"]
