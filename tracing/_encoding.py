@@ -20,7 +20,15 @@ from typing import Any, Final
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import Link, SpanContext
+from opentelemetry.trace import Link, SpanContext, SpanKind
+
+from tracing._naming import (
+    CLOUDEVENTS_EVENT_ID,
+    MESSAGING_KAFKA_OFFSET,
+    MESSAGING_MESSAGE_CONVERSATION_ID,
+    MESSAGING_MESSAGE_ID,
+)
+from tracing._spans import FlowSpan
 
 _LEN: Final = 2
 _ONE_BYTE: Final = 0x80
@@ -30,10 +38,17 @@ _OBJECTS_KEPT: Final = 64
 _CACHE_LIMIT: Final = 4096
 """Encoded attribute pairs kept; the cache starts over when it is full."""
 
+_UNIQUE: Final = frozenset(
+    {MESSAGING_MESSAGE_ID, MESSAGING_MESSAGE_CONVERSATION_ID, CLOUDEVENTS_EVENT_ID}
+)
+"""String attributes whose values rarely repeat: caching them would only churn the cache."""
+_UNIQUE_NUMBERS: Final = frozenset({MESSAGING_KAFKA_OFFSET})
+"""Integer attributes written in line."""
 _CONTEXT_HAS_IS_REMOTE: Final = 0x100
 _CONTEXT_IS_REMOTE: Final = 0x200
 
 _pack_fixed64 = struct.Struct("<Q").pack
+_pack_times = struct.Struct("<BQBQ").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack
 
@@ -55,9 +70,16 @@ def _tag(field: int, wire_type: int) -> bytes:
     return _varint(field << 3 | wire_type)
 
 
+_LEN_TAGS: Final = tuple(bytes((field << 3 | _LEN,)) for field in range(16))
+"""One-byte tags of length-delimited fields 0 to 15."""
+
+
 def _field(field: int, payload: bytes) -> bytes:
     """A length-delimited field (string, bytes or message)."""
-    return _tag(field, _LEN) + _varint(len(payload)) + payload
+    size = len(payload)
+    if field < len(_LEN_TAGS) and size < _ONE_BYTE:
+        return _LEN_TAGS[field] + bytes((size,)) + payload
+    return _tag(field, _LEN) + _varint(size) + payload
 
 
 # AnyValue (string 1, bool 2, int 3, double 4, array 5, kvlist 6, bytes 7): a oneof,
@@ -96,6 +118,8 @@ class SpanEncoder:
 
     def __init__(self) -> None:
         self._pairs: dict[tuple[int, str, str], bytes] = {}
+        self._keys: dict[str, bytes] = {}
+        self._heads: dict[tuple[str, SpanKind], bytes] = {}
         self._resources: dict[int, tuple[Resource, tuple[bytes, bytes]]] = {}
         self._scopes: dict[int, tuple[InstrumentationScope | None, tuple[bytes, bytes]]] = {}
 
@@ -147,7 +171,11 @@ class SpanEncoder:
         pairs = self._pairs
         out = []
         for key, value in attributes.items():
-            if type(value) is str:
+            if type(value) is not str:
+                out.append(_field(field, _key_value(key, value)))
+            elif key in _UNIQUE:  # an id: encoded each time, never cached
+                out.append(_field(field, self._key(key) + _field(2, _field(1, value.encode()))))
+            else:
                 encoded = pairs.get((field, key, value))
                 if encoded is None:
                     encoded = _field(field, _key_value(key, value))
@@ -155,11 +183,30 @@ class SpanEncoder:
                         pairs.clear()
                     pairs[field, key, value] = encoded
                 out.append(encoded)
-            else:
-                out.append(_field(field, _key_value(key, value)))
         return b"".join(out)
 
+    def _key(self, key: str) -> bytes:
+        """``KeyValue.key`` of ``key``, encoded."""
+        encoded = self._keys.get(key)
+        if encoded is None:
+            encoded = self._keys[key] = _field(1, key.encode())
+        return encoded
+
+    def _span_attributes(self, span: ReadableSpan) -> bytes:
+        """Field 9 of a span; what a :class:`FlowSpan` shares is encoded once."""
+        if type(span) is not FlowSpan:
+            return self._attributes(9, span.attributes or {})
+        own = self._attributes(9, span.own_attributes)
+        shared = span.shared_attributes
+        if shared is None:
+            return own
+        if shared.encoded is None:
+            shared.encoded = self._attributes(9, shared.values)
+        return shared.encoded + own
+
     def _span(self, span: ReadableSpan) -> bytes:  # noqa: PLR0912 (one branch per optional field)
+        if type(span) is FlowSpan and span.plain:
+            return self._flow_span(span)
         context = span.get_span_context()
         if context is None:
             raise ValueError(f"span {span.name!r} has no span context")
@@ -178,8 +225,7 @@ class SpanEncoder:
             out.append(b"\x39" + _pack_fixed64(span.start_time))
         if span.end_time:
             out.append(b"\x41" + _pack_fixed64(span.end_time))
-        if span.attributes:
-            out.append(self._attributes(9, span.attributes))
+        out.append(self._span_attributes(span))
         if span.dropped_attributes:
             out.append(b"\x50" + _varint(span.dropped_attributes))
         for event in span.events:
@@ -205,6 +251,66 @@ class SpanEncoder:
         out.append(b"\x85\x01" + _pack_fixed32(_flags(parent)))
         return b"".join(out)
 
+    def _flow_span(self, span: FlowSpan) -> bytes:
+        """A hop's span without events, links or a status: the fields it has, written in line."""
+        context = span.span_context
+        parent = span.parent
+        out = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08"]
+        out.append(context.span_id.to_bytes(8, "big"))
+        if context.trace_state:
+            out.append(_string(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
+        if parent is not None:
+            out.append(b"\x22\x08")
+            out.append(parent.span_id.to_bytes(8, "big"))
+        head = self._heads.get((span.name, span.kind))
+        if head is None:
+            head = _string(5, span.name) + b"\x30" + _varint(span.kind.value + 1)
+            if len(self._heads) >= _OBJECTS_KEPT:
+                self._heads.clear()
+            self._heads[span.name, span.kind] = head
+        out.append(head)
+        out.append(_pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0))
+        shared = span.shared_attributes
+        if shared is not None:
+            if shared.encoded is None:
+                shared.encoded = self._attributes(9, shared.values)
+            out.append(shared.encoded)
+        self._own_attributes(span.own_attributes, out)
+        out.append(_UNSET_STATUS)
+        remote = parent is not None and parent.is_remote
+        out.append(_REMOTE_PARENT_FLAGS if remote else _LOCAL_FLAGS)
+        return b"".join(out)
+
+    def _own_attributes(self, attributes: Mapping[str, Any], out: list[bytes]) -> None:
+        """Append a span's own attributes (field 9) to ``out``; ids and offsets in line."""
+        pairs = self._pairs
+        for key, value in attributes.items():
+            kind = type(value)
+            if kind is str and key in _UNIQUE:  # an id: written in line, never cached
+                encoded_key = self._key(key)
+                raw = value.encode()
+                size = len(raw)
+                inner = len(encoded_key) + size + 4
+                if inner < _ONE_BYTE:
+                    out.append(bytes((0x4A, inner)) + encoded_key)
+                    out.append(bytes((0x12, size + 2, 0x0A, size)) + raw)
+                else:
+                    out.append(_field(9, encoded_key + _field(2, _field(1, raw))))
+            elif kind is str:
+                encoded = pairs.get((9, key, value))
+                if encoded is None:
+                    encoded = _field(9, _key_value(key, value))
+                    if len(pairs) >= _CACHE_LIMIT:
+                        pairs.clear()
+                    pairs[9, key, value] = encoded
+                out.append(encoded)
+            elif kind is int and key in _UNIQUE_NUMBERS:  # an offset
+                number = _varint(value)
+                value_field = bytes((0x12, len(number) + 1, 0x18)) + number
+                out.append(_field(9, self._key(key) + value_field))
+            else:
+                out.append(_field(9, _key_value(key, value)))
+
     def _link(self, link: Link) -> bytes:
         context = link.context
         encoded = b"\x0a\x10" + context.trace_id.to_bytes(16, "big")
@@ -225,3 +331,10 @@ def _flags(parent: SpanContext | None) -> int:
     if parent is not None and parent.is_remote:
         return _CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE
     return _CONTEXT_HAS_IS_REMOTE
+
+
+_UNSET_STATUS: Final = _field(15, b"")
+_REMOTE_PARENT_FLAGS: Final = b"\x85\x01" + _pack_fixed32(
+    _CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE
+)
+_LOCAL_FLAGS: Final = b"\x85\x01" + _pack_fixed32(_CONTEXT_HAS_IS_REMOTE)

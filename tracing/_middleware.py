@@ -28,7 +28,7 @@ from events import Delivery, Middleware, Outbound
 from tracing import _naming as names
 from tracing._context import handling
 from tracing._hooks import Next, Send, SendFuture
-from tracing._spans import FlowSpan, SpanFactory
+from tracing._spans import FlowSpan, SharedAttributes, SpanFactory
 
 _TRACEPARENT_HEADER = "traceparent"
 _TRACESTATE_HEADER = "tracestate"
@@ -70,25 +70,38 @@ class TracingMiddleware(Middleware):
         scope = InstrumentationScope(names.INSTRUMENTATION_NAME, None, names.SCHEMA_URL)
         self._spans = SpanFactory(tracer, scope)
         self._propagator = TraceContextTextMapPropagator()
+        self._consumers: dict[tuple[str, str], tuple[str, SharedAttributes]] = {}
+        self._producers: dict[str, tuple[str, SharedAttributes]] = {}
+
+    def _consumer(self, topic: str, group: str) -> tuple[str, SharedAttributes]:
+        """The name and shared attributes of ``group``'s ``process`` spans on ``topic``."""
+        known = self._consumers.get((topic, group))
+        if known is None:
+            shared = SharedAttributes(names.consumer_fixed_attributes(topic, group))
+            known = self._consumers[topic, group] = (names.process_span_name(topic), shared)
+        return known
+
+    def _producer(self, topic: str) -> tuple[str, SharedAttributes]:
+        """The name and shared attributes of ``send`` spans to ``topic``."""
+        known = self._producers.get(topic)
+        if known is None:
+            shared = SharedAttributes(names.producer_fixed_attributes(topic))
+            known = self._producers[topic] = (names.send_span_name(topic), shared)
+        return known
 
     async def on_delivery(self, delivery: Delivery, call_next: Next) -> None:
         """Handle the record inside its ``process`` span, continuing the producer's trace."""
         envelope = delivery.envelope
         record = delivery.record
-        if envelope.traceparent is None:  # no trace context: a new trace, whatever is current
-            span = self._spans.start(
-                names.process_span_name(record.topic), SpanKind.CONSUMER, None, _NO_PARENT
-            )
-        else:
+        name, shared = self._consumer(record.topic, delivery.group)
+        parent = None
+        if envelope.traceparent is not None:
             parent = self._remote_parent(envelope.traceparent, envelope.tracestate)
-            span = self._spans.start(
-                names.process_span_name(record.topic),
-                SpanKind.CONSUMER,
-                parent,
-                None if parent is not None else _NO_PARENT,
-            )
+        # Without a (valid) trace context the record starts a new trace, whatever is current.
+        context = None if parent is not None else _NO_PARENT
+        span = self._spans.start(name, SpanKind.CONSUMER, parent, context, shared)
         if isinstance(span, FlowSpan):  # attributes only for spans that will be exported
-            span.record(names.consumer_attributes(record, envelope, delivery.group))
+            span.record(names.consumer_attributes(record, envelope))
         token = otel_context.attach(set_span_in_context(span))
         flow = handling.set(envelope)
         try:
@@ -131,12 +144,9 @@ class TracingMiddleware(Middleware):
     async def on_publish(self, outbound: Outbound, send: Send) -> SendFuture:
         """Send the record inside its ``send`` span, with that span's context in its headers."""
         current = get_current_span().get_span_context()
-        span = self._spans.start(
-            names.send_span_name(outbound.topic),
-            SpanKind.PRODUCER,
-            current if current.is_valid else None,
-            None,
-        )
+        name, shared = self._producer(outbound.topic)
+        parent = current if current.is_valid else None
+        span = self._spans.start(name, SpanKind.PRODUCER, parent, None, shared)
         if isinstance(span, FlowSpan):
             span.record(names.producer_attributes(outbound))
         traced = with_trace_of(outbound, span.get_span_context())

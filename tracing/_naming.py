@@ -78,9 +78,11 @@ __all__ = [
     "SEND",
     "acknowledged_attributes",
     "consumer_attributes",
+    "consumer_fixed_attributes",
     "error_type",
     "process_span_name",
     "producer_attributes",
+    "producer_fixed_attributes",
     "send_span_name",
 ]
 
@@ -95,31 +97,34 @@ def process_span_name(topic: str) -> str:
     return f"{PROCESS} {topic}"
 
 
-def _cloudevents(envelope: Envelope) -> dict[str, str]:
+def _cloudevents(envelope: Envelope) -> dict[str, str | int]:
     return {
         MESSAGING_MESSAGE_ID: envelope.id,
         MESSAGING_MESSAGE_CONVERSATION_ID: envelope.correlation_id,
         CLOUDEVENTS_EVENT_ID: envelope.id,
         CLOUDEVENTS_EVENT_SOURCE: envelope.source,
         CLOUDEVENTS_EVENT_TYPE: envelope.type,
+    }
+
+
+def producer_fixed_attributes(topic: str) -> dict[str, str | int]:
+    """Attributes every ``send`` span to ``topic`` shares."""
+    return {
+        MESSAGING_SYSTEM: KAFKA,
+        MESSAGING_OPERATION_NAME: SEND,
+        MESSAGING_OPERATION_TYPE: SEND,
+        MESSAGING_DESTINATION_NAME: topic,
         CLOUDEVENTS_EVENT_SPEC_VERSION: SPEC_VERSION,
     }
 
 
 def producer_attributes(outbound: Outbound) -> dict[str, str | int]:
-    """Attributes of a ``send`` span, known before the broker answers.
+    """Attributes of one ``send`` span known before the broker answers, beyond the shared ones.
 
     The partition and offset are added on acknowledgement (see
     :func:`acknowledged_attributes`).
     """
-    attributes: dict[str, str | int] = {
-        MESSAGING_SYSTEM: KAFKA,
-        MESSAGING_OPERATION_NAME: SEND,
-        MESSAGING_OPERATION_TYPE: SEND,
-        MESSAGING_DESTINATION_NAME: outbound.topic,
-    }
-    attributes.update(_cloudevents(outbound.envelope))
-    return attributes
+    return _cloudevents(outbound.envelope)
 
 
 def acknowledged_attributes(partition: int, offset: int) -> dict[str, str | int]:
@@ -127,18 +132,23 @@ def acknowledged_attributes(partition: int, offset: int) -> dict[str, str | int]
     return {MESSAGING_DESTINATION_PARTITION_ID: str(partition), MESSAGING_KAFKA_OFFSET: offset}
 
 
-def consumer_attributes(record: RecordInfo, envelope: Envelope, group: str) -> dict[str, str | int]:
-    """Attributes of a ``process`` span."""
-    attributes: dict[str, str | int] = {
+def consumer_fixed_attributes(topic: str, group: str) -> dict[str, str | int]:
+    """Attributes every ``process`` span of ``group`` on ``topic`` shares."""
+    return {
         MESSAGING_SYSTEM: KAFKA,
         MESSAGING_OPERATION_NAME: PROCESS,
         MESSAGING_OPERATION_TYPE: PROCESS,
-        MESSAGING_DESTINATION_NAME: record.topic,
-        MESSAGING_DESTINATION_PARTITION_ID: str(record.partition),
-        MESSAGING_KAFKA_OFFSET: record.offset,
+        MESSAGING_DESTINATION_NAME: topic,
         MESSAGING_CONSUMER_GROUP_NAME: group,
+        CLOUDEVENTS_EVENT_SPEC_VERSION: SPEC_VERSION,
     }
-    attributes.update(_cloudevents(envelope))
+
+
+def consumer_attributes(record: RecordInfo, envelope: Envelope) -> dict[str, str | int]:
+    """Attributes of one ``process`` span beyond the shared ones."""
+    attributes = _cloudevents(envelope)
+    attributes[MESSAGING_DESTINATION_PARTITION_ID] = str(record.partition)
+    attributes[MESSAGING_KAFKA_OFFSET] = record.offset
     return attributes
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
 from typing import Final, cast
 
@@ -26,7 +26,16 @@ from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import Event, ReadableSpan, Span, SpanLimits, SpanProcessor
 from opentelemetry.sdk.trace import Tracer as SdkTracer
-from opentelemetry.sdk.trace.sampling import DEFAULT_ON, Decision
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    DEFAULT_OFF,
+    DEFAULT_ON,
+    Decision,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
@@ -45,6 +54,21 @@ _SAMPLED_DECISIONS: Final = frozenset({Decision.RECORD_AND_SAMPLE})
 Attributes = dict[str, types.AttributeValue]
 
 
+class SharedAttributes:
+    """Attributes many spans share (a topic's, a consumer group's), built and encoded once.
+
+    Attributes:
+        values: The attributes.
+        encoded: Their OTLP encoding, set by the exporter's encoder on first use.
+    """
+
+    __slots__ = ("encoded", "values")
+
+    def __init__(self, values: Mapping[str, str | int]) -> None:
+        self.values: Mapping[str, str | int] = MappingProxyType(dict(values))
+        self.encoded: bytes | None = None
+
+
 class FlowSpan(trace.Span, ReadableSpan):
     """A recording span of one hop, exported through the provider's span processors.
 
@@ -54,6 +78,15 @@ class FlowSpan(trace.Span, ReadableSpan):
     counted as dropped.
     """
 
+    # Defaults most spans keep, as class attributes: fewer per-span writes.
+    _events: Sequence[Event] = ()
+    _links: Sequence[trace.Link] = ()
+    _status = Status(StatusCode.UNSET)
+    _instrumentation_info = None
+    _dropped_attributes = 0
+    _dropped_events = 0
+    _end_time: int | None = None
+
     def __init__(  # noqa: PLR0917 (built in one place, by SpanFactory.start)
         self,
         factory: SpanFactory,
@@ -61,6 +94,7 @@ class FlowSpan(trace.Span, ReadableSpan):
         context: SpanContext,
         parent: SpanContext | None,
         kind: SpanKind,
+        shared: SharedAttributes | None,
         attributes: Attributes,
     ) -> None:
         self._name = name
@@ -68,25 +102,46 @@ class FlowSpan(trace.Span, ReadableSpan):
         self._span_context = context
         self._parent = parent
         self._kind = kind
+        self._shared = shared
         self._attributes: Attributes = attributes
-        self._events: list[Event] = []
-        self._links: Sequence[trace.Link] = ()
-        self._status = _UNSET
         self._resource = factory.resource
         self._instrumentation_scope = factory.scope
-        self._instrumentation_info = None
         self._factory = factory
-        self._dropped_attributes = 0
-        self._dropped_events = 0
         self._start_time = time.time_ns()
-        self._end_time: int | None = None
 
     # -- ReadableSpan: what exporters read ------------------------------------------------
 
     @property
     def attributes(self) -> types.Attributes:
         """The span's attributes (read-only view)."""
-        return MappingProxyType(self._attributes)
+        if self._shared is None:
+            return MappingProxyType(self._attributes)
+        return MappingProxyType({**self._shared.values, **self._attributes})
+
+    @property
+    def span_context(self) -> SpanContext:
+        """The span's context (as ``get_span_context()``)."""
+        return self._span_context
+
+    @property
+    def plain(self) -> bool:
+        """Whether the span has only attributes: no events, links, status or dropped values."""
+        return (
+            not self._events
+            and self._status.status_code is StatusCode.UNSET
+            and not self._dropped_attributes
+            and not self._links
+        )
+
+    @property
+    def shared_attributes(self) -> SharedAttributes | None:
+        """The attributes this span shares with others (for the encoder)."""
+        return self._shared
+
+    @property
+    def own_attributes(self) -> Mapping[str, types.AttributeValue]:
+        """The attributes of this span alone (for the encoder)."""
+        return self._attributes
 
     @property
     def events(self) -> Sequence[Event]:
@@ -126,7 +181,11 @@ class FlowSpan(trace.Span, ReadableSpan):
         cleaned = self._factory.checked({key: value})
         if key not in cleaned:
             return
-        if key not in self._attributes and len(self._attributes) >= self._factory.max_attributes:
+        if self._shared is not None and key in self._shared.values:  # overridden: keep one copy
+            self._attributes = {**self._shared.values, **self._attributes}
+            self._shared = None
+        count = len(self._attributes) + (0 if self._shared is None else len(self._shared.values))
+        if key not in self._attributes and count >= self._factory.max_attributes:
             self._dropped_attributes += 1
             return
         self._attributes[key] = cleaned[key]
@@ -148,7 +207,7 @@ class FlowSpan(trace.Span, ReadableSpan):
             self._dropped_events += 1
             return
         cleaned = self._factory.checked(attributes or {})
-        self._events.append(Event(name, cleaned, timestamp or time.time_ns()))
+        self._events = [*self._events, Event(name, cleaned, timestamp or time.time_ns())]
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
@@ -192,9 +251,6 @@ class FlowSpan(trace.Span, ReadableSpan):
         self.end()
 
 
-_UNSET: Final = Status(StatusCode.UNSET)
-
-
 class SpanFactory:
     """Starts :class:`FlowSpan` objects as an SDK ``Tracer`` of the same provider would.
 
@@ -212,9 +268,9 @@ class SpanFactory:
         limits = SpanLimits()
         self.max_attributes = limits.max_span_attributes or _DEFAULT_LIMIT
         self.max_events = limits.max_events or _DEFAULT_LIMIT
-        self._max_value_length = limits.max_attribute_length
+        self._max_value_length = limits.max_span_attribute_length
         self._random_ids = self.ids.is_trace_id_random()
-        self._default_sampler = self.sampler is DEFAULT_ON
+        self._decide = _decider(self.sampler)
 
     def checked(self, attributes: Mapping[str, types.AttributeValue]) -> Attributes:
         """``attributes`` without the invalid values, checked (and warned about) as the SDK does."""
@@ -232,6 +288,7 @@ class SpanFactory:
         kind: SpanKind,
         parent: SpanContext | None,
         context: Context | None,
+        shared: SharedAttributes | None = None,
     ) -> trace.Span:
         """Start a span, child of ``parent`` (a new trace when it is ``None`` or invalid).
 
@@ -241,6 +298,7 @@ class SpanFactory:
             parent: The parent's span context (remote for a received record).
             context: The context ``parent`` comes from, for samplers that read
                 it; ``None`` means the current context.
+            shared: Attributes the span shares with others of its kind.
 
         Returns:
             A :class:`FlowSpan` when sampled, else a non-recording span that still
@@ -255,8 +313,8 @@ class SpanFactory:
             trace_id = parent.trace_id
             flags = parent.trace_flags & TraceFlags.RANDOM_TRACE_ID
         attributes: Attributes
-        if self._default_sampler:  # parentbased_always_on, decided without the SDK's call
-            sampled = parent is None or parent.trace_flags & TraceFlags.SAMPLED
+        if self._decide is not None:  # a standard sampler, decided without the SDK's call
+            sampled = self._decide(parent, trace_id)
             state = _EMPTY_STATE if parent is None else parent.trace_state
             attributes = {}
         else:
@@ -275,7 +333,47 @@ class SpanFactory:
         )
         if not sampled:
             return trace.NonRecordingSpan(span_context)
-        span = FlowSpan(self, name, span_context, parent, kind, attributes)
+        span = FlowSpan(self, name, span_context, parent, kind, shared, attributes)
         # Processors type their argument as the SDK's span; FlowSpan offers the same methods.
         self.processor.on_start(cast("Span", span), parent_context=context)
         return span
+
+
+Decide = Callable[[SpanContext | None, int], bool]
+"""Whether a span with this parent (``None``: a root) and trace id is sampled."""
+
+
+def _parent_sampled(parent: SpanContext) -> bool:
+    return bool(parent.trace_flags & TraceFlags.SAMPLED)
+
+
+def _decider(sampler: Sampler) -> Decide | None:  # noqa: PLR0911 (one answer per sampler)
+    """The decision of a standard sampler as a plain function, or ``None`` for any other.
+
+    The standard samplers (``OTEL_TRACES_SAMPLER``) add no attributes and keep
+    the parent's trace state, so only the decision matters; a parent-based one
+    with its default delegates follows the parent's sampled flag.
+    ``tests/unit/test_tracing_spans.py`` checks each against the SDK's own answer.
+    """
+    if sampler is ALWAYS_ON:
+        return lambda _parent, _trace_id: True
+    if sampler is ALWAYS_OFF:
+        return lambda _parent, _trace_id: False
+    if type(sampler) is TraceIdRatioBased:
+        return _ratio(sampler.bound)
+    if sampler is DEFAULT_ON:
+        return lambda parent, _trace_id: parent is None or _parent_sampled(parent)
+    if sampler is DEFAULT_OFF:
+        return lambda parent, _trace_id: parent is not None and _parent_sampled(parent)
+    root = getattr(sampler, "_root", None)  # ParentBasedTraceIdRatio keeps its ratio there
+    if type(sampler) is ParentBasedTraceIdRatio and type(root) is TraceIdRatioBased:
+        by_ratio = _ratio(root.bound)
+        return lambda parent, trace_id: (
+            by_ratio(None, trace_id) if parent is None else _parent_sampled(parent)
+        )
+    return None
+
+
+def _ratio(bound: int) -> Decide:
+    limit = TraceIdRatioBased.TRACE_ID_LIMIT
+    return lambda _parent, trace_id: trace_id & limit < bound

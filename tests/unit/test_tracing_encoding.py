@@ -69,6 +69,7 @@ def _spans() -> list[ReadableSpan]:
                     "floats": [0.0, 1.5],
                     "bools": [True, False],
                     "unicode": "grüße ✓",
+                    "mapping": {"a": 1, "b": "x", "nested": {"c": [True]}},
                 }
             )
             span.add_event("exception", {"exception.type": "ValueError"})
