@@ -14,6 +14,7 @@ from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from events._errors import BrokerUnavailableError
+from events._partitioner import KeyPartitioner
 from events._settings import Idempotence, KafkaSettings, Profile, millis
 
 logger = logging.getLogger("choreokit.kafka")
@@ -57,6 +58,7 @@ def producer_options(settings: KafkaSettings, *, idempotent: bool) -> dict[str, 
         "acks": "all",
         "enable_idempotence": idempotent,
         "linger_ms": millis(settings.linger),
+        "partitioner": KeyPartitioner(),
     }
 
 
