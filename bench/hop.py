@@ -121,7 +121,7 @@ class Meter:
                 future.add_done_callback(meter._ack)
             return future
 
-        AIOKafkaProducer.send = send  # type: ignore[method-assign]
+        AIOKafkaProducer.send = send
 
     async def wait(self) -> None:
         try:
@@ -382,9 +382,11 @@ def run(
                     asyncio.run(_prefill(broker.bootstrap, list(topics[s]), plan[s]))
                 for s in scenarios:
                     before = _spans_received(http_port)
-                    seconds, cpu = _scenario(s, broker.bootstrap, topics[s], plan[s], grpc_port)
+                    seconds, cpu_seconds = _scenario(
+                        s, broker.bootstrap, topics[s], plan[s], grpc_port
+                    )
                     rate = round(plan[s] / seconds, 1)
-                    cpu_us = round(cpu / plan[s] * 1e6, 1)
+                    cpu_us = round(cpu_seconds / plan[s] * 1e6, 1)
                     all_rates[s].append(rate)
                     line = f"{s:22s} {rate:10.0f} msgs/s {cpu_us:8.1f} us CPU/msg"
                     print(f"  round {round_ + 1}: {line}", file=sys.stderr)
