@@ -209,6 +209,15 @@ class FlowSpan(trace.Span, ReadableSpan):
         cleaned = self._factory.checked(attributes or {})
         self._events = [*self._events, Event(name, cleaned, timestamp or time.time_ns())]
 
+    def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
+        """Link another span (an invalid context without attributes is ignored, as in the SDK)."""
+        if self._end_time is not None:
+            return
+        if not context.is_valid and not attributes and not context.trace_state:
+            return
+        link = trace.Link(context, self._factory.checked(attributes or {}))
+        self._links = [*self._links, link]
+
     def update_name(self, name: str) -> None:
         """Rename the span."""
         if self._end_time is None:

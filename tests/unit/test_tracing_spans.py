@@ -243,6 +243,18 @@ def test_a_span_ends_once_and_then_takes_nothing() -> None:
     assert not finished.events
 
 
+def test_links_added_later_are_kept_and_encoded_as_the_sdk_encodes_them() -> None:
+    span, exporter = _flow_span({"messaging.system": "kafka"})
+    linked = SpanContext(0x1234, 0x5678, True, TraceFlags(TraceFlags.SAMPLED), STATE)
+    span.add_link(linked, {"link.reason": "batch"})
+    span.add_link(trace.INVALID_SPAN_CONTEXT)  # ignored, as the SDK does
+    span.end()
+    (finished,) = exporter.get_finished_spans()
+    assert [link.context for link in finished.links] == [linked]
+    decoded = ExportTraceServiceRequest.FromString(SpanEncoder().encode_request([finished]))
+    assert decoded == encode_spans([finished])
+
+
 def test_a_flow_span_works_as_a_context_manager() -> None:
     span, exporter = _flow_span()
     with span:
