@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.exporter import OTLPExporterMixin
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -23,6 +26,7 @@ from opentelemetry.trace import (
 )
 
 from tracing._encoding import SpanEncoder
+from tracing._export import GrpcSpanExporter
 
 pytestmark = pytest.mark.unit
 
@@ -120,3 +124,15 @@ def test_many_distinct_values_do_not_grow_the_cache_without_bound() -> None:
     decoded = ExportTraceServiceRequest.FromString(encoder.encode_request(spans))
     assert decoded == encode_spans(spans)
     assert len(encoder._pairs) <= 4096
+
+
+def test_the_grpc_exporter_sends_what_the_fast_encoder_writes() -> None:
+    spans = _spans()
+    exporter = GrpcSpanExporter(endpoint="http://127.0.0.1:4317")
+    try:
+        assert exporter._translate_data(spans) == encode_spans(spans)
+    finally:
+        exporter.shutdown()
+    # The hook overridden above is the one the SDK's exporter calls for every batch;
+    # if a later SDK stops calling it, export still works but loses the fast encoder.
+    assert "self._translate_data(" in inspect.getsource(OTLPExporterMixin._export)
