@@ -40,7 +40,6 @@ def test_keyed_records_go_where_the_default_partitioner_sends_them() -> None:
             key = str(rng.getrandbits(122)).encode()
             expected = theirs(key, partitions, partitions)
             assert ours(key, partitions, partitions) == expected
-            assert ours(key, partitions, partitions) == expected  # from the remembered hash
 
 
 def test_a_record_without_a_key_goes_to_an_available_partition() -> None:
