@@ -23,6 +23,8 @@ from aiokafka.partitioner import DefaultPartitioner
 _SEED: Final = 0x9747B28C
 _M: Final = 0x5BD1E995
 _MASK: Final = 0xFFFF_FFFF
+_UNKEYED: Final = DefaultPartitioner()
+"""A record without a key goes where aiokafka would send it (a random available partition)."""
 
 
 @lru_cache(maxsize=64)
@@ -61,5 +63,5 @@ class KeyPartitioner:
     ) -> int:
         """The partition of ``key``; a random available one for a record without a key."""
         if key is None:
-            return int(DefaultPartitioner()(key, all_partitions, available))
+            return int(_UNKEYED(key, all_partitions, available))
         return all_partitions[(murmur2(key) & 0x7FFF_FFFF) % len(all_partitions)]

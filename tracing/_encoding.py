@@ -24,7 +24,6 @@ from opentelemetry.trace import Link, SpanContext, SpanKind
 
 from tracing._naming import (
     CLOUDEVENTS_EVENT_ID,
-    MESSAGING_KAFKA_OFFSET,
     MESSAGING_MESSAGE_CONVERSATION_ID,
     MESSAGING_MESSAGE_ID,
 )
@@ -42,8 +41,6 @@ _UNIQUE: Final = frozenset(
     {MESSAGING_MESSAGE_ID, MESSAGING_MESSAGE_CONVERSATION_ID, CLOUDEVENTS_EVENT_ID}
 )
 """String attributes whose values rarely repeat: caching them would only churn the cache."""
-_UNIQUE_NUMBERS: Final = frozenset({MESSAGING_KAFKA_OFFSET})
-"""Integer attributes written in line."""
 _CONTEXT_HAS_IS_REMOTE: Final = 0x100
 _CONTEXT_IS_REMOTE: Final = 0x200
 
@@ -174,7 +171,7 @@ class SpanEncoder:
             if type(value) is not str:
                 out.append(_field(field, _key_value(key, value)))
             elif key in _UNIQUE:  # an id: encoded each time, never cached
-                out.append(_field(field, self._key(key) + _field(2, _field(1, value.encode()))))
+                out.append(self._unique(field, key, value))
             else:
                 encoded = pairs.get((field, key, value))
                 if encoded is None:
@@ -184,6 +181,24 @@ class SpanEncoder:
                     pairs[field, key, value] = encoded
                 out.append(encoded)
         return b"".join(out)
+
+    def _unique(self, field: int, key: str, value: str) -> bytes:
+        """A string pair written in line (the common case: every length fits one byte)."""
+        encoded_key = self._key(key)
+        raw = value.encode()
+        size = len(raw)
+        inner = len(encoded_key) + size + 4
+        if inner < _ONE_BYTE and field < len(_LEN_TAGS):
+            return b"".join(
+                (
+                    _LEN_TAGS[field],
+                    bytes((inner,)),
+                    encoded_key,
+                    bytes((0x12, size + 2, 0x0A, size)),
+                    raw,
+                )
+            )
+        return _field(field, encoded_key + _field(2, _field(1, raw)))
 
     def _key(self, key: str) -> bytes:
         """``KeyValue.key`` of ``key``, encoded."""
@@ -253,7 +268,7 @@ class SpanEncoder:
 
     def _flow_span(self, span: FlowSpan) -> bytes:
         """A hop's span without events, links or a status: the fields it has, written in line."""
-        context = span.span_context
+        context = span.get_span_context()
         parent = span.parent
         out = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08"]
         out.append(context.span_id.to_bytes(8, "big"))
@@ -270,46 +285,11 @@ class SpanEncoder:
             self._heads[span.name, span.kind] = head
         out.append(head)
         out.append(_pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0))
-        shared = span.shared_attributes
-        if shared is not None:
-            if shared.encoded is None:
-                shared.encoded = self._attributes(9, shared.values)
-            out.append(shared.encoded)
-        self._own_attributes(span.own_attributes, out)
+        out.append(self._span_attributes(span))
         out.append(_UNSET_STATUS)
         remote = parent is not None and parent.is_remote
         out.append(_REMOTE_PARENT_FLAGS if remote else _LOCAL_FLAGS)
         return b"".join(out)
-
-    def _own_attributes(self, attributes: Mapping[str, Any], out: list[bytes]) -> None:
-        """Append a span's own attributes (field 9) to ``out``; ids and offsets in line."""
-        pairs = self._pairs
-        for key, value in attributes.items():
-            kind = type(value)
-            if kind is str and key in _UNIQUE:  # an id: written in line, never cached
-                encoded_key = self._key(key)
-                raw = value.encode()
-                size = len(raw)
-                inner = len(encoded_key) + size + 4
-                if inner < _ONE_BYTE:
-                    out.append(bytes((0x4A, inner)) + encoded_key)
-                    out.append(bytes((0x12, size + 2, 0x0A, size)) + raw)
-                else:
-                    out.append(_field(9, encoded_key + _field(2, _field(1, raw))))
-            elif kind is str:
-                encoded = pairs.get((9, key, value))
-                if encoded is None:
-                    encoded = _field(9, _key_value(key, value))
-                    if len(pairs) >= _CACHE_LIMIT:
-                        pairs.clear()
-                    pairs[9, key, value] = encoded
-                out.append(encoded)
-            elif kind is int and key in _UNIQUE_NUMBERS:  # an offset
-                number = _varint(value)
-                value_field = bytes((0x12, len(number) + 1, 0x18)) + number
-                out.append(_field(9, self._key(key) + value_field))
-            else:
-                out.append(_field(9, _key_value(key, value)))
 
     def _link(self, link: Link) -> bytes:
         context = link.context

@@ -99,7 +99,6 @@ class FlowSpan(trace.Span, ReadableSpan):
     ) -> None:
         self._name = name
         self._context: SpanContext | None = context
-        self._span_context = context
         self._parent = parent
         self._kind = kind
         self._shared = shared
@@ -117,11 +116,6 @@ class FlowSpan(trace.Span, ReadableSpan):
         if self._shared is None:
             return MappingProxyType(self._attributes)
         return MappingProxyType({**self._shared.values, **self._attributes})
-
-    @property
-    def span_context(self) -> SpanContext:
-        """The span's context (as ``get_span_context()``)."""
-        return self._span_context
 
     @property
     def plain(self) -> bool:
@@ -162,7 +156,7 @@ class FlowSpan(trace.Span, ReadableSpan):
 
     def get_span_context(self) -> SpanContext:
         """The span's context (its trace and span ids)."""
-        return self._span_context
+        return cast("SpanContext", self._context)  # set once, never None
 
     def is_recording(self) -> bool:
         """Whether the span still takes attributes and events (until it ends)."""
