@@ -71,7 +71,8 @@ def postgres_url() -> Iterator[str]:
     except (OSError, asyncpg.PostgresError) as exc:
         pytest.fail(
             f"PostgreSQL is needed and not reachable at {base.render_as_string()} ({exc}); "
-            f"set {POSTGRES_ENV} to a server where this user may CREATE DATABASE"
+            f"set {POSTGRES_ENV} to a server where this user may CREATE DATABASE, "
+            "or run the suite through scripts/test, which starts a throwaway one"
         )
     yield base.set(database=name).render_as_string(hide_password=False)
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

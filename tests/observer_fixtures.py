@@ -86,7 +86,8 @@ def postgres_databases() -> Iterator[Callable[[], str]]:
             asyncio.run(admin(f'CREATE DATABASE "{name}"'))
         except (OSError, SQLAlchemyError) as exc:
             pytest.fail(
-                f"PostgreSQL at {base} is not usable ({type(exc).__name__}: {exc}); start one, "
+                f"PostgreSQL at {base} is not usable ({type(exc).__name__}: {exc}); run the suite "
+                "through scripts/test (it starts a throwaway server), "
                 f"or set {POSTGRES_ENV}=postgresql://USER@HOST:PORT/DB to a server where "
                 "databases may be created"
             )
