@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _models() -> list[Any]:
-    from events import Event, Registry
+    from choreokit.events import Event, Registry
 
     registry = Registry()
     models = []
@@ -52,7 +52,7 @@ def _models() -> list[Any]:
 
 async def _stage(index: int, bootstrap: str, ready: Path) -> None:
     """Handle step ``index`` and publish step ``index + 1`` until SIGTERM."""
-    from events import HandlerContext, KafkaSettings, Service
+    from choreokit.events import HandlerContext, KafkaSettings, Service
 
     models = _models()
     source, target = models[index], models[index + 1]
@@ -78,7 +78,7 @@ async def _stage(index: int, bootstrap: str, ready: Path) -> None:
 async def _drive(bootstrap: str, rate: float, seconds: float) -> list[float]:
     from aiokafka import AIOKafkaConsumer
 
-    from events import KafkaSettings, Service
+    from choreokit.events import KafkaSettings, Service
 
     models = _models()
     first, last = models[0], models[-1]
@@ -144,7 +144,7 @@ def main() -> None:
         asyncio.run(_stage(args.stage, args.bootstrap, args.ready))
         return
 
-    from services.runtime import EmbeddedBroker, free_port
+    from choreokit.services.runtime import EmbeddedBroker, free_port
 
     with EmbeddedBroker(port=free_port()) as broker, tempfile.TemporaryDirectory() as tmp:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}

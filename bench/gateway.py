@@ -35,9 +35,9 @@ from typing import Any
 
 import httpx
 
-from services.gateway import mint_key
-from services.gateway._keys import entry_document
-from services.runtime import EmbeddedBroker, free_port
+from choreokit.services.gateway import mint_key
+from choreokit.services.gateway._keys import entry_document
+from choreokit.services.runtime import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 CHOREO = str(Path(sys.executable).with_name("choreo"))

@@ -15,9 +15,9 @@ in its own Python process:
   ``ctx.publish``, no middleware at all.
 * ``choreokit``: an ``events.Service`` handler that publishes one event via
   ``ctx.publish``, tracing off (the trace-context relay in place, as
-  ``tracing.configure`` gives it without an endpoint).
+  ``choreokit.tracing.configure`` gives it without an endpoint).
 * ``choreokit-traced``: the same with tracing on, 100% sampled, exported over
-  OTLP/gRPC to the receiver process (``tracing.configure`` from the environment).
+  OTLP/gRPC to the receiver process (``choreokit.tracing.configure`` from the environment).
 * ``choreokit-traced-10``: the same, ``parentbased_traceidratio`` at 10%.
 
 Throughput is records handled per second from the first handled record until
@@ -208,8 +208,15 @@ async def _faststream(bootstrap: str, source: str, target: str, meter: Meter) ->
 async def _choreokit(
     bootstrap: str, source: str, target: str, meter: Meter, *, traced: bool, bare: bool = False
 ) -> Any:
-    from events import Event, HandlerContext, Idempotence, KafkaSettings, Registry, Service
-    from tracing import configure
+    from choreokit.events import (
+        Event,
+        HandlerContext,
+        Idempotence,
+        KafkaSettings,
+        Registry,
+        Service,
+    )
+    from choreokit.tracing import configure
 
     registry = Registry()
 
@@ -281,8 +288,8 @@ async def _measure(
 async def _prefill(bootstrap: str, topics: list[str], records: int) -> None:
     from aiokafka import AIOKafkaProducer
 
-    from events import Envelope, Idempotence, KafkaSettings, encode_headers
-    from events._kafka import ensure_topics
+    from choreokit.events import Envelope, Idempotence, KafkaSettings, encode_headers
+    from choreokit.events._kafka import ensure_topics
 
     settings = KafkaSettings(
         bootstrap=bootstrap, topic_partitions=PARTITIONS, idempotence=Idempotence.OFF
@@ -355,7 +362,7 @@ def run(
     records: int, faststream_records: int, scenarios: tuple[str, ...], rounds: int
 ) -> dict[str, Any]:
     """Run every scenario ``rounds`` times, interleaved; keep each one's best round."""
-    from services.runtime import EmbeddedBroker, free_port
+    from choreokit.services.runtime import EmbeddedBroker, free_port
 
     machine = _machine()
     plan = {s: (faststream_records if s == "faststream" else records) for s in scenarios}

@@ -31,12 +31,12 @@ import httpx
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
-from events import KafkaSettings
-from services.runtime import EmbeddedBroker, free_port
-from services.runtime.app import Runtime
-from services.runtime.database import create_engine
-from services.saga_observer.app import ObserverApp
-from services.saga_observer.settings import ObserverSettings
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime import EmbeddedBroker, free_port
+from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.database import create_engine
+from choreokit.services.saga_observer.app import ObserverApp
+from choreokit.services.saga_observer.settings import ObserverSettings
 from tests.order_flows import long_flow, mix, publish, steps_of
 
 DETAIL_REQUESTS = 50

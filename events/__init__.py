@@ -3,7 +3,7 @@
 Declare one model per (type, major version), connect versions with upcasters,
 and let a :class:`Service` handle and publish them::
 
-    from events import Event, HandlerContext, Service, upcaster
+    from choreokit.events import Event, HandlerContext, Service, upcaster
 
     class OrderPlaced(Event, type="order.placed", version=1, topic="orders"):
         order_id: str
@@ -18,11 +18,17 @@ The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
 ``docs/events.md``.
 """
 
-from events._codec import DecodedRecord, decode, encode_headers, encode_payload, to_structured
-from events._consumer import ConsumerStats, UnknownTypePolicy
-from events._dead_letter import dead_letter_topic, is_dead_letter_topic
-from events._envelope import Envelope
-from events._errors import (
+from choreokit.events._codec import (
+    DecodedRecord,
+    decode,
+    encode_headers,
+    encode_payload,
+    to_structured,
+)
+from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
+from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
+from choreokit.events._envelope import Envelope
+from choreokit.events._errors import (
     BrokerUnavailableError,
     ChoreoError,
     ConfigurationError,
@@ -40,16 +46,16 @@ from events._errors import (
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
-from events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
-from events._ids import new_event_id
-from events._middleware import Middleware
-from events._model import Event, EventInfo
-from events._outbound import Outbound
-from events._publisher import Publisher
-from events._registry import Registry, default_registry, upcaster
-from events._retry import RetryPolicy
-from events._service import Service
-from events._settings import Idempotence, KafkaSettings, Profile
+from choreokit.events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
+from choreokit.events._ids import new_event_id
+from choreokit.events._middleware import Middleware
+from choreokit.events._model import Event, EventInfo
+from choreokit.events._outbound import Outbound
+from choreokit.events._publisher import Publisher
+from choreokit.events._registry import Registry, default_registry, upcaster
+from choreokit.events._retry import RetryPolicy
+from choreokit.events._service import Service
+from choreokit.events._settings import Idempotence, KafkaSettings, Profile
 
 __all__ = [
     "BrokerUnavailableError",

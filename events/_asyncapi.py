@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 
-from events._contract import SchemaProblem, schema_path
-from events._dead_letter import dead_letter_topic
-from events._model import Event
-from events._registry import Registry
-from events._service import Service
+from choreokit.events._contract import SchemaProblem, schema_path
+from choreokit.events._dead_letter import dead_letter_topic
+from choreokit.events._model import Event
+from choreokit.events._registry import Registry
+from choreokit.events._service import Service
 
 ASYNCAPI_FILE = Path("asyncapi.yaml")
 ASYNCAPI_VERSION = "3.0.0"

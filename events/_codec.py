@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from events._envelope import (
+from choreokit.events._envelope import (
     CE_HEADERS,
     H_CAUSATION,
     H_CONTENT_TYPE,
@@ -29,13 +29,13 @@ from events._envelope import (
     STRUCTURED_JSON,
     Envelope,
 )
-from events._errors import (
+from choreokit.events._errors import (
     InvalidEnvelopeError,
     InvalidPayloadError,
     MalformedJsonError,
     UnsupportedContentTypeError,
 )
-from events._model import Event
+from choreokit.events._model import Event
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""

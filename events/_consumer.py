@@ -20,15 +20,15 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from events._codec import DecodedRecord, decode, header_value, record_time
-from events._dead_letter import dead_letter_headers, dead_letter_topic
-from events._envelope import H_TYPE
-from events._errors import (
+from choreokit.events._codec import DecodedRecord, decode, header_value, record_time
+from choreokit.events._dead_letter import dead_letter_headers, dead_letter_topic
+from choreokit.events._envelope import H_TYPE
+from choreokit.events._errors import (
     ChoreoError,
     UnknownEventTypeError,
     VersionTooNewError,
 )
-from events._handling import (
+from choreokit.events._handling import (
     Delivery,
     HandlerContext,
     HandlerSpec,
@@ -36,12 +36,12 @@ from events._handling import (
     RecordInfo,
     current_context,
 )
-from events._middleware import Middleware, overrides
-from events._model import Event
-from events._outbound import SendFuture
-from events._publisher import Publisher
-from events._registry import Registry
-from events._retry import RetryPolicy, is_retriable
+from choreokit.events._middleware import Middleware, overrides
+from choreokit.events._model import Event
+from choreokit.events._outbound import SendFuture
+from choreokit.events._publisher import Publisher
+from choreokit.events._registry import Registry
+from choreokit.events._retry import RetryPolicy, is_retriable
 
 logger = logging.getLogger("choreokit.consumer")
 

@@ -20,8 +20,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from events._model import Event
-from events._registry import Registry
+from choreokit.events._model import Event
+from choreokit.events._registry import Registry
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment"})

@@ -7,14 +7,14 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from events._envelope import Envelope
-from events._errors import ConfigurationError
-from events._ids import derived_event_id
-from events._model import Event
+from choreokit.events._envelope import Envelope
+from choreokit.events._errors import ConfigurationError
+from choreokit.events._ids import derived_event_id
+from choreokit.events._model import Event
 
 if TYPE_CHECKING:
-    from events._outbound import Outbound, SendFuture
-    from events._publisher import Publisher
+    from choreokit.events._outbound import Outbound, SendFuture
+    from choreokit.events._publisher import Publisher
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
-from events._errors import BrokerUnavailableError
-from events._partitioner import KeyPartitioner
-from events._settings import Idempotence, KafkaSettings, Profile, millis
+from choreokit.events._errors import BrokerUnavailableError
+from choreokit.events._partitioner import KeyPartitioner
+from choreokit.events._settings import Idempotence, KafkaSettings, Profile, millis
 
 logger = logging.getLogger("choreokit.kafka")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from events._handling import Delivery, Next
-from events._outbound import Outbound, Send, SendFuture
+from choreokit.events._handling import Delivery, Next
+from choreokit.events._outbound import Outbound, Send, SendFuture
 
 
 class Middleware:

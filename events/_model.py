@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from events._errors import SchemaError
+from choreokit.events._errors import SchemaError
 
 if TYPE_CHECKING:
-    from events._registry import Registry
+    from choreokit.events._registry import Registry
 
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -85,7 +85,7 @@ class Event(BaseModel):
             )
         cls.__event__ = EventInfo(type=type, version=version, topic=topic)
         if registry is None:
-            from events._registry import default_registry
+            from choreokit.events._registry import default_registry
 
             registry = default_registry
         cls.__event_registry__ = registry

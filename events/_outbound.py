@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from aiokafka.structs import RecordMetadata
 
-from events._envelope import Envelope
-from events._model import Event
+from choreokit.events._envelope import Envelope
+from choreokit.events._model import Event
 
 SendFuture = asyncio.Future[RecordMetadata]
 

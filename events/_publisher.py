@@ -10,13 +10,13 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from events._codec import encode_headers, encode_payload
-from events._envelope import Envelope
-from events._errors import ConfigurationError, PublishError
-from events._ids import new_event_id
-from events._middleware import Middleware, overrides
-from events._model import Event
-from events._outbound import Outbound, Send, SendFuture
+from choreokit.events._codec import encode_headers, encode_payload
+from choreokit.events._envelope import Envelope
+from choreokit.events._errors import ConfigurationError, PublishError
+from choreokit.events._ids import new_event_id
+from choreokit.events._middleware import Middleware, overrides
+from choreokit.events._model import Event
+from choreokit.events._outbound import Outbound, Send, SendFuture
 
 
 class Publisher:

@@ -8,14 +8,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
-from events._errors import (
+from choreokit.events._errors import (
     MissingUpcasterError,
     SchemaError,
     UnknownEventTypeError,
     UnknownEventVersionError,
     VersionTooNewError,
 )
-from events._model import Event
+from choreokit.events._model import Event
 
 _S = TypeVar("_S", bound=Event)
 _T = TypeVar("_T", bound=Event)

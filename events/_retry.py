@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from pydantic import ValidationError
 
-from events._errors import ChoreoError
+from choreokit.events._errors import ChoreoError
 
 
 @dataclass(frozen=True, slots=True)

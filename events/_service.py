@@ -17,18 +17,18 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
-from events._dead_letter import dead_letter_topic
-from events._envelope import Envelope
-from events._errors import ConfigurationError
-from events._handling import HandlerSpec, current_context
-from events._kafka import client_options, consumer_options, ensure_topics, start_producer
-from events._middleware import Middleware
-from events._model import Event
-from events._publisher import Publisher
-from events._registry import Registry, default_registry
-from events._retry import RetryPolicy
-from events._settings import KafkaSettings, millis
+from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
+from choreokit.events._dead_letter import dead_letter_topic
+from choreokit.events._envelope import Envelope
+from choreokit.events._errors import ConfigurationError
+from choreokit.events._handling import HandlerSpec, current_context
+from choreokit.events._kafka import client_options, consumer_options, ensure_topics, start_producer
+from choreokit.events._middleware import Middleware
+from choreokit.events._model import Event
+from choreokit.events._publisher import Publisher
+from choreokit.events._registry import Registry, default_registry
+from choreokit.events._retry import RetryPolicy
+from choreokit.events._settings import KafkaSettings, millis
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[..., Awaitable[None]]

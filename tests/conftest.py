@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from events import KafkaSettings
-from services.runtime import EmbeddedBroker, free_port
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime import EmbeddedBroker, free_port
 
 TESTS = Path(__file__).parent
 LAYERS = ("unit", "integration", "e2e")

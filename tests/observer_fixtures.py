@@ -27,17 +27,17 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from events import KafkaSettings
-from events._kafka import ensure_topics
-from services.orders.saga import ORDER_SAGA
-from services.runtime import EmbeddedBroker, free_port
-from services.runtime.app import Runtime
-from services.runtime.database import create_engine
-from services.saga_observer import SagaCatalog
-from services.saga_observer.app import ObserverApp
-from services.saga_observer.queries import Queries
-from services.saga_observer.settings import ObserverSettings
-from services.saga_observer.store import open_engines
+from choreokit.events import KafkaSettings
+from choreokit.events._kafka import ensure_topics
+from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.runtime import EmbeddedBroker, free_port
+from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.database import create_engine
+from choreokit.services.saga_observer import SagaCatalog
+from choreokit.services.saga_observer.app import ObserverApp
+from choreokit.services.saga_observer.queries import Queries
+from choreokit.services.saga_observer.settings import ObserverSettings
+from choreokit.services.saga_observer.store import open_engines
 from tests.integration.kafka_io import end_offsets
 from tests.order_flows import DOMAIN_TOPICS
 from tests.support import unique

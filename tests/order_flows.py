@@ -19,10 +19,22 @@ from enum import StrEnum
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
-from events import Envelope, Event, KafkaSettings, Publisher, encode_headers, encode_payload
-from events._kafka import ensure_topics, producer_options
-from services.inventory.events import ReservedLine, StockRejected, StockReleased, StockReserved
-from services.orders.events import (
+from choreokit.events import (
+    Envelope,
+    Event,
+    KafkaSettings,
+    Publisher,
+    encode_headers,
+    encode_payload,
+)
+from choreokit.events._kafka import ensure_topics, producer_options
+from choreokit.services.inventory.events import (
+    ReservedLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from choreokit.services.orders.events import (
     Address,
     CancelReason,
     OrderCancelled,
@@ -31,8 +43,8 @@ from services.orders.events import (
     OrderPlaced,
     OrderPlacedV1,
 )
-from services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
-from services.shipping.events import ShipmentCompleted, ShipmentFailed
+from choreokit.services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
+from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
 from tests.support import record
 
 DOMAIN_TOPICS = ("orders", "inventory", "payments", "shipping")

@@ -14,7 +14,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
-from events import Envelope, Event, encode_headers, encode_payload
+from choreokit.events import Envelope, Event, encode_headers, encode_payload
 
 
 def unique(prefix: str = "t") -> str:
@@ -176,7 +176,7 @@ class Catalog:
 
 def catalog(prefix: str | None = None) -> Catalog:
     """Declare ``item.added`` v1/v2 (with an upcaster), a sibling type and an output type."""
-    from events import Event, Registry
+    from choreokit.events import Event, Registry
 
     base = prefix or unique()
     topic, out_topic = f"{base}.in", f"{base}.out"

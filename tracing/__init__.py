@@ -11,10 +11,10 @@ returns a :class:`Telemetry` whose middlewares a service uses; the runtime
     telemetry.shutdown()  # flushes the spans still queued
 """
 
-from tracing._logs import JsonFormatter, LogFormat, TraceContextFilter, configure_logging
-from tracing._middleware import TracingMiddleware
-from tracing._relay import TraceContextRelay
-from tracing._setup import (
+from choreokit.tracing._logs import JsonFormatter, LogFormat, TraceContextFilter, configure_logging
+from choreokit.tracing._middleware import TracingMiddleware
+from choreokit.tracing._relay import TraceContextRelay
+from choreokit.tracing._setup import (
     OtlpProtocol,
     Telemetry,
     TracesExporter,

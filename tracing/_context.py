@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextvars import ContextVar
 
-from events import Envelope
+from choreokit.events import Envelope
 
 handling: ContextVar[Envelope | None] = ContextVar("choreokit_handling", default=None)
 """Envelope of the record whose handling is running in this task (``None`` elsewhere).

@@ -22,12 +22,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import Link, SpanContext, SpanKind
 
-from tracing._naming import (
+from choreokit.tracing._naming import (
     CLOUDEVENTS_EVENT_ID,
     MESSAGING_MESSAGE_CONVERSATION_ID,
     MESSAGING_MESSAGE_ID,
 )
-from tracing._spans import FlowSpan
+from choreokit.tracing._spans import FlowSpan
 
 _LEN: Final = 2
 _ONE_BYTE: Final = 0x80

@@ -9,7 +9,7 @@ from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExport
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.trace import ReadableSpan
 
-from tracing._encoding import SpanEncoder
+from choreokit.tracing._encoding import SpanEncoder
 
 
 class GrpcSpanExporter(OTLPSpanExporter):

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from aiokafka.structs import RecordMetadata
 
-from events import Delivery, Outbound
+from choreokit.events import Delivery, Outbound
 
 Next = Callable[[Delivery], Awaitable[None]]
 """The rest of the delivery chain."""

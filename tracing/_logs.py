@@ -13,8 +13,8 @@ from opentelemetry.trace import format_span_id, format_trace_id, get_current_spa
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from events import ConfigurationError
-from tracing._context import handling
+from choreokit.events import ConfigurationError
+from choreokit.tracing._context import handling
 
 TRACE_ID = "trace_id"
 SPAN_ID = "span_id"

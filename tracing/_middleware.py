@@ -24,11 +24,11 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from events import Delivery, Middleware, Outbound
-from tracing import _naming as names
-from tracing._context import handling
-from tracing._hooks import Next, Send, SendFuture
-from tracing._spans import FlowSpan, SharedAttributes, SpanFactory
+from choreokit.events import Delivery, Middleware, Outbound
+from choreokit.tracing import _naming as names
+from choreokit.tracing._context import handling
+from choreokit.tracing._hooks import Next, Send, SendFuture
+from choreokit.tracing._spans import FlowSpan, SharedAttributes, SpanFactory
 
 _TRACEPARENT_HEADER = "traceparent"
 _TRACESTATE_HEADER = "tracestate"
@@ -52,11 +52,11 @@ class TracingMiddleware(Middleware):
       acknowledges the record (with its partition and offset) or refuses it
       (with ``error.type``).
 
-    Attribute keys and span names are in ``tracing._naming``; no payload, no
+    Attribute keys and span names are in ``choreokit.tracing._naming``; no payload, no
     record key and no exception message ever becomes an attribute or event.
 
     Args:
-        tracer_provider: Where spans go (``tracing.configure`` builds one from the
+        tracer_provider: Where spans go (``choreokit.tracing.configure`` builds one from the
             environment; tests pass one with an in-memory exporter).
     """
 

@@ -37,7 +37,7 @@ from opentelemetry.semconv.attributes.error_attributes import ERROR_TYPE
 from opentelemetry.semconv.attributes.exception_attributes import EXCEPTION_TYPE
 from opentelemetry.semconv.schemas import Schemas
 
-from events import Envelope, Outbound, RecordInfo
+from choreokit.events import Envelope, Outbound, RecordInfo
 
 INSTRUMENTATION_NAME: Final = "choreokit"
 """The instrumentation scope of every span choreokit makes."""
@@ -156,7 +156,8 @@ def error_type(error: BaseException) -> str:
     """``error.type`` of a failure: the exception's class, named as its package exports it.
 
     Built-in exceptions keep their bare name (``TimeoutError``); private module
-    segments are left out (``events.PublishError``, not ``events._errors.PublishError``).
+    segments are left out (``choreokit.events.PublishError``, not
+    ``choreokit.events._errors.PublishError``).
     """
     kind = type(error)
     if kind.__module__ == "builtins":

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from events import Delivery, Middleware, Outbound
-from tracing._context import handling
-from tracing._hooks import Next, Send, SendFuture
+from choreokit.events import Delivery, Middleware, Outbound
+from choreokit.tracing._context import handling
+from choreokit.tracing._hooks import Next, Send, SendFuture
 
 
 class TraceContextRelay(Middleware):

@@ -13,9 +13,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExport
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from events import ConfigurationError, Middleware
-from tracing._middleware import TracingMiddleware
-from tracing._relay import TraceContextRelay
+from choreokit.events import ConfigurationError, Middleware
+from choreokit.tracing._middleware import TracingMiddleware
+from choreokit.tracing._relay import TraceContextRelay
 
 logger = logging.getLogger("choreokit.tracing")
 
@@ -234,6 +234,6 @@ def _exporter(settings: TracingSettings) -> SpanExporter:
         )
 
         return HttpExporter(endpoint=settings.http_traces_url)
-    from tracing._export import GrpcSpanExporter  # grpc loads only when used
+    from choreokit.tracing._export import GrpcSpanExporter  # grpc loads only when used
 
     return GrpcSpanExporter(endpoint=settings.otlp_endpoint)

@@ -40,7 +40,7 @@ from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 from opentelemetry.util import types
 
-from tracing._naming import EXCEPTION_EVENT, EXCEPTION_TYPE, error_type
+from choreokit.tracing._naming import EXCEPTION_EVENT, EXCEPTION_TYPE, error_type
 
 logger = logging.getLogger("choreokit.tracing")
 

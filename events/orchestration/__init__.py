@@ -18,8 +18,8 @@ a choreography::
 See ``docs/orchestration.md``.
 """
 
-from events.orchestration._orchestration import Orchestration, Outcome
-from events.orchestration._steps import Step, StepContext, StepFailedError
-from events.orchestration._store import RunStatus
+from choreokit.events.orchestration._orchestration import Orchestration, Outcome
+from choreokit.events.orchestration._steps import Step, StepContext, StepFailedError
+from choreokit.events.orchestration._store import RunStatus
 
 __all__ = ["Orchestration", "Outcome", "RunStatus", "Step", "StepContext", "StepFailedError"]

@@ -12,10 +12,10 @@ from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events._errors import ConfigurationError
-from events._retry import is_retriable
-from events.orchestration._steps import JSON, Step, StepContext
-from events.orchestration._store import (
+from choreokit.events._errors import ConfigurationError
+from choreokit.events._retry import is_retriable
+from choreokit.events.orchestration._steps import JSON, Step, StepContext
+from choreokit.events.orchestration._store import (
     OrchestrationStore,
     RunState,
     RunStatus,

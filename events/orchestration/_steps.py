@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from events._errors import ChoreoError
-from events._retry import RetryPolicy
+from choreokit.events._errors import ChoreoError
+from choreokit.events._retry import RetryPolicy
 
 JSON = Any
 """A JSON-ready value (what steps take and return, and what is persisted)."""

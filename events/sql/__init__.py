@@ -7,11 +7,11 @@
   transaction as a database change; the relay sends them once committed.
 
 Both work on SQLite and PostgreSQL through SQLAlchemy's asyncio engine (see
-``services.runtime.database.create_engine``). See ``docs/persistence.md``.
+``choreokit.services.runtime.database.create_engine``). See ``docs/persistence.md``.
 """
 
-from events.sql._inbox import Inbox, transaction
-from events.sql._outbox import Outbox, OutboxRelay
-from events.sql._tables import create_tables, metadata
+from choreokit.events.sql._inbox import Inbox, transaction
+from choreokit.events.sql._outbox import Outbox, OutboxRelay
+from choreokit.events.sql._tables import create_tables, metadata
 
 __all__ = ["Inbox", "Outbox", "OutboxRelay", "create_tables", "metadata", "transaction"]

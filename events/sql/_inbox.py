@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events._errors import ConfigurationError
-from events._handling import Delivery, Next
-from events._middleware import Middleware
-from events._registry import Registry, default_registry
-from events.sql._records import dumps_all, loads_all
-from events.sql._tables import inbox
+from choreokit.events._errors import ConfigurationError
+from choreokit.events._handling import Delivery, Next
+from choreokit.events._middleware import Middleware
+from choreokit.events._registry import Registry, default_registry
+from choreokit.events.sql._records import dumps_all, loads_all
+from choreokit.events.sql._tables import inbox
 
 logger = logging.getLogger("choreokit.inbox")
 

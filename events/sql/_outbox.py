@@ -14,11 +14,11 @@ from opentelemetry import propagate
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events._outbound import Outbound
-from events._publisher import Publisher
-from events._registry import Registry, default_registry
-from events.sql._records import dump, load
-from events.sql._tables import outbox
+from choreokit.events._outbound import Outbound
+from choreokit.events._publisher import Publisher
+from choreokit.events._registry import Registry, default_registry
+from choreokit.events.sql._records import dump, load
+from choreokit.events.sql._tables import outbox
 
 logger = logging.getLogger("choreokit.outbox")
 

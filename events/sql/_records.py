@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from events._envelope import Envelope
-from events._outbound import Outbound
-from events._registry import Registry
+from choreokit.events._envelope import Envelope
+from choreokit.events._outbound import Outbound
+from choreokit.events._registry import Registry
 
 
 def dump(outbound: Outbound) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 metadata = MetaData()
-"""Tables of ``events.sql``; :func:`create_tables` creates them."""
+"""Tables of ``choreokit.events.sql``; :func:`create_tables` creates them."""
 
 inbox = Table(
     "choreo_inbox",

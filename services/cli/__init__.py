@@ -7,15 +7,15 @@ import sys
 
 import click
 
-from services.cli._broker import broker
-from services.cli._dev import demo, dev
-from services.cli._gateway import gateway_key
-from services.cli._health import health
-from services.cli._publish import publish
-from services.cli._run import run
-from services.cli._schemas import schemas
-from services.cli._tail import tail
-from services.cli._topics import topics
+from choreokit.services.cli._broker import broker
+from choreokit.services.cli._dev import demo, dev
+from choreokit.services.cli._gateway import gateway_key
+from choreokit.services.cli._health import health
+from choreokit.services.cli._publish import publish
+from choreokit.services.cli._run import run
+from choreokit.services.cli._schemas import schemas
+from choreokit.services.cli._tail import tail
+from choreokit.services.cli._topics import topics
 
 __all__ = ["cli", "main"]
 

@@ -1,5 +1,5 @@
-"""``python -m services.cli`` is ``choreo`` (how ``choreo dev`` starts its children)."""
+"""``python -m choreokit.services.cli`` is ``choreo`` (how ``choreo dev`` starts its children)."""
 
-from services.cli import main
+from choreokit.services.cli import main
 
 main()

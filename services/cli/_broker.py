@@ -9,7 +9,7 @@ from types import FrameType
 
 import click
 
-from events import EmbeddedBrokerError
+from choreokit.events import EmbeddedBrokerError
 
 
 @click.command()
@@ -27,7 +27,7 @@ def broker(host: str, port: int, log: Path | None) -> None:
     Everything it holds is lost when it stops. It has no idempotent producer and
     no transactions; services detect that and turn idempotence off.
     """
-    from services.runtime import EmbeddedBroker
+    from choreokit.services.runtime import EmbeddedBroker
 
     embedded = EmbeddedBroker(host, port, log=log)
     stopping = threading.Event()

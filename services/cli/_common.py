@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
-from events import ChoreoError, ConfigurationError
+from choreokit.events import ChoreoError, ConfigurationError
 
 T = TypeVar("T")
 

@@ -54,8 +54,8 @@ def dev(
     A service that dies is restarted (and it is said on stderr). Ctrl-C or
     SIGTERM stops every process it started. Logs: DATA_DIR/logs/.
     """
-    from services.runtime.app import service_names
-    from services.runtime.supervisor import HTTP_SERVICES, Supervisor
+    from choreokit.services.runtime.app import service_names
+    from choreokit.services.runtime.supervisor import HTTP_SERVICES, Supervisor
 
     known = service_names()
     chosen = [s.strip() for s in only.split(",")] if only else list(known)
@@ -177,7 +177,7 @@ def demo(
     prints a summary and stops what it started. Exits 1 if any flow did not
     end the way its injected failure explains, or the observer disagrees.
     """
-    from services.runtime.embedded_broker import free_port
+    from choreokit.services.runtime.embedded_broker import free_port
 
     started: subprocess.Popen[bytes] | None = None
     urls: dict[str, str] = {}
@@ -195,7 +195,7 @@ def demo(
             [
                 sys.executable,
                 "-m",
-                "services.cli",
+                "choreokit.services.cli",
                 "dev",
                 "--port",
                 str(port),
@@ -220,7 +220,7 @@ def demo(
             orders_url = urls["orders"].removesuffix("/orders")
     from datetime import timedelta
 
-    from services.demo.driver import drive
+    from choreokit.services.demo.driver import drive
 
     try:
         summary = asyncio.run(
@@ -251,7 +251,7 @@ def demo(
 def _wait_for_dev(
     process: subprocess.Popen[bytes], data_dir: Path, *, timeout: float
 ) -> dict[str, Any]:
-    from services.runtime.supervisor import read_state
+    from choreokit.services.runtime.supervisor import read_state
 
     deadline = time.monotonic() + timeout
     while True:

@@ -60,9 +60,9 @@ def create(
     """Mint an API key (see the command help)."""
     import yaml
 
-    from events import ConfigurationError
-    from services.gateway import mint_key
-    from services.gateway._keys import entry_document
+    from choreokit.events import ConfigurationError
+    from choreokit.services.gateway import mint_key
+    from choreokit.services.gateway._keys import entry_document
 
     try:
         minted = mint_key(

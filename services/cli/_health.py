@@ -23,7 +23,7 @@ def health(max_age: float) -> None:
     it every few seconds from its event loop; this checks the file is there
     and fresh.
     """
-    from services.runtime.app import READY_FILE_ENV
+    from choreokit.services.runtime.app import READY_FILE_ENV
 
     path = os.environ.get(READY_FILE_ENV)
     if not path:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from services.cli._common import bootstrap_option, run_async
+from choreokit.services.cli._common import bootstrap_option, run_async
 
 
 def _read_data(data: str) -> Any:
@@ -70,9 +70,9 @@ def publish(
     bootstrap: str,
 ) -> None:
     """Validate one event and publish it (see the command help)."""
-    from events import Service, UnknownEventTypeError, default_registry
-    from events._codec import describe
-    from services.runtime.discovery import load_event_modules
+    from choreokit.events import Service, UnknownEventTypeError, default_registry
+    from choreokit.events._codec import describe
+    from choreokit.services.runtime.discovery import load_event_modules
 
     payload = _read_data(data)
     load_event_modules()
@@ -94,7 +94,7 @@ def publish(
         raise SystemExit(2) from None
 
     async def send() -> dict[str, Any]:
-        from events import KafkaSettings
+        from choreokit.events import KafkaSettings
 
         service = Service(
             "choreo-cli",

@@ -20,7 +20,7 @@ async def _heartbeat(stop: asyncio.Event) -> None:
     import os
     from pathlib import Path
 
-    from services.runtime.app import READY_FILE_ENV
+    from choreokit.services.runtime.app import READY_FILE_ENV
 
     path = os.environ.get(READY_FILE_ENV)
     while path and not stop.is_set():
@@ -35,7 +35,7 @@ class _ListsServices(click.Command):
     """Lists the installed services under the help text, looked up only when help is shown."""
 
     def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:  # noqa: ARG002 - click's signature
-        from services.runtime.app import service_names
+        from choreokit.services.runtime.app import service_names
 
         formatter.write_paragraph()
         formatter.write_text(f"Services: {', '.join(service_names()) or 'none installed'}.")
@@ -57,9 +57,9 @@ def run(service: str, name: str | None) -> None:
     Configuration comes from the environment (CHOREO_KAFKA_*, CHOREO_PROFILE,
     OTEL_*, CHOREO_LOG_FORMAT=text|json, and each service's own).
     """
-    from events import ChoreoError, KafkaSettings
-    from services.runtime.app import Runtime, default_name, load_factory
-    from tracing import configure, configure_logging
+    from choreokit.events import ChoreoError, KafkaSettings
+    from choreokit.services.runtime.app import Runtime, default_name, load_factory
+    from choreokit.tracing import configure, configure_logging
 
     level = logging.getLogger().level
     name = name or default_name(service)

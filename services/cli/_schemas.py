@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 if TYPE_CHECKING:
-    from events import Service
+    from choreokit.events import Service
 
 _DIR_OPTION = click.option(
     "--dir",
@@ -32,8 +32,8 @@ def _declared_services() -> list[Service]:
     Each service's factory is called (nothing runs); a factory that cannot be
     built here is skipped with a note, and its operations are left out.
     """
-    from events import ChoreoError, Service
-    from services.runtime.app import Runtime, load_factory, service_names
+    from choreokit.events import ChoreoError, Service
+    from choreokit.services.runtime.app import Runtime, load_factory, service_names
 
     found: list[Service] = []
     with tempfile.TemporaryDirectory() as scratch:
@@ -52,10 +52,10 @@ def _declared_services() -> list[Service]:
 @click.option("--force", is_flag=True, help="Overwrite committed versions even if incompatible.")
 def export(directory: Path, force: bool) -> None:
     """Write schemas/<type>/v<N>.json for every declared event version, and asyncapi.yaml."""
-    from events import default_registry
-    from events._asyncapi import ASYNCAPI_FILE, export_asyncapi
-    from events._contract import export_directory
-    from services.runtime.discovery import load_event_modules
+    from choreokit.events import default_registry
+    from choreokit.events._asyncapi import ASYNCAPI_FILE, export_asyncapi
+    from choreokit.events._contract import export_directory
+    from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
     written, refused = export_directory(default_registry, directory, force=force)
@@ -75,10 +75,10 @@ def export(directory: Path, force: bool) -> None:
 @_DIR_OPTION
 def check(directory: Path) -> None:
     """Fail if committed schemas are stale, missing, or were changed incompatibly."""
-    from events import default_registry
-    from events._asyncapi import check_asyncapi
-    from events._contract import check_directory
-    from services.runtime.discovery import load_event_modules
+    from choreokit.events import default_registry
+    from choreokit.events._asyncapi import check_asyncapi
+    from choreokit.events._contract import check_directory
+    from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
     problems = check_directory(default_registry, directory)

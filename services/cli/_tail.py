@@ -11,9 +11,9 @@ from typing import Any
 import click
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from events import ChoreoError, KafkaSettings, Registry
-from events._codec import decode, record_time, to_structured
-from services.cli._common import bootstrap_option, run_async
+from choreokit.events import ChoreoError, KafkaSettings, Registry
+from choreokit.events._codec import decode, record_time, to_structured
+from choreokit.services.cli._common import bootstrap_option, run_async
 
 ALL_TOPICS = r"^[^_].*"
 """Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""
@@ -130,9 +130,9 @@ def tail(
     reason; payloads that fail their schema as INVALID; nothing is skipped.
     No consumer group is joined and no offset is committed.
     """
-    from events import default_registry
-    from events._kafka import client_options
-    from services.runtime.discovery import load_event_modules
+    from choreokit.events import default_registry
+    from choreokit.events._kafka import client_options
+    from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
     settings = KafkaSettings(bootstrap=bootstrap)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import click
 
-from services.cli._common import bootstrap_option, run_async
+from choreokit.services.cli._common import bootstrap_option, run_async
 
 
 def declared_topics() -> list[str]:
     """Every topic of a declared event type, each with its dead-letter topic."""
-    from events import dead_letter_topic, default_registry
-    from services.runtime.discovery import load_event_modules
+    from choreokit.events import dead_letter_topic, default_registry
+    from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
     topics = {default_registry.topic(t) for t in default_registry.types()}
@@ -37,8 +37,8 @@ def create(bootstrap: str) -> None:
     Partitions and replication come from CHOREO_KAFKA_TOPIC_PARTITIONS and
     CHOREO_KAFKA_TOPIC_REPLICATION. What exists is left as it is.
     """
-    from events import KafkaSettings
-    from events._kafka import ensure_topics
+    from choreokit.events import KafkaSettings
+    from choreokit.events._kafka import ensure_topics
 
     wanted = declared_topics()
 

@@ -11,10 +11,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from events import ChoreoError, KafkaSettings
-from services.demo.plan import Outcome, PlannedOrder, plan
-from services.demo.report import Summary, summarise
-from services.demo.tracker import FlowTracker
+from choreokit.events import ChoreoError, KafkaSettings
+from choreokit.services.demo.plan import Outcome, PlannedOrder, plan
+from choreokit.services.demo.report import Summary, summarise
+from choreokit.services.demo.tracker import FlowTracker
 
 
 class IntakeRefusedError(ChoreoError):

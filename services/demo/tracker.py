@@ -12,10 +12,10 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from events import ChoreoError, KafkaSettings, decode
-from events._codec import record_time
-from events._kafka import client_options
-from services.demo.plan import Outcome
+from choreokit.events import ChoreoError, KafkaSettings, decode
+from choreokit.events._codec import record_time
+from choreokit.events._kafka import client_options
+from choreokit.services.demo.plan import Outcome
 
 TOPICS = ("orders", "inventory", "payments", "shipping")
 

@@ -6,9 +6,9 @@ mode of the CloudEvents HTTP binding) on ``CHOREO_GATEWAY_HOST``:``PORT``
 ``docs/publishing-from-other-systems.md``.
 """
 
-from services.gateway._keys import ApiKey, KeyStore, MintedKey, mint_key
-from services.gateway._settings import GatewaySettings
-from services.gateway.app import GatewayApp, create
+from choreokit.services.gateway._keys import ApiKey, KeyStore, MintedKey, mint_key
+from choreokit.services.gateway._settings import GatewaySettings
+from choreokit.services.gateway.app import GatewayApp, create
 
 __all__ = [
     "ApiKey",

@@ -18,11 +18,11 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from events import Event, Registry, UnknownEventTypeError, UnknownEventVersionError
-from events._codec import encode_payload
-from services.gateway._binding import MISSING, RawEvent
-from services.gateway._keys import ApiKey
-from services.gateway._problems import ErrorItem, ProblemKind
+from choreokit.events import Event, Registry, UnknownEventTypeError, UnknownEventVersionError
+from choreokit.events._codec import encode_payload
+from choreokit.services.gateway._binding import MISSING, RawEvent
+from choreokit.services.gateway._keys import ApiKey
+from choreokit.services.gateway._problems import ErrorItem, ProblemKind
 
 MAX_ERRORS_PER_EVENT = 10
 

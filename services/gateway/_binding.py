@@ -18,8 +18,8 @@ from urllib.parse import unquote
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
-from events._envelope import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
-from services.gateway._problems import ErrorItem, Problem, ProblemKind
+from choreokit.events._envelope import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
+from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
 
 MAX_ID_LENGTH = 256
 """Longest ``id``, ``correlationid`` or ``causationid`` a caller may send."""

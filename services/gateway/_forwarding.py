@@ -13,15 +13,15 @@ from aiokafka.structs import RecordMetadata
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from events import BrokerUnavailableError, ChoreoError, Outbound, Publisher
-from events._outbound import SendFuture
-from services.gateway._admission import Admitted
-from services.gateway._dedup import DedupWindow, Receipt, Seen
-from services.gateway._keys import ApiKey
-from services.gateway._link import KafkaLink
-from services.gateway._problems import ErrorItem, Problem, ProblemKind
-from services.gateway._ratelimit import retry_after
-from services.gateway._tracecontext import TraceBridge
+from choreokit.events import BrokerUnavailableError, ChoreoError, Outbound, Publisher
+from choreokit.events._outbound import SendFuture
+from choreokit.services.gateway._admission import Admitted
+from choreokit.services.gateway._dedup import DedupWindow, Receipt, Seen
+from choreokit.services.gateway._keys import ApiKey
+from choreokit.services.gateway._link import KafkaLink
+from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
+from choreokit.services.gateway._ratelimit import retry_after
+from choreokit.services.gateway._tracecontext import TraceBridge
 
 
 @dataclass(slots=True)

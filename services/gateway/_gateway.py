@@ -11,17 +11,17 @@ from fastapi.responses import JSONResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from events import Registry
-from services.gateway._admission import Admitted, RefusedError, admit
-from services.gateway._binding import Mode, RawEvent, mode_of, parse, read_body
-from services.gateway._dedup import Receipt
-from services.gateway._forwarding import Forwarder
-from services.gateway._keys import ApiKey, KeyStore
-from services.gateway._link import KafkaLink
-from services.gateway._metrics import GatewayMetrics
-from services.gateway._problems import ErrorItem, Problem, ProblemKind
-from services.gateway._ratelimit import RateLimiter, retry_after
-from services.gateway._settings import GatewaySettings
+from choreokit.events import Registry
+from choreokit.services.gateway._admission import Admitted, RefusedError, admit
+from choreokit.services.gateway._binding import Mode, RawEvent, mode_of, parse, read_body
+from choreokit.services.gateway._dedup import Receipt
+from choreokit.services.gateway._forwarding import Forwarder
+from choreokit.services.gateway._keys import ApiKey, KeyStore
+from choreokit.services.gateway._link import KafkaLink
+from choreokit.services.gateway._metrics import GatewayMetrics
+from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
+from choreokit.services.gateway._ratelimit import RateLimiter, retry_after
+from choreokit.services.gateway._settings import GatewaySettings
 
 logger = logging.getLogger("choreokit.gateway")
 _AUTH_CHALLENGE = 'Bearer realm="choreokit-gateway"'

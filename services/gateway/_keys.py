@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
-from events import ConfigurationError
+from choreokit.events import ConfigurationError
 
 TOKEN_PREFIX = "ck_"  # noqa: S105 - the public prefix of every token, not a secret
 HASH_SCHEME = "sha256"

@@ -16,8 +16,8 @@ from datetime import timedelta
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from events import BrokerUnavailableError, ChoreoError, KafkaSettings, Publisher, Service
-from events._settings import millis
+from choreokit.events import BrokerUnavailableError, ChoreoError, KafkaSettings, Publisher, Service
+from choreokit.events._settings import millis
 
 logger = logging.getLogger("choreokit.gateway")
 _MAX_BACKOFF = 10.0

@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi.responses import JSONResponse
 
-from events import ChoreoError
+from choreokit.events import ChoreoError
 
 PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:choreokit:problem:"

@@ -22,8 +22,8 @@ from opentelemetry.trace import Link, Span, SpanKind, TracerProvider
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import Attributes
 
-from services.gateway._admission import Admitted
-from services.gateway._keys import ApiKey
+from choreokit.services.gateway._admission import Admitted
+from choreokit.services.gateway._keys import ApiKey
 
 SPAN_NAME = "POST /events"
 """HTTP server span name: method and route (one span per event of the request)."""

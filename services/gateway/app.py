@@ -16,18 +16,25 @@ from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from events import ConfigurationError, KafkaSettings, Middleware, Profile, Registry, Service
-from services.gateway._api import build_api
-from services.gateway._dedup import DedupWindow
-from services.gateway._forwarding import Forwarder
-from services.gateway._gateway import Gateway
-from services.gateway._keys import KeyStore, mint_key
-from services.gateway._link import KafkaLink
-from services.gateway._metrics import GatewayMetrics
-from services.gateway._ratelimit import RateLimiter
-from services.gateway._settings import GatewaySettings
-from services.gateway._tracecontext import TraceBridge
-from services.runtime.app import Runtime
+from choreokit.events import (
+    ConfigurationError,
+    KafkaSettings,
+    Middleware,
+    Profile,
+    Registry,
+    Service,
+)
+from choreokit.services.gateway._api import build_api
+from choreokit.services.gateway._dedup import DedupWindow
+from choreokit.services.gateway._forwarding import Forwarder
+from choreokit.services.gateway._gateway import Gateway
+from choreokit.services.gateway._keys import KeyStore, mint_key
+from choreokit.services.gateway._link import KafkaLink
+from choreokit.services.gateway._metrics import GatewayMetrics
+from choreokit.services.gateway._ratelimit import RateLimiter
+from choreokit.services.gateway._settings import GatewaySettings
+from choreokit.services.gateway._tracecontext import TraceBridge
+from choreokit.services.runtime.app import Runtime
 
 logger = logging.getLogger("choreokit.gateway")
 
@@ -115,8 +122,8 @@ class GatewayApp:
         """
         registry = self._registry
         if registry is None:
-            from events import default_registry
-            from services.runtime.discovery import load_event_modules
+            from choreokit.events import default_registry
+            from choreokit.services.runtime.discovery import load_event_modules
 
             load_event_modules()
             registry = default_registry

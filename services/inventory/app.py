@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from collections import Counter
 
-from events import HandlerContext, Service
-from events.sql import Inbox, create_tables, transaction
-from services.inventory import store
-from services.inventory.events import ReservedLine, StockRejected, StockReleased, StockReserved
-from services.inventory.settings import InventorySettings
-from services.orders.events import OrderCancelled, OrderPlaced
-from services.runtime.app import Runtime, ServiceApp
-from services.runtime.database import create_engine
+from choreokit.events import HandlerContext, Service
+from choreokit.events.sql import Inbox, create_tables, transaction
+from choreokit.services.inventory import store
+from choreokit.services.inventory.events import (
+    ReservedLine,
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from choreokit.services.inventory.settings import InventorySettings
+from choreokit.services.orders.events import OrderCancelled, OrderPlaced
+from choreokit.services.runtime.app import Runtime, ServiceApp
+from choreokit.services.runtime.database import create_engine
 
 SETTINGS = (InventorySettings,)
 """The settings this service reads (besides the runtime's); the compose test checks them."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from events import Event
+from choreokit.events import Event
 
 TOPIC = "inventory"
 

@@ -11,12 +11,16 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from events import Publisher
-from events.sql import Outbox
-from services.orders import store
-from services.orders.events import Address, OrderLine, OrderPlaced, OrderPlacedV1
-from services.orders.settings import OrdersSettings
-from services.runtime.http import BodyLimit, add_health_and_metrics, install_problem_handlers
+from choreokit.events import Publisher
+from choreokit.events.sql import Outbox
+from choreokit.services.orders import store
+from choreokit.services.orders.events import Address, OrderLine, OrderPlaced, OrderPlacedV1
+from choreokit.services.orders.settings import OrdersSettings
+from choreokit.services.runtime.http import (
+    BodyLimit,
+    add_health_and_metrics,
+    install_problem_handlers,
+)
 
 ORDER_ID = r"^[A-Za-z0-9._-]{1,64}$"
 

@@ -13,24 +13,24 @@ import asyncio
 import logging
 from functools import partial
 
-from events import HandlerContext, Service
-from events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
-from services.inventory.events import StockRejected
-from services.orders import store
-from services.orders.api import create_api
-from services.orders.events import (
+from choreokit.events import HandlerContext, Service
+from choreokit.events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
+from choreokit.services.inventory.events import StockRejected
+from choreokit.services.orders import store
+from choreokit.services.orders.api import create_api
+from choreokit.services.orders.events import (
     CancelReason,
     OrderCancelled,
     OrderConfirmed,
     OrderPlaced,
     OrderPlacedV1,
 )
-from services.orders.settings import OrdersSettings
-from services.payments.events import PaymentDeclined
-from services.runtime.app import Runtime, ServiceApp
-from services.runtime.database import create_engine
-from services.runtime.http import serve
-from services.shipping.events import ShipmentCompleted, ShipmentFailed
+from choreokit.services.orders.settings import OrdersSettings
+from choreokit.services.payments.events import PaymentDeclined
+from choreokit.services.runtime.app import Runtime, ServiceApp
+from choreokit.services.runtime.database import create_engine
+from choreokit.services.runtime.http import serve
+from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
 
 logger = logging.getLogger("choreokit.orders")
 

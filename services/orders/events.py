@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events import Event, upcaster
+from choreokit.events import Event, upcaster
 
 TOPIC = "orders"
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from services.inventory.events import StockRejected, StockReleased, StockReserved
-from services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
-from services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
-from services.saga_observer.spec import SagaSpec
-from services.shipping.events import ShipmentCompleted, ShipmentFailed
+from choreokit.services.inventory.events import StockRejected, StockReleased, StockReserved
+from choreokit.services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
+from choreokit.services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
+from choreokit.services.saga_observer.spec import SagaSpec
+from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
 
 ORDER_SAGA = SagaSpec.declare(
     "order",

@@ -6,15 +6,15 @@ for an order whose stock is not reserved.
 
 from __future__ import annotations
 
-from events import HandlerContext, Service
-from events.sql import Inbox, create_tables, transaction
-from services.inventory.events import StockReserved
-from services.orders.events import OrderCancelled
-from services.payments import store
-from services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
-from services.payments.settings import PaymentsSettings
-from services.runtime.app import Runtime, ServiceApp
-from services.runtime.database import create_engine
+from choreokit.events import HandlerContext, Service
+from choreokit.events.sql import Inbox, create_tables, transaction
+from choreokit.services.inventory.events import StockReserved
+from choreokit.services.orders.events import OrderCancelled
+from choreokit.services.payments import store
+from choreokit.services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
+from choreokit.services.payments.settings import PaymentsSettings
+from choreokit.services.runtime.app import Runtime, ServiceApp
+from choreokit.services.runtime.database import create_engine
 
 SETTINGS = (PaymentsSettings,)
 """The settings this service reads (besides the runtime's); the compose test checks them."""

@@ -1,6 +1,6 @@
 """The service runtime: the embedded broker, service discovery and process supervision."""
 
-from services.runtime.embedded_broker import (
+from choreokit.services.runtime.embedded_broker import (
     EmbeddedBroker,
     answers_kafka,
     free_port,

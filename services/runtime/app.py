@@ -11,7 +11,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
-from events import ConfigurationError, KafkaSettings, Middleware, Service
+from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
 
 SERVICES_GROUP = "choreokit.services"
 DATA_DIR_ENV = "CHOREO_DATA_DIR"

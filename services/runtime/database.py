@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from events import ConfigurationError
+from choreokit.events import ConfigurationError
 
 
 def async_url(url: str) -> str:

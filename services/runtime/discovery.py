@@ -7,7 +7,7 @@ import os
 from collections.abc import Iterable
 from importlib.metadata import entry_points
 
-from events import ConfigurationError
+from choreokit.events import ConfigurationError
 
 EVENTS_GROUP = "choreokit.events"
 MODULES_ENV = "CHOREO_EVENT_MODULES"

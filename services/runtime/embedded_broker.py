@@ -16,7 +16,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from events import EmbeddedBrokerError
+from choreokit.events import EmbeddedBrokerError
 
 BINARY_ENV = "CHOREO_TANSU_BIN"
 _PR_SET_PDEATHSIG = 1

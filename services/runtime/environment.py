@@ -9,8 +9,8 @@ from importlib.metadata import entry_points
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from events import KafkaSettings
-from services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
 
 RUNTIME_VARIABLES = frozenset(
     {DATA_DIR_ENV, READY_FILE_ENV, "CHOREO_LOG_LEVEL", "CHOREO_LOG_FORMAT", "CHOREO_EVENT_MODULES"}

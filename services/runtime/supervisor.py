@@ -1,6 +1,6 @@
 """``choreo dev``'s engine: the embedded broker and every service as its own OS process.
 
-Children are started with ``python -m services.cli run NAME``, each with its
+Children are started with ``python -m choreokit.services.cli run NAME``, each with its
 log file, its ready file and ``PR_SET_PDEATHSIG`` (if the supervisor dies, so
 do they). A child that exits on its own is restarted, with a growing pause if
 it keeps dying. Stopping sends SIGTERM to every child, waits, then SIGKILLs
@@ -21,8 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV
-from services.runtime.embedded_broker import EmbeddedBroker, die_with_parent
+from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV
+from choreokit.services.runtime.embedded_broker import EmbeddedBroker, die_with_parent
 
 logger = logging.getLogger("choreokit.dev")
 
@@ -206,7 +206,7 @@ class Supervisor:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "services.cli",
+                "choreokit.services.cli",
                 "run",
                 child.name,
                 stdin=asyncio.subprocess.DEVNULL,

@@ -16,10 +16,10 @@ entry point (or list it in a YAML file named by ``CHOREO_OBSERVER_SPECS``)::
 Run it with ``choreo run saga-observer``; see ``docs/saga-observer.md``.
 """
 
-from services.saga_observer.graph import FlowGraph, Node
-from services.saga_observer.judge import Expectation, Judgement, Reason, Status, judge
-from services.saga_observer.settings import ObserverSettings
-from services.saga_observer.spec import (
+from choreokit.services.saga_observer.graph import FlowGraph, Node
+from choreokit.services.saga_observer.judge import Expectation, Judgement, Reason, Status, judge
+from choreokit.services.saga_observer.settings import ObserverSettings
+from choreokit.services.saga_observer.spec import (
     SAGAS_GROUP,
     SagaCatalog,
     SagaSpec,

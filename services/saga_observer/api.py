@@ -15,13 +15,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
-from services.saga_observer import problems
-from services.saga_observer.judge import Status
-from services.saga_observer.metrics import ObserverMetrics
-from services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
-from services.saga_observer.records import micros
-from services.saga_observer.spec import SagaCatalog
-from services.saga_observer.views import (
+from choreokit.services.saga_observer import problems
+from choreokit.services.saga_observer.judge import Status
+from choreokit.services.saga_observer.metrics import ObserverMetrics
+from choreokit.services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
+from choreokit.services.saga_observer.records import micros
+from choreokit.services.saga_observer.spec import SagaCatalog
+from choreokit.services.saga_observer.views import (
     Counts,
     DeadLetterPage,
     EventDetail,

@@ -16,19 +16,19 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events import ConfigurationError, Service
-from services.runtime.app import Runtime
-from services.saga_observer.api import build_api
-from services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
-from services.saga_observer.ingest import Ingest
-from services.saga_observer.lifecycle import LifecycleRelay, Transition
-from services.saga_observer.metrics import ObserverMetrics
-from services.saga_observer.queries import Queries
-from services.saga_observer.records import micros
-from services.saga_observer.settings import ObserverSettings
-from services.saga_observer.spec import SagaCatalog, load_catalog
-from services.saga_observer.store import Store, open_engines
-from services.saga_observer.sweeper import Sweeper
+from choreokit.events import ConfigurationError, Service
+from choreokit.services.runtime.app import Runtime
+from choreokit.services.saga_observer.api import build_api
+from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
+from choreokit.services.saga_observer.ingest import Ingest
+from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
+from choreokit.services.saga_observer.metrics import ObserverMetrics
+from choreokit.services.saga_observer.queries import Queries
+from choreokit.services.saga_observer.records import micros
+from choreokit.services.saga_observer.settings import ObserverSettings
+from choreokit.services.saga_observer.spec import SagaCatalog, load_catalog
+from choreokit.services.saga_observer.store import Store, open_engines
+from choreokit.services.saga_observer.sweeper import Sweeper
 
 logger = logging.getLogger("choreokit.observer")
 

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
 
-from events import Event
+from choreokit.events import Event
 
 TOPIC = "sagas"
 

@@ -25,14 +25,14 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
-from events import KafkaSettings
-from events._kafka import client_options, consumer_options, unreachable
-from events._settings import millis
-from services.saga_observer.lifecycle import Transition
-from services.saga_observer.metrics import ObserverMetrics
-from services.saga_observer.records import Seen, classify
-from services.saga_observer.settings import ObserverSettings
-from services.saga_observer.store import Advance, Applied, FencedError, Store
+from choreokit.events import KafkaSettings
+from choreokit.events._kafka import client_options, consumer_options, unreachable
+from choreokit.events._settings import millis
+from choreokit.services.saga_observer.lifecycle import Transition
+from choreokit.services.saga_observer.metrics import ObserverMetrics
+from choreokit.services.saga_observer.records import Seen, classify
+from choreokit.services.saga_observer.settings import ObserverSettings
+from choreokit.services.saga_observer.store import Advance, Applied, FencedError, Store
 
 logger = logging.getLogger("choreokit.observer.ingest")
 _MAX_BACKOFF = 5.0

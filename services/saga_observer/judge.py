@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from services.saga_observer.graph import FlowGraph, Node
-from services.saga_observer.spec import SagaCatalog, SagaSpec
+from choreokit.services.saga_observer.graph import FlowGraph, Node
+from choreokit.services.saga_observer.spec import SagaCatalog, SagaSpec
 
 
 class Status(StrEnum):

@@ -20,17 +20,17 @@ from typing import Protocol
 
 from aiokafka.errors import KafkaError
 
-from events import ChoreoError, Event, Publisher
-from services.saga_observer.events import (
+from choreokit.events import ChoreoError, Event, Publisher
+from choreokit.services.saga_observer.events import (
     ExpectedStep,
     SagaCompensated,
     SagaCompleted,
     SagaFailed,
     SagaStalled,
 )
-from services.saga_observer.graph import FlowGraph
-from services.saga_observer.judge import Judgement, Status
-from services.saga_observer.records import from_micros
+from choreokit.services.saga_observer.graph import FlowGraph
+from choreokit.services.saga_observer.judge import Judgement, Status
+from choreokit.services.saga_observer.records import from_micros
 
 logger = logging.getLogger("choreokit.observer.lifecycle")
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_404_NOT_FOUND
 
-from services.saga_observer.views import Problem
+from choreokit.services.saga_observer.views import Problem
 
 logger = logging.getLogger("choreokit.observer.api")
 PROBLEM_JSON = "application/problem+json"

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 
-from events import ChoreoError, Envelope, decode, is_dead_letter_topic
-from events._codec import DecodedRecord, header_value, record_time
-from events._dead_letter import (
+from choreokit.events import ChoreoError, Envelope, decode, is_dead_letter_topic
+from choreokit.events._codec import DecodedRecord, header_value, record_time
+from choreokit.events._dead_letter import (
     H_ATTEMPTS,
     H_CONSUMER_GROUP,
     H_ERROR_MESSAGE,
@@ -25,7 +25,7 @@ from events._dead_letter import (
     H_ORIGINAL_TOPIC,
     HEADER_PREFIX,
 )
-from events._envelope import H_CORRELATION, H_ID, H_TYPE
+from choreokit.events._envelope import H_CORRELATION, H_ID, H_TYPE
 
 MAX_TEXT = 4096
 

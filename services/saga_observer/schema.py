@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from events import ConfigurationError
+from choreokit.events import ConfigurationError
 
 ID = 1024
 """Longest id kept (the codec refuses longer CloudEvents attributes)."""

@@ -19,9 +19,9 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from events import ConfigurationError, Event
-from events._codec import describe
-from events._settings import Duration
+from choreokit.events import ConfigurationError, Event
+from choreokit.events._codec import describe
+from choreokit.events._settings import Duration
 
 SAGAS_GROUP = "choreokit.sagas"
 """Entry-point group whose entries name a :class:`SagaSpec` (or a sequence of them)."""

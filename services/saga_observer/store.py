@@ -29,13 +29,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events import ChoreoError
-from services.runtime.database import create_engine
-from services.saga_observer import schema
-from services.saga_observer.graph import FlowGraph, Node
-from services.saga_observer.judge import Judgement, judge
-from services.saga_observer.lifecycle import Pending, Transition, transition
-from services.saga_observer.records import (
+from choreokit.events import ChoreoError
+from choreokit.services.runtime.database import create_engine
+from choreokit.services.saga_observer import schema
+from choreokit.services.saga_observer.graph import FlowGraph, Node
+from choreokit.services.saga_observer.judge import Judgement, judge
+from choreokit.services.saga_observer.lifecycle import Pending, Transition, transition
+from choreokit.services.saga_observer.records import (
     Position,
     Seen,
     SeenDeadLetter,
@@ -46,7 +46,7 @@ from services.saga_observer.records import (
     service_of,
     trace_id,
 )
-from services.saga_observer.spec import SagaCatalog
+from choreokit.services.saga_observer.spec import SagaCatalog
 
 logger = logging.getLogger("choreokit.observer.store")
 

@@ -10,9 +10,9 @@ from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from services.saga_observer.lifecycle import Transition
-from services.saga_observer.metrics import ObserverMetrics
-from services.saga_observer.store import Store
+from choreokit.services.saga_observer.lifecycle import Transition
+from choreokit.services.saga_observer.metrics import ObserverMetrics
+from choreokit.services.saga_observer.store import Store
 
 logger = logging.getLogger("choreokit.observer.sweeper")
 

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from events import HandlerContext, RetryPolicy, Service
-from events.orchestration import Orchestration, Step, StepContext
-from events.sql import Inbox, create_tables
-from services.orders.events import OrderPlaced
-from services.payments.events import PaymentAuthorized
-from services.runtime.app import Runtime, ServiceApp
-from services.runtime.database import create_engine
-from services.shipping import store
-from services.shipping.carrier import SimulatedCarrier
-from services.shipping.events import ShipmentCompleted, ShipmentFailed
-from services.shipping.settings import ShippingSettings
+from choreokit.events import HandlerContext, RetryPolicy, Service
+from choreokit.events.orchestration import Orchestration, Step, StepContext
+from choreokit.events.sql import Inbox, create_tables
+from choreokit.services.orders.events import OrderPlaced
+from choreokit.services.payments.events import PaymentAuthorized
+from choreokit.services.runtime.app import Runtime, ServiceApp
+from choreokit.services.runtime.database import create_engine
+from choreokit.services.shipping import store
+from choreokit.services.shipping.carrier import SimulatedCarrier
+from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
+from choreokit.services.shipping.settings import ShippingSettings
 
 ORCHESTRATION = "shipment"
 

@@ -22,8 +22,8 @@ from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, insert, 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from events import ChoreoError
-from events.orchestration import StepFailedError
+from choreokit.events import ChoreoError
+from choreokit.events.orchestration import StepFailedError
 
 CARRIER = "simulated-parcel"
 UNSERVED_PREFIX = "99"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from events import Event
+from choreokit.events import Event
 
 TOPIC = "shipping"
 

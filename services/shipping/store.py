@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import Column, MetaData, String, Table, Text, or_, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events import Envelope
+from choreokit.events import Envelope
 
 metadata = MetaData()
 

@@ -13,14 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from services.runtime import free_port
+from choreokit.services.runtime import free_port
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def choreo_args(*args: str) -> list[str]:
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "choreokit.services.cli", *args]
 
 
 def alive(pid: int) -> bool:

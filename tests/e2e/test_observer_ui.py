@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from events import KafkaSettings
-from services.runtime import EmbeddedBroker, free_port
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime import EmbeddedBroker, free_port
 from tests.observer_fixtures import ARTIFACTS, ObserverProcess, blocking
 from tests.order_flows import Flow, Outcome, long_flow, mix, publish, steps_of
 from tests.support import wait_until

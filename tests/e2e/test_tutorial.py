@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime import EmbeddedBroker, free_port
+from choreokit.services.runtime import EmbeddedBroker, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorial.md"

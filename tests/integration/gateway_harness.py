@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 from opentelemetry.trace import TracerProvider
 
-from events import KafkaSettings, Registry
-from services.gateway import ApiKey, GatewayApp, GatewaySettings, KeyStore, mint_key
-from services.gateway._keys import entry_document
-from services.runtime import free_port
+from choreokit.events import KafkaSettings, Registry
+from choreokit.services.gateway import ApiKey, GatewayApp, GatewaySettings, KeyStore, mint_key
+from choreokit.services.gateway._keys import entry_document
+from choreokit.services.runtime import free_port
 from tests.support import unique, wait_for, wait_until
 
 CHOREO = str(Path(sys.executable).with_name("choreo"))

@@ -17,7 +17,7 @@ import logging
 import re
 import sys
 
-from events import KafkaSettings, Service
+from choreokit.events import KafkaSettings, Service
 from tests.support import catalog
 
 

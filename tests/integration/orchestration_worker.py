@@ -21,9 +21,9 @@ from datetime import timedelta
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from events import RetryPolicy
-from events.orchestration import Orchestration, Step, StepContext
-from services.runtime.database import create_engine
+from choreokit.events import RetryPolicy
+from choreokit.events.orchestration import Orchestration, Step, StepContext
+from choreokit.services.runtime.database import create_engine
 
 ledger_metadata = MetaData()
 ledger = Table(

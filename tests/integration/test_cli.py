@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from events import KafkaSettings
-from services.runtime import answers_kafka, free_port
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime import answers_kafka, free_port
 from tests.integration.kafka_io import produce_raw
 from tests.support import unique, wait_until
 
@@ -76,7 +76,7 @@ def event_module(tmp_path: Path) -> tuple[dict[str, str], str, str]:
     (tmp_path / f"{name}.py").write_text(
         textwrap.dedent(
             f"""
-            from events import Event
+            from choreokit.events import Event
 
             class Note(Event, type="{topic}.noted", version=1, topic="{topic}"):
                 text: str

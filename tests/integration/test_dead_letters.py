@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from events import (
+from choreokit.events import (
     Envelope,
     HandlerContext,
     KafkaSettings,

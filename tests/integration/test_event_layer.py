@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from events import Envelope, HandlerContext, KafkaSettings, Service
+from choreokit.events import Envelope, HandlerContext, KafkaSettings, Service
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.support import catalog, unique, wait_for
 

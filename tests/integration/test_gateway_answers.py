@@ -12,9 +12,9 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from events import KafkaSettings
-from services.gateway import GatewayApp
-from services.runtime import EmbeddedBroker
+from choreokit.events import KafkaSettings
+from choreokit.services.gateway import GatewayApp
+from choreokit.services.runtime import EmbeddedBroker
 from tests.integration.gateway_harness import (
     Key,
     binary_headers,

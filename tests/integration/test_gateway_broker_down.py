@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from events import KafkaSettings
-from services.runtime import EmbeddedBroker, free_port
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime import EmbeddedBroker, free_port
 from tests.integration.gateway_harness import (
     ids_of,
     key,

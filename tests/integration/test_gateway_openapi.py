@@ -21,9 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from events import KafkaSettings, Registry
-from services.gateway import GatewayApp, GatewaySettings, KeyStore
-from services.runtime import EmbeddedBroker
+from choreokit.events import KafkaSettings, Registry
+from choreokit.services.gateway import GatewayApp, GatewaySettings, KeyStore
+from choreokit.services.runtime import EmbeddedBroker
 from tests.integration.gateway_harness import event_module, gateway_process, key
 
 CHECKS = [

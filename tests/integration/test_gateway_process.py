@@ -12,8 +12,8 @@ from pathlib import Path
 
 import httpx
 
-from events import KafkaSettings
-from services.runtime import free_port
+from choreokit.events import KafkaSettings
+from choreokit.services.runtime import free_port
 from tests.integration.gateway_harness import (
     CHOREO,
     GatewayProcess,

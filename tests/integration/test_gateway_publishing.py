@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest_asyncio
 
-from events import HandlerContext, KafkaSettings, Service, new_event_id
-from services.gateway import GatewayApp
+from choreokit.events import HandlerContext, KafkaSettings, Service, new_event_id
+from choreokit.services.gateway import GatewayApp
 from tests.integration.gateway_harness import (
     Key,
     binary_headers,

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from events import KafkaSettings
+from choreokit.events import KafkaSettings
 from tests.integration.gateway_harness import (
     key,
     running_gateway,

@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from events import KafkaSettings, Service
+from choreokit.events import KafkaSettings, Service
 from tests.support import catalog, unique, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

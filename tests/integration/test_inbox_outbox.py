@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events import HandlerContext, KafkaSettings, Service, encode_headers
-from events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
-from services.runtime.database import create_engine
+from choreokit.events import HandlerContext, KafkaSettings, Service, encode_headers
+from choreokit.events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
+from choreokit.services.runtime.database import create_engine
 from tests.integration.kafka_io import end_offsets, headers_of, produce_raw, read_topic
 from tests.support import catalog, envelope_for, unique, wait_for
 
@@ -98,7 +98,7 @@ async def test_a_failed_attempt_leaves_no_trace_in_the_database(
 
 
 async def test_transaction_outside_an_inbox_says_what_to_do() -> None:
-    from events import ConfigurationError
+    from choreokit.events import ConfigurationError
 
     with pytest.raises(ConfigurationError, match=r"use events\.sql\.Inbox"):
         transaction()

@@ -15,15 +15,21 @@ from typing import Any
 
 import pytest
 
-from events import ConfigurationError, HandlerContext, KafkaSettings, PermanentError, Service
-from events._kafka import ensure_topics
-from services.inventory.events import ReservedLine, StockReserved
-from services.orders.events import Address, OrderLine, OrderPlaced
-from services.runtime import EmbeddedBroker, free_port
-from services.runtime.app import Runtime
-from services.saga_observer.app import ObserverApp
-from services.saga_observer.lifecycle import lifecycle_id
-from services.saga_observer.settings import ObserverSettings
+from choreokit.events import (
+    ConfigurationError,
+    HandlerContext,
+    KafkaSettings,
+    PermanentError,
+    Service,
+)
+from choreokit.events._kafka import ensure_topics
+from choreokit.services.inventory.events import ReservedLine, StockReserved
+from choreokit.services.orders.events import Address, OrderLine, OrderPlaced
+from choreokit.services.runtime import EmbeddedBroker, free_port
+from choreokit.services.runtime.app import Runtime
+from choreokit.services.saga_observer.app import ObserverApp
+from choreokit.services.saga_observer.lifecycle import lifecycle_id
+from choreokit.services.saga_observer.settings import ObserverSettings
 from tests import observer_fixtures
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.observer_fixtures import running_observer, snapshot

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from events import KafkaSettings
+from choreokit.events import KafkaSettings
 from tests import observer_fixtures
 from tests.observer_fixtures import ObserverProcess, create_domain_topics, log_ends, snapshot
 from tests.order_flows import DOMAIN_TOPICS, mix, publish, steps_of

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from events import KafkaSettings
+from choreokit.events import KafkaSettings
 from tests import observer_fixtures
 from tests.observer_fixtures import ObserverProcess, create_domain_topics, running_observer
 from tests.order_flows import Outcome, mix, publish, steps_of

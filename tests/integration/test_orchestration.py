@@ -18,9 +18,15 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from events import RetryPolicy
-from events.orchestration import Orchestration, RunStatus, Step, StepContext, StepFailedError
-from services.runtime.database import create_engine
+from choreokit.events import RetryPolicy
+from choreokit.events.orchestration import (
+    Orchestration,
+    RunStatus,
+    Step,
+    StepContext,
+    StepFailedError,
+)
+from choreokit.services.runtime.database import create_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = RetryPolicy(max_attempts=3, first_backoff=timedelta(milliseconds=1), jitter=0)

@@ -6,13 +6,13 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from events import KafkaSettings, Service
-from services.orders.app import build
-from services.orders.events import Address, OrderConfirmed, OrderLine, OrderPlaced
-from services.orders.settings import OrdersSettings
-from services.runtime import free_port
-from services.runtime.app import Runtime
-from services.shipping.events import ShipmentCompleted
+from choreokit.events import KafkaSettings, Service
+from choreokit.services.orders.app import build
+from choreokit.services.orders.events import Address, OrderConfirmed, OrderLine, OrderPlaced
+from choreokit.services.orders.settings import OrdersSettings
+from choreokit.services.runtime import free_port
+from choreokit.services.runtime.app import Runtime
+from choreokit.services.shipping.events import ShipmentCompleted
 from tests.integration.kafka_io import all_records, headers_of
 from tests.support import unique, wait_for
 

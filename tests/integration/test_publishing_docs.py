@@ -23,7 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.partitioner import murmur2
 
-from services.runtime import EmbeddedBroker, free_port
+from choreokit.services.runtime import EmbeddedBroker, free_port
 from tests.integration.gateway_harness import (
     CHOREO,
     GatewayProcess,

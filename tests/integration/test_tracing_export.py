@@ -15,11 +15,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from events import Event, HandlerContext, KafkaSettings, Registry, Service
+from choreokit.events import Event, HandlerContext, KafkaSettings, Registry, Service
+from choreokit.tracing import TracingMiddleware, configure
 from tests.integration.kafka_io import read_topic
 from tests.integration.otlp import ROOT, Receiver, otlp_receiver
 from tests.support import unique, wait_for, wait_until
-from tracing import TracingMiddleware, configure
 
 INTEROP = ROOT / "tests" / "interop"
 

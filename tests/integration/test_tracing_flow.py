@@ -2,7 +2,7 @@
 
 Three processes (``tests.integration.tracing_hop``) form a chain
 ``alpha: t0 -> t1``, ``beta: t1 -> t2``, ``gamma: t2``; each is configured
-through ``tracing.configure`` from the environment and exports to a real OTLP
+through ``choreokit.tracing.configure`` from the environment and exports to a real OTLP
 receiver process. The flow starts with a record produced without trace context.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from events import Envelope, KafkaSettings, encode_headers
+from choreokit.events import Envelope, KafkaSettings, encode_headers
 from tests.integration.kafka_io import produce_raw, read_topic
 from tests.integration.otlp import ROOT, Receiver, otlp_receiver
 from tests.support import unique, wait_until

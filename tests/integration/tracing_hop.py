@@ -2,8 +2,8 @@
 
 It handles ``--source-type`` events (field ``marker``) from ``--source`` and, if
 ``--target`` is given, publishes one ``--target-type`` event per handled one. It
-is configured as ``choreo run`` configures a service: ``tracing.configure_logging``
-and ``tracing.configure`` from the environment (``CHOREO_KAFKA_BOOTSTRAP``,
+is configured as ``choreo run`` configures a service: ``choreokit.tracing.configure_logging``
+and ``choreokit.tracing.configure`` from the environment (``CHOREO_KAFKA_BOOTSTRAP``,
 ``OTEL_*``, ``CHOREO_LOG_FORMAT``). It prints ``ready`` once consuming and stops
 cleanly, flushing its spans, on SIGTERM.
 """
@@ -15,8 +15,8 @@ import asyncio
 import logging
 import signal
 
-from events import Event, HandlerContext, Registry, Service
-from tracing import configure, configure_logging
+from choreokit.events import Event, HandlerContext, Registry, Service
+from choreokit.tracing import configure, configure_logging
 
 logger = logging.getLogger("tests.tracing_hop")
 

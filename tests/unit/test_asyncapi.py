@@ -10,15 +10,15 @@ import jsonschema_rs
 import pytest
 import yaml
 
-from events import HandlerContext, Service
-from events._asyncapi import (
+from choreokit.events import HandlerContext, Service
+from choreokit.events._asyncapi import (
     ASYNCAPI_FILE,
     asyncapi_document,
     check_asyncapi,
     export_asyncapi,
     render_yaml,
 )
-from events._contract import export_directory
+from choreokit.events._contract import export_directory
 from tests.support import Catalog, catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,7 +143,7 @@ def test_rendering_is_stable(cat: Catalog) -> None:
 def test_choreo_schemas_check_fails_on_a_stale_asyncapi_document(tmp_path: Path) -> None:
     from click.testing import CliRunner
 
-    from services.cli import cli
+    from choreokit.services.cli import cli
 
     runner = CliRunner()
     exported = runner.invoke(cli, ["schemas", "export", "--dir", str(tmp_path)])

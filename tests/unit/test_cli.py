@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from services.cli import cli
+from choreokit.services.cli import cli
 
 
 @pytest.fixture

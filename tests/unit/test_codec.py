@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from events import (
+from choreokit.events import (
     Envelope,
     InvalidEnvelopeError,
     InvalidPayloadError,
@@ -19,7 +19,7 @@ from events import (
     decode,
     encode_headers,
 )
-from events import Event as _Event
+from choreokit.events import Event as _Event
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 reg = Registry()

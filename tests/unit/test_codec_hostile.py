@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from events import MalformedJsonError, decode
+from choreokit.events import MalformedJsonError, decode
 
 
 def test_a_deeply_nested_structured_record_is_malformed_json() -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from events import Event, Registry
-from events._contract import check_directory, export_directory
+from choreokit.events import Event, Registry
+from choreokit.events._contract import check_directory, export_directory
 
 
 class Address(BaseModel):

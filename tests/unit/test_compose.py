@@ -15,8 +15,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
-from services.runtime.app import service_names
-from services.runtime.environment import is_read_by, variables_read_by
+from choreokit.services.runtime.app import service_names
+from choreokit.services.runtime.environment import is_read_by, variables_read_by
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())

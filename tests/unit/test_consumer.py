@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
-from events import (
+from choreokit.events import (
     ChoreoError,
     Delivery,
     Event,
@@ -21,9 +21,9 @@ from events import (
     RetryPolicy,
     UnknownTypePolicy,
 )
-from events._consumer import BatchProcessor, ConsumerStats, Dispatcher
-from events._handling import HandlerSpec, Next
-from events._ids import derived_event_id
+from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher
+from choreokit.events._handling import HandlerSpec, Next
+from choreokit.events._ids import derived_event_id
 from tests.support import FakeConsumer, FakeProducer, event_record, record
 
 reg = Registry()

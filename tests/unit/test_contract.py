@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from events import Event, Registry
-from events._contract import (
+from choreokit.events import Event, Registry
+from choreokit.events._contract import (
     Breaks,
     check_directory,
     export_directory,

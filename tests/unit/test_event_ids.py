@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from events._ids import derived_event_id
+from choreokit.events._ids import derived_event_id
 
 
 def test_derived_ids_are_the_standard_uuid5_of_cause_producer_and_index() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import events
-import services.runtime
+import choreokit.services.runtime
+from choreokit import events
 
 
 def test_events_exports() -> None:
@@ -58,7 +58,7 @@ def test_events_exports() -> None:
 
 
 def test_every_exported_name_exists_and_is_documented() -> None:
-    for package in (events, services.runtime):
+    for package in (events, choreokit.services.runtime):
         for name in package.__all__:
             member = getattr(package, name)
             if callable(member) and not name.startswith("default"):

@@ -9,12 +9,12 @@ from datetime import timedelta
 
 import pytest
 
-from services.gateway import mint_key
-from services.gateway._admission import RefusedError, admit, namespaced
-from services.gateway._binding import MISSING, Mode, RawEvent, mode_of, parse
-from services.gateway._dedup import DedupWindow, Receipt, Seen
-from services.gateway._problems import ErrorItem, Problem, ProblemKind
-from services.gateway._ratelimit import RateLimiter, retry_after
+from choreokit.services.gateway import mint_key
+from choreokit.services.gateway._admission import RefusedError, admit, namespaced
+from choreokit.services.gateway._binding import MISSING, Mode, RawEvent, mode_of, parse
+from choreokit.services.gateway._dedup import DedupWindow, Receipt, Seen
+from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
+from choreokit.services.gateway._ratelimit import RateLimiter, retry_after
 from tests.support import catalog
 
 ACME = mint_key("acme", types=("item.*",)).entry

@@ -10,15 +10,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import services.gateway
-from events import ConfigurationError
-from services.cli import cli
-from services.gateway import ApiKey, GatewaySettings, KeyStore, mint_key
-from services.gateway._keys import entry_document
+import choreokit.services.gateway
+from choreokit.events import ConfigurationError
+from choreokit.services.cli import cli
+from choreokit.services.gateway import ApiKey, GatewaySettings, KeyStore, mint_key
+from choreokit.services.gateway._keys import entry_document
 
 
 def test_the_public_face_is_deliberate() -> None:
-    assert sorted(services.gateway.__all__) == [
+    assert sorted(choreokit.services.gateway.__all__) == [
         "ApiKey",
         "GatewayApp",
         "GatewaySettings",
@@ -27,8 +27,8 @@ def test_the_public_face_is_deliberate() -> None:
         "create",
         "mint_key",
     ]
-    for name in services.gateway.__all__:
-        assert getattr(services.gateway, name).__doc__, name
+    for name in choreokit.services.gateway.__all__:
+        assert getattr(choreokit.services.gateway, name).__doc__, name
 
 
 def test_a_minted_key_authenticates_and_its_entry_holds_no_secret() -> None:
@@ -189,8 +189,8 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_held_by_nagle() -> None:
     answer (headers and body written apart) waited ~40 ms for the client's delayed ACK."""
     import socket
 
-    from events import KafkaSettings, Registry
-    from services.gateway import GatewayApp
+    from choreokit.events import KafkaSettings, Registry
+    from choreokit.services.gateway import GatewayApp
 
     app = GatewayApp(
         GatewaySettings(port=0),

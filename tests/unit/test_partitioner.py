@@ -8,9 +8,9 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 
-from events._kafka import producer_options
-from events._partitioner import KeyPartitioner, murmur2
-from events._settings import KafkaSettings
+from choreokit.events._kafka import producer_options
+from choreokit.events._partitioner import KeyPartitioner, murmur2
+from choreokit.events._settings import KafkaSettings
 
 pytestmark = pytest.mark.unit
 

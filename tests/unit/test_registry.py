@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from events import (
+from choreokit.events import (
     Event,
     MissingUpcasterError,
     Registry,

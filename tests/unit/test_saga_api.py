@@ -12,9 +12,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from services.saga_observer.api import build_api
-from services.saga_observer.metrics import ObserverMetrics
-from services.saga_observer.queries import Queries
+from choreokit.services.saga_observer.api import build_api
+from choreokit.services.saga_observer.metrics import ObserverMetrics
+from choreokit.services.saga_observer.queries import Queries
 from tests.order_flows import Flow, Outcome, as_records, mix, steps_of
 from tests.unit.test_saga_store import CATALOG, NOW, Fed, opened
 

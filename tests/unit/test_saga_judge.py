@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.orders.saga import ORDER_SAGA
-from services.saga_observer import FlowGraph, Node, Reason, SagaCatalog, Status, judge
-from services.saga_observer.lifecycle import lifecycle_id, transition
-from services.saga_observer.records import micros
+from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.saga_observer import FlowGraph, Node, Reason, SagaCatalog, Status, judge
+from choreokit.services.saga_observer.lifecycle import lifecycle_id, transition
+from choreokit.services.saga_observer.records import micros
 from tests.order_flows import EXPECTED_STATUS, Flow, Outcome, order_flow
 
 CATALOG = SagaCatalog([ORDER_SAGA])

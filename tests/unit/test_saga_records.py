@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import ConsumerRecord
 
-from events import to_structured
-from services.orders.events import OrderConfirmed
-from services.saga_observer.events import LIFECYCLE_TYPES, SagaStalled
-from services.saga_observer.records import (
+from choreokit.events import to_structured
+from choreokit.services.orders.events import OrderConfirmed
+from choreokit.services.saga_observer.events import LIFECYCLE_TYPES, SagaStalled
+from choreokit.services.saga_observer.records import (
     SeenDeadLetter,
     SeenEvent,
     SeenLifecycle,

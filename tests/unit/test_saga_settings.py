@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-import services.saga_observer
-from services.saga_observer import ObserverSettings
+import choreokit.services.saga_observer
+from choreokit.services.saga_observer import ObserverSettings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -59,7 +59,7 @@ def test_settings_are_frozen() -> None:
 
 
 def test_the_public_face_is_deliberate() -> None:
-    assert sorted(services.saga_observer.__all__) == [
+    assert sorted(choreokit.services.saga_observer.__all__) == [
         "Expectation",
         "FlowGraph",
         "Judgement",
@@ -75,7 +75,7 @@ def test_the_public_face_is_deliberate() -> None:
         "load_entry_points",
         "load_yaml",
     ]
-    for name in services.saga_observer.__all__:
-        member = getattr(services.saga_observer, name)
+    for name in choreokit.services.saga_observer.__all__:
+        member = getattr(choreokit.services.saga_observer, name)
         if callable(member):
             assert member.__doc__, f"services.saga_observer.{name} has no docstring"

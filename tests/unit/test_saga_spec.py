@@ -9,11 +9,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from events import ConfigurationError
-from services.inventory.events import StockReleased, StockReserved
-from services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
-from services.orders.saga import ORDER_SAGA
-from services.saga_observer import SagaCatalog, SagaSpec, load_catalog, load_entry_points, load_yaml
+from choreokit.events import ConfigurationError
+from choreokit.services.inventory.events import StockReleased, StockReserved
+from choreokit.services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
+from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.saga_observer import (
+    SagaCatalog,
+    SagaSpec,
+    load_catalog,
+    load_entry_points,
+    load_yaml,
+)
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "saga-observer.md"
 

@@ -16,14 +16,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import update
 
-from events import ConfigurationError
-from services.orders.saga import ORDER_SAGA
-from services.saga_observer import SagaCatalog
-from services.saga_observer.events import LIFECYCLE_TYPES
-from services.saga_observer.queries import FlowFilter, Queries
-from services.saga_observer.records import classify, micros
-from services.saga_observer.schema import schema_version
-from services.saga_observer.store import Advance, FencedError, Store, open_engines
+from choreokit.events import ConfigurationError
+from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.saga_observer import SagaCatalog
+from choreokit.services.saga_observer.events import LIFECYCLE_TYPES
+from choreokit.services.saga_observer.queries import FlowFilter, Queries
+from choreokit.services.saga_observer.records import classify, micros
+from choreokit.services.saga_observer.schema import schema_version
+from choreokit.services.saga_observer.store import Advance, FencedError, Store, open_engines
 from tests.order_flows import COMPLETE, Outcome, as_records, mix, steps_of
 
 CATALOG = SagaCatalog([ORDER_SAGA])

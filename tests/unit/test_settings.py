@@ -7,8 +7,8 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from events import Idempotence, KafkaSettings, Profile
-from events._kafka import consumer_options, producer_options
+from choreokit.events import Idempotence, KafkaSettings, Profile
+from choreokit.events._kafka import consumer_options, producer_options
 
 
 def test_defaults_are_local_and_safe(monkeypatch: pytest.MonkeyPatch) -> None:

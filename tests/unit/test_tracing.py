@@ -22,13 +22,13 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from events import Event, HandlerContext, Middleware, Publisher, Registry, RetryPolicy
-from events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
-from events._handling import HandlerSpec
+from choreokit.events import Event, HandlerContext, Middleware, Publisher, Registry, RetryPolicy
+from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
+from choreokit.events._handling import HandlerSpec
+from choreokit.tracing import TraceContextRelay, TracingMiddleware
+from choreokit.tracing import _naming as names
+from choreokit.tracing._middleware import traceparent
 from tests.support import FakeConsumer, FakeProducer, event_record
-from tracing import TraceContextRelay, TracingMiddleware
-from tracing import _naming as names
-from tracing._middleware import traceparent
 
 reg = Registry()
 SECRET = "payload-secret-7f3a"
@@ -143,10 +143,10 @@ def test_span_names_and_attribute_keys_follow_the_current_messaging_conventions(
 def test_error_type_is_the_exported_class_name() -> None:
     from aiokafka.errors import KafkaTimeoutError
 
-    from events import PublishError
+    from choreokit.events import PublishError
 
     assert names.error_type(TimeoutError()) == "TimeoutError"
-    assert names.error_type(PublishError("x")) == "events.PublishError"
+    assert names.error_type(PublishError("x")) == "choreokit.events.PublishError"
     assert names.error_type(KafkaTimeoutError()) == "aiokafka.errors.KafkaTimeoutError"
 
 
@@ -368,9 +368,9 @@ async def test_a_relay_hop_between_traced_hops_keeps_one_trace(sampler: Sampler)
 def test_an_invalid_span_context_writes_no_traceparent() -> None:
     from opentelemetry.trace import INVALID_SPAN_CONTEXT
 
-    from events import Outbound
+    from choreokit.events import Outbound
+    from choreokit.tracing._middleware import with_trace_of
     from tests.support import envelope_for
-    from tracing._middleware import with_trace_of
 
     event = Placed(note="x")
     outbound = Outbound("orders", b"k", b"{}", envelope_for(event), event)

@@ -25,8 +25,8 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from tracing._encoding import SpanEncoder
-from tracing._export import GrpcSpanExporter
+from choreokit.tracing._encoding import SpanEncoder
+from choreokit.tracing._export import GrpcSpanExporter
 
 pytestmark = pytest.mark.unit
 

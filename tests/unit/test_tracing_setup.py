@@ -15,9 +15,9 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_span_id, format_trace_id, set_span_in_context
 
-import tracing
-from events import ConfigurationError, Envelope
-from tracing import (
+from choreokit import tracing
+from choreokit.events import ConfigurationError, Envelope
+from choreokit.tracing import (
     JsonFormatter,
     LogFormat,
     TraceContextFilter,
@@ -27,8 +27,8 @@ from tracing import (
     configure,
     configure_logging,
 )
-from tracing._context import handling
-from tracing._setup import _exporter
+from choreokit.tracing._context import handling
+from choreokit.tracing._setup import _exporter
 
 
 @pytest.fixture(autouse=True)
@@ -221,7 +221,7 @@ def test_lines_outside_any_flow_have_null_ids_and_an_explicit_correlation_id_win
 
 
 def test_text_lines_append_the_ids_they_know() -> None:
-    from tracing._logs import TextFormatter
+    from choreokit.tracing._logs import TextFormatter
 
     log, stream = _logger(TextFormatter())
     flow = handling.set(_envelope(None))
@@ -261,7 +261,7 @@ def test_an_invalid_log_format_says_what_is_accepted(monkeypatch: pytest.MonkeyP
 def test_choreo_run_sets_up_log_lines_before_anything_else(monkeypatch: pytest.MonkeyPatch) -> None:
     from click.testing import CliRunner
 
-    from services.cli import cli
+    from choreokit.services.cli import cli
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -36,10 +36,10 @@ from opentelemetry.trace import (
     TraceState,
 )
 
+from choreokit.tracing import _naming as names
+from choreokit.tracing._encoding import SpanEncoder
+from choreokit.tracing._spans import FlowSpan, SharedAttributes, SpanFactory, _decider
 from tests.unit.test_tracing import Hop, traced
-from tracing import _naming as names
-from tracing._encoding import SpanEncoder
-from tracing._spans import FlowSpan, SharedAttributes, SpanFactory, _decider
 
 pytestmark = pytest.mark.unit
 
