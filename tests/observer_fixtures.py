@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from choreokit.events import KafkaSettings
 from choreokit.events._kafka import ensure_topics
-from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.example.contracts.saga import ORDER_SAGA
 from choreokit.services.runtime import EmbeddedBroker, free_port
 from choreokit.services.runtime.app import Runtime
 from choreokit.services.runtime.database import create_engine

@@ -28,13 +28,13 @@ from choreokit.events import (
     encode_payload,
 )
 from choreokit.events._kafka import ensure_topics, producer_options
-from choreokit.services.inventory.events import (
+from choreokit.services.example.contracts.inventory import (
     ReservedLine,
     StockRejected,
     StockReleased,
     StockReserved,
 )
-from choreokit.services.orders.events import (
+from choreokit.services.example.contracts.orders import (
     Address,
     CancelReason,
     OrderCancelled,
@@ -43,8 +43,12 @@ from choreokit.services.orders.events import (
     OrderPlaced,
     OrderPlacedV1,
 )
-from choreokit.services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
-from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
+from choreokit.services.example.contracts.payments import (
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+)
+from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
 from tests.support import record
 
 DOMAIN_TOPICS = ("orders", "inventory", "payments", "shipping")

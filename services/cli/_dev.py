@@ -220,7 +220,7 @@ def demo(
             orders_url = urls["orders"].removesuffix("/orders")
     from datetime import timedelta
 
-    from choreokit.services.demo.driver import drive
+    from choreokit.services.example.demo.driver import drive
 
     try:
         summary = asyncio.run(

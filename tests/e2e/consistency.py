@@ -6,7 +6,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from choreokit.services.inventory.settings import DEFAULT_CATALOG
+from choreokit.services.example.inventory.settings import DEFAULT_CATALOG
 from tests.e2e.system import rows
 
 

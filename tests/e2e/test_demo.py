@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from choreokit.services.demo import plan
-from choreokit.services.demo.plan import EXPECTED
+from choreokit.services.example.demo import plan
+from choreokit.services.example.demo.plan import EXPECTED
 from tests.e2e.consistency import check_databases
 from tests.e2e.system import run_demo
 

@@ -23,8 +23,8 @@ from choreokit.events import (
     Service,
 )
 from choreokit.events._kafka import ensure_topics
-from choreokit.services.inventory.events import ReservedLine, StockReserved
-from choreokit.services.orders.events import Address, OrderLine, OrderPlaced
+from choreokit.services.example.contracts.inventory import ReservedLine, StockReserved
+from choreokit.services.example.contracts.orders import Address, OrderLine, OrderPlaced
 from choreokit.services.runtime import EmbeddedBroker, free_port
 from choreokit.services.runtime.app import Runtime
 from choreokit.services.saga_observer.app import ObserverApp

@@ -7,12 +7,17 @@ import sqlite3
 from pathlib import Path
 
 from choreokit.events import KafkaSettings, Service
-from choreokit.services.orders.app import build
-from choreokit.services.orders.events import Address, OrderConfirmed, OrderLine, OrderPlaced
-from choreokit.services.orders.settings import OrdersSettings
+from choreokit.services.example.contracts.orders import (
+    Address,
+    OrderConfirmed,
+    OrderLine,
+    OrderPlaced,
+)
+from choreokit.services.example.contracts.shipping import ShipmentCompleted
+from choreokit.services.example.orders.app import build
+from choreokit.services.example.orders.settings import OrdersSettings
 from choreokit.services.runtime import free_port
 from choreokit.services.runtime.app import Runtime
-from choreokit.services.shipping.events import ShipmentCompleted
 from tests.integration.kafka_io import all_records, headers_of
 from tests.support import unique, wait_for
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.example.contracts.saga import ORDER_SAGA
 from choreokit.services.saga_observer import FlowGraph, Node, Reason, SagaCatalog, Status, judge
 from choreokit.services.saga_observer.lifecycle import lifecycle_id, transition
 from choreokit.services.saga_observer.records import micros

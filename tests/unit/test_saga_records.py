@@ -9,7 +9,7 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from choreokit.events import to_structured
-from choreokit.services.orders.events import OrderConfirmed
+from choreokit.services.example.contracts.orders import OrderConfirmed
 from choreokit.services.saga_observer.events import LIFECYCLE_TYPES, SagaStalled
 from choreokit.services.saga_observer.records import (
     SeenDeadLetter,

@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from choreokit.events import ConfigurationError
-from choreokit.services.inventory.events import StockReleased, StockReserved
-from choreokit.services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
-from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.example.contracts.inventory import StockReleased, StockReserved
+from choreokit.services.example.contracts.orders import OrderCancelled, OrderConfirmed, OrderPlaced
+from choreokit.services.example.contracts.saga import ORDER_SAGA
 from choreokit.services.saga_observer import (
     SagaCatalog,
     SagaSpec,

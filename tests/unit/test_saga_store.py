@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from sqlalchemy import update
 
 from choreokit.events import ConfigurationError
-from choreokit.services.orders.saga import ORDER_SAGA
+from choreokit.services.example.contracts.saga import ORDER_SAGA
 from choreokit.services.saga_observer import SagaCatalog
 from choreokit.services.saga_observer.events import LIFECYCLE_TYPES
 from choreokit.services.saga_observer.queries import FlowFilter, Queries

@@ -15,22 +15,22 @@ from functools import partial
 
 from choreokit.events import HandlerContext, Service
 from choreokit.events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
-from choreokit.services.inventory.events import StockRejected
-from choreokit.services.orders import store
-from choreokit.services.orders.api import create_api
-from choreokit.services.orders.events import (
+from choreokit.services.example.contracts.inventory import StockRejected
+from choreokit.services.example.contracts.orders import (
     CancelReason,
     OrderCancelled,
     OrderConfirmed,
     OrderPlaced,
     OrderPlacedV1,
 )
-from choreokit.services.orders.settings import OrdersSettings
-from choreokit.services.payments.events import PaymentDeclined
+from choreokit.services.example.contracts.payments import PaymentDeclined
+from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
+from choreokit.services.example.orders import store
+from choreokit.services.example.orders.api import create_api
+from choreokit.services.example.orders.settings import OrdersSettings
 from choreokit.services.runtime.app import Runtime, ServiceApp
 from choreokit.services.runtime.database import create_engine
 from choreokit.services.runtime.http import serve
-from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
 
 logger = logging.getLogger("choreokit.orders")
 

@@ -13,9 +13,14 @@ from sqlalchemy.exc import IntegrityError
 
 from choreokit.events import Publisher
 from choreokit.events.sql import Outbox
-from choreokit.services.orders import store
-from choreokit.services.orders.events import Address, OrderLine, OrderPlaced, OrderPlacedV1
-from choreokit.services.orders.settings import OrdersSettings
+from choreokit.services.example.contracts.orders import (
+    Address,
+    OrderLine,
+    OrderPlaced,
+    OrderPlacedV1,
+)
+from choreokit.services.example.orders import store
+from choreokit.services.example.orders.settings import OrdersSettings
 from choreokit.services.runtime.http import (
     BodyLimit,
     add_health_and_metrics,

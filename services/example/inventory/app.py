@@ -6,15 +6,15 @@ from collections import Counter
 
 from choreokit.events import HandlerContext, Service
 from choreokit.events.sql import Inbox, create_tables, transaction
-from choreokit.services.inventory import store
-from choreokit.services.inventory.events import (
+from choreokit.services.example.contracts.inventory import (
     ReservedLine,
     StockRejected,
     StockReleased,
     StockReserved,
 )
-from choreokit.services.inventory.settings import InventorySettings
-from choreokit.services.orders.events import OrderCancelled, OrderPlaced
+from choreokit.services.example.contracts.orders import OrderCancelled, OrderPlaced
+from choreokit.services.example.inventory import store
+from choreokit.services.example.inventory.settings import InventorySettings
 from choreokit.services.runtime.app import Runtime, ServiceApp
 from choreokit.services.runtime.database import create_engine
 

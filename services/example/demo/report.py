@@ -8,8 +8,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from choreokit.services.demo.plan import EXPECTED, Kind, Outcome, PlannedOrder
-from choreokit.services.demo.tracker import Flow
+from choreokit.services.example.demo.plan import EXPECTED, Kind, Outcome, PlannedOrder
+from choreokit.services.example.demo.tracker import Flow
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from choreokit.services.shipping.carrier import UNSERVED_PREFIX
+from choreokit.services.example.contracts import UNSERVED_PREFIX
 
 
 class Kind(StrEnum):

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from choreokit.events import ChoreoError, KafkaSettings
-from choreokit.services.demo.plan import Outcome, PlannedOrder, plan
-from choreokit.services.demo.report import Summary, summarise
-from choreokit.services.demo.tracker import FlowTracker
+from choreokit.services.example.demo.plan import Outcome, PlannedOrder, plan
+from choreokit.services.example.demo.report import Summary, summarise
+from choreokit.services.example.demo.tracker import FlowTracker
 
 
 class IntakeRefusedError(ChoreoError):

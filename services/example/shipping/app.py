@@ -13,14 +13,14 @@ from typing import Any
 from choreokit.events import HandlerContext, RetryPolicy, Service
 from choreokit.events.orchestration import Orchestration, Step, StepContext
 from choreokit.events.sql import Inbox, create_tables
-from choreokit.services.orders.events import OrderPlaced
-from choreokit.services.payments.events import PaymentAuthorized
+from choreokit.services.example.contracts.orders import OrderPlaced
+from choreokit.services.example.contracts.payments import PaymentAuthorized
+from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
+from choreokit.services.example.shipping import store
+from choreokit.services.example.shipping.carrier import SimulatedCarrier
+from choreokit.services.example.shipping.settings import ShippingSettings
 from choreokit.services.runtime.app import Runtime, ServiceApp
 from choreokit.services.runtime.database import create_engine
-from choreokit.services.shipping import store
-from choreokit.services.shipping.carrier import SimulatedCarrier
-from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
-from choreokit.services.shipping.settings import ShippingSettings
 
 ORCHESTRATION = "shipment"
 

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from choreokit.services.inventory.events import StockRejected, StockReleased, StockReserved
-from choreokit.services.orders.events import OrderCancelled, OrderConfirmed, OrderPlaced
-from choreokit.services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
+from choreokit.services.example.contracts.inventory import (
+    StockRejected,
+    StockReleased,
+    StockReserved,
+)
+from choreokit.services.example.contracts.orders import OrderCancelled, OrderConfirmed, OrderPlaced
+from choreokit.services.example.contracts.payments import (
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+)
+from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
 from choreokit.services.saga_observer.spec import SagaSpec
-from choreokit.services.shipping.events import ShipmentCompleted, ShipmentFailed
 
 ORDER_SAGA = SagaSpec.declare(
     "order",

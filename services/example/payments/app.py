@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from choreokit.events import HandlerContext, Service
 from choreokit.events.sql import Inbox, create_tables, transaction
-from choreokit.services.inventory.events import StockReserved
-from choreokit.services.orders.events import OrderCancelled
-from choreokit.services.payments import store
-from choreokit.services.payments.events import PaymentAuthorized, PaymentDeclined, PaymentRefunded
-from choreokit.services.payments.settings import PaymentsSettings
+from choreokit.services.example.contracts.inventory import StockReserved
+from choreokit.services.example.contracts.orders import OrderCancelled
+from choreokit.services.example.contracts.payments import (
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+)
+from choreokit.services.example.payments import store
+from choreokit.services.example.payments.settings import PaymentsSettings
 from choreokit.services.runtime.app import Runtime, ServiceApp
 from choreokit.services.runtime.database import create_engine
 

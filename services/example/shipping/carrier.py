@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from choreokit.events import ChoreoError
 from choreokit.events.orchestration import StepFailedError
+from choreokit.services.example.contracts.shipping import UNSERVED_PREFIX
 
 CARRIER = "simulated-parcel"
-UNSERVED_PREFIX = "99"
 MAX_TRANSIENT_IN_A_ROW = 2
 
 metadata = MetaData()

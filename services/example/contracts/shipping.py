@@ -6,6 +6,10 @@ from choreokit.events import Event
 
 TOPIC = "shipping"
 
+#: Postal codes starting with this are outside the simulated carrier's area: its
+#: quote fails for good, so the order is cancelled (the demo uses it on purpose).
+UNSERVED_PREFIX = "99"
+
 
 class ShipmentCompleted(Event, type="shipment.completed", version=1, topic=TOPIC):
     """Quote, label and pickup all succeeded: the hybrid pattern's completion event."""

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from choreokit.events import ChoreoError, KafkaSettings, decode
 from choreokit.events._codec import record_time
 from choreokit.events._kafka import client_options
-from choreokit.services.demo.plan import Outcome
+from choreokit.services.example.demo.plan import Outcome
 
 TOPICS = ("orders", "inventory", "payments", "shipping")
 

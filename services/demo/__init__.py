@@ -1,7 +1,0 @@
-"""The demo: drive orders with a deterministic mix of failures and judge every flow."""
-
-from choreokit.services.demo.plan import Kind, Outcome, PlannedOrder, plan
-from choreokit.services.demo.report import Summary, summarise
-from choreokit.services.demo.tracker import FlowTracker
-
-__all__ = ["FlowTracker", "Kind", "Outcome", "PlannedOrder", "Summary", "plan", "summarise"]

@@ -1,0 +1,9 @@
+"""The example domain: an order saga choreographed by four services, and its demo.
+
+``contracts`` holds every event and the saga spec; ``orders``, ``inventory``,
+``payments`` and ``shipping`` are services that import only the contracts and
+choreokit's public names; ``demo`` drives orders through them. It is what
+``choreo dev`` and ``choreo demo`` run by default, and nothing else loads it.
+"""
+
+__all__: list[str] = []
