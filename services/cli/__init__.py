@@ -11,6 +11,7 @@ from choreokit.services.cli._broker import broker
 from choreokit.services.cli._dev import demo, dev
 from choreokit.services.cli._gateway import gateway_key
 from choreokit.services.cli._health import health
+from choreokit.services.cli._observer import observer_token
 from choreokit.services.cli._publish import publish
 from choreokit.services.cli._run import run
 from choreokit.services.cli._schemas import schemas
@@ -45,7 +46,19 @@ def cli(log_level: str) -> None:
     )
 
 
-for command in (broker, dev, demo, run, publish, tail, schemas, topics, health, gateway_key):
+for command in (
+    broker,
+    dev,
+    demo,
+    run,
+    publish,
+    tail,
+    schemas,
+    topics,
+    health,
+    gateway_key,
+    observer_token,
+):
     cli.add_command(command)
 
 

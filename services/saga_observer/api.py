@@ -3,25 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from choreokit.services.runtime.access import AccessPolicy, Role, install_access, require
 from choreokit.services.saga_observer import problems
+from choreokit.services.saga_observer.audit import AuditLog
 from choreokit.services.saga_observer.judge import Status
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
 from choreokit.services.saga_observer.records import micros
 from choreokit.services.saga_observer.spec import SagaCatalog
 from choreokit.services.saga_observer.views import (
+    AuditPage,
+    AuditView,
     Counts,
     DeadLetterPage,
     EventDetail,
@@ -43,6 +47,10 @@ _Responses = dict[int | str, dict[str, Any]]
 _NOT_FOUND: _Responses = {404: {"model": Problem, "description": "Unknown id"}}
 _INVALID: _Responses = {422: {"model": Problem, "description": "Invalid parameters"}}
 _BAD: _Responses = {400: {"model": Problem, "description": "Contradictory parameters"}}
+_UNAUTHORIZED: _Responses = {
+    401: {"model": Problem, "description": "No valid token"},
+    403: {"model": Problem, "description": "The token's role is too low"},
+}
 
 
 class Instance(Protocol):
@@ -89,17 +97,20 @@ def build_api(
     metrics: ObserverMetrics,
     instance: Instance,
     max_page_size: int,
+    access: AccessPolicy,
+    audit: AuditLog,
 ) -> FastAPI:
-    """The observer's FastAPI application."""
+    """The observer's FastAPI application, guarded by ``access``."""
     app = FastAPI(
         title="choreokit saga observer",
         version="1",
         summary="Flows rebuilt from a choreography's events, judged against saga specs.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served below from local files: no CDN, no inline script
         redoc_url=None,
     )
     problems.install(app)
+    install_access(app, access)
 
     def page(limit: int) -> int:
         if limit > max_page_size:
@@ -111,8 +122,40 @@ def build_api(
     _flow_routes(app, queries, page)
     _record_routes(app, queries, catalog, page)
     _instance_routes(app, queries, metrics, instance)
+    _audit_routes(app, audit, page)
     _ui_routes(app)
     return app
+
+
+def _audit_routes(app: FastAPI, audit: AuditLog, page: Callable[[int], int]) -> None:
+    operator = require(Role.OPERATOR)
+
+    @app.get(
+        "/api/audit",
+        tags=["access"],
+        responses=_INVALID | _UNAUTHORIZED,
+        dependencies=[Depends(operator)],
+    )
+    async def audit_entries(limit: Limit = 50, offset: Offset = 0) -> AuditPage:
+        """Write actions taken through the observer, newest first (operators only)."""
+        total, entries = await audit.entries(limit=page(limit), offset=offset)
+        return AuditPage(
+            total=total,
+            items=[
+                AuditView(
+                    id=e.id,
+                    at=datetime.fromtimestamp(e.at_us / 1e6, UTC),
+                    actor=e.actor,
+                    role=e.role,
+                    action=e.action,
+                    target=e.target,
+                    reason=e.reason,
+                    detail=e.detail,
+                    result=e.result,
+                )
+                for e in entries
+            ],
+        )
 
 
 def _flow_routes(app: FastAPI, queries: Queries, page: Callable[[int], int]) -> None:
@@ -292,13 +335,22 @@ def _ui_routes(app: FastAPI) -> None:
 
     app.mount("/ui", StaticFiles(directory=UI_DIR), name="ui")
 
-    @app.middleware("http")
-    async def no_sniff(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        return response
+    @app.get("/api/docs", include_in_schema=False)
+    async def docs() -> FileResponse:
+        return FileResponse(UI_DIR / "docs.html", headers={"Cache-Control": "no-cache"})
+
+    swagger = _swagger_assets()
+    if swagger is not None:
+        app.mount("/api/docs/assets", StaticFiles(directory=swagger), name="swagger")
+
+
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files, from the ``swagger-ui-bundle`` package (served locally, no CDN)."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # the docs page then says how to get them
+        return None
+    return Path(str(swagger_ui_path))
 
 
 def _window(since: datetime | None, until: datetime | None) -> tuple[int | None, int | None]:

@@ -17,8 +17,11 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreokit.events import ConfigurationError, Service
+from choreokit.services.runtime.access import AccessPolicy
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.saga_observer.access import access_policy
 from choreokit.services.saga_observer.api import build_api
+from choreokit.services.saga_observer.audit import AuditLog
 from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
 from choreokit.services.saga_observer.ingest import Ingest
 from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
@@ -75,6 +78,7 @@ class ObserverApp:
         catalog: The saga specs; loaded from the entry points and
             ``settings.specs`` when omitted.
         clock: Microseconds since the epoch, now.
+        access: Who may read and act; built from ``settings`` and the profile when omitted.
     """
 
     def __init__(
@@ -84,10 +88,12 @@ class ObserverApp:
         *,
         catalog: SagaCatalog | None = None,
         clock: Callable[[], int] = now_us,
+        access: AccessPolicy | None = None,
     ) -> None:
         self.runtime = runtime
         self.settings = settings
         self._catalog = catalog
+        self._access = access
         self._clock = clock
         self.group = settings.group or runtime.name
         self.client_id = f"{runtime.name}-{socket.gethostname()}-{os.getpid()}"
@@ -123,16 +129,20 @@ class ObserverApp:
                 "no saga specs (entry points 'choreokit.sagas', CHOREO_OBSERVER_SPECS): every "
                 "flow is recorded and shown, none is judged"
             )
+        access = self._access or access_policy(
+            settings, profile=self.runtime.kafka.profile, data_dir=self.runtime.data_dir
+        )
         writer, reader = open_engines(self.database_url)
         try:
             store = Store(writer, catalog, group=self.group)
+            audit = AuditLog(writer, reader, self._clock)
             before, after = await store.migrate()
             if before != after:
                 logger.info("observer database migrated from version %d to %d", before, after)
             publisher = self.publisher
             await publisher.start()
             try:
-                await self._serve(stop, store, reader, catalog, publisher)
+                await self._serve(stop, store, reader, catalog, publisher, access, audit)
             finally:
                 await publisher.stop()
         finally:
@@ -140,13 +150,15 @@ class ObserverApp:
             if reader is not writer:
                 await reader.dispose()
 
-    async def _serve(
+    async def _serve(  # noqa: PLR0917 - the parts run() opened, passed on once
         self,
         stop: asyncio.Event,
         store: Store,
         reader: AsyncEngine,
         catalog: SagaCatalog,
         publisher: Service,
+        access: AccessPolicy,
+        audit: AuditLog,
     ) -> None:
         settings, metrics = self.settings, self.metrics
         relay = LifecycleRelay(
@@ -187,6 +199,8 @@ class ObserverApp:
             metrics=metrics,
             instance=instance,
             max_page_size=settings.max_page_size,
+            access=access,
+            audit=audit,
         )
         server = _Server(
             uvicorn.Config(

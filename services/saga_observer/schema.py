@@ -163,6 +163,23 @@ offsets = Table(
 )
 
 
+audit_log = Table(
+    "obs_audit",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at_us", BigInteger, nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("target", String(ID), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("result", String(32), nullable=False),
+    Index("obs_audit_at", "at_us"),
+)
+"""Every write action an operator took (who, when, what, why, how it ended)."""
+
+
 async def _v1(conn: AsyncConnection) -> None:
     await conn.run_sync(
         lambda sync: metadata.create_all(
@@ -173,7 +190,12 @@ async def _v1(conn: AsyncConnection) -> None:
 
 Migration = Callable[[AsyncConnection], Awaitable[None]]
 
-MIGRATIONS: tuple[Migration, ...] = (_v1,)
+
+async def _v2(conn: AsyncConnection) -> None:
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[audit_log]))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
 """Step *n* (1-based) brings the schema from version *n-1* to *n*. Append, never edit:
 when a table changes, add a step (ALTER TABLE ...) and change the Table above to match."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,16 @@ from choreokit.events._settings import Duration
 
 DEFAULT_TOPIC_PATTERN = r"^(?!__).+"
 """Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""
+
+
+class ObserverAuth(StrEnum):
+    """Whether reading the observer's API needs a token (writes always do)."""
+
+    OFF = "off"
+    """Reads are open to whoever reaches the port (``choreo dev``; loopback only in production)."""
+
+    TOKENS = "tokens"
+    """Reads need a viewer token, writes an operator token, from ``CHOREO_OBSERVER_TOKENS_FILE``."""
 
 
 class ObserverSettings(BaseSettings):
@@ -68,6 +79,28 @@ class ObserverSettings(BaseSettings):
 
     payload_limit: PositiveInt = 16_384
     """Largest payload (bytes) kept per event; longer ones are kept truncated and flagged."""
+
+    auth: ObserverAuth | None = None
+    """``tokens`` or ``off``; unset means ``off`` in the local profile and ``tokens`` with
+    ``CHOREO_PROFILE=production``. Write actions (replays, approvals) need an operator
+    token either way."""
+
+    tokens_file: Path | None = None
+    """YAML list of ``{name, role, hash}`` (``choreo observer-token create`` prints an
+    entry). Unset in the local profile: a development operator token is made under the
+    data directory. Unset in production: the observer refuses to start."""
+
+    allowed_hosts: Annotated[tuple[str, ...], NoDecode] = ()
+    """``Host`` names answered besides loopback ones and ``host`` (comma-separated; the
+    names users and proxies reach the observer by). ``*`` answers any Host: only behind a
+    proxy that checks it. Other Hosts get 400 (so a DNS-rebinding page cannot read it)."""
+
+    @field_validator("allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(h.strip() for h in value.split(",") if h.strip())
+        return value
 
     @field_validator("specs", mode="before")
     @classmethod

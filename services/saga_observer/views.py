@@ -298,6 +298,27 @@ class RejectPage(_View):
     offset: int
 
 
+class AuditView(_View):
+    """One write action an operator took through the observer."""
+
+    id: int
+    at: datetime
+    actor: str
+    role: str
+    action: str
+    target: str
+    reason: str
+    detail: dict[str, Any]
+    result: str
+
+
+class AuditPage(_View):
+    """A page of the audit log, newest first."""
+
+    items: list[AuditView]
+    total: int
+
+
 class PositionView(_View):
     """Where the group stands on one partition (stored with the projection)."""
 

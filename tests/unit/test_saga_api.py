@@ -12,7 +12,9 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from choreokit.services.runtime.access import AccessPolicy
 from choreokit.services.saga_observer.api import build_api
+from choreokit.services.saga_observer.audit import AuditLog
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import Queries
 from tests.order_flows import Flow, Outcome, as_records, mix, steps_of
@@ -57,6 +59,8 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
             metrics=ObserverMetrics(CollectorRegistry()),
             instance=instance,
             max_page_size=50,
+            access=AccessPolicy(allowed_hosts=("observer",)),
+            audit=AuditLog(store._engine, queries._engine, lambda: 0),
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://observer") as client:
@@ -265,3 +269,54 @@ async def test_health_metrics_openapi_and_the_ui_are_served(api: Api) -> None:
         "stock.reserved": "stock.released",
         "payment.authorized": "payment.refunded",
     }
+
+
+async def test_the_api_docs_come_from_local_files_only(api: Api) -> None:
+    import re
+
+    page = await api.client.get("/api/docs")
+    assert page.status_code == 200
+    assert not re.findall(r"(?:src|href)=\"(?:https?:)?//", page.text), "no CDN"
+    for asset in re.findall(r"(?:src|href)=\"(/[^\"]+)\"", page.text):
+        answer = await api.client.get(asset)
+        assert answer.status_code == 200, asset
+        assert answer.content, asset
+    assert "<script>" not in page.text  # no inline script: the CSP allows none
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+async def test_the_audit_log_needs_an_operator(api: Api) -> None:
+    refused = await api.client.get("/api/audit")
+    assert refused.status_code == 401
+    assert refused.headers["content-type"] == "application/problem+json"
+
+
+async def test_reads_need_a_viewer_token_when_the_observer_uses_tokens(tmp_path: Path) -> None:
+    from choreokit.services.runtime.access import Role, TokenStore, hash_token, mint_token
+
+    token = mint_token()
+    async with opened(tmp_path / "db.sqlite3") as (store, queries):
+        app = build_api(
+            queries=Queries(queries._engine, CATALOG, group="saga-observer", jaeger_url=JAEGER),
+            catalog=CATALOG,
+            metrics=ObserverMetrics(CollectorRegistry()),
+            instance=FakeInstance(),
+            max_page_size=50,
+            access=AccessPolicy(
+                tokens=TokenStore([("vera", Role.VIEWER, hash_token(token))]),
+                read_requires_auth=True,
+            ),
+            audit=AuditLog(store._engine, queries._engine, lambda: 0),
+        )
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as client:
+            assert (await client.get("/api/flows")).status_code == 401
+            assert (await client.get("/api/events/x")).status_code == 401
+            ok = await client.get("/api/flows", headers={"Authorization": f"Bearer {token}"})
+            assert ok.status_code == 200
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/")).status_code == 200
+            assert (await client.get("/api/openapi.json")).status_code == 200
+        async with httpx.AsyncClient(transport=transport, base_url="http://evil.test") as client:
+            foreign = await client.get("/api/flows", headers={"Authorization": f"Bearer {token}"})
+            assert foreign.status_code == 400

@@ -14,6 +14,7 @@ function el(tag, attrs = {}, ...children) {
     if (value === undefined || value === null || value === false) continue;
     if (key === "class") node.className = value;
     else if (key === "text") node.textContent = value;
+    else if (key === "style") node.style.cssText = value; // CSSOM: allowed by the page's CSP
     else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
     else node.setAttribute(key, value === true ? "" : String(value));
   }
@@ -60,10 +61,47 @@ async function api(path, params) {
     if (Array.isArray(value)) value.forEach((v) => url.searchParams.append(key, v));
     else if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
   }
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  const response = await fetch(url, { headers: authHeaders({ Accept: "application/json" }) });
   const body = await response.json().catch(() => ({}));
+  if (response.status === 401) askForToken(body.detail);
   if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
   return body;
+}
+
+// -- access ------------------------------------------------------------------------------
+// The token lives in this tab's sessionStorage only and goes out as a bearer header with
+// every API call; it is never put in a URL or a cookie.
+
+function authHeaders(headers) {
+  const token = sessionStorage.getItem("token");
+  return token ? { ...headers, Authorization: `Bearer ${token}` } : headers;
+}
+
+async function apiWrite(path, payload) {
+  const response = await fetch(new URL(path, location.origin), {
+    method: "POST",
+    headers: authHeaders({ Accept: "application/json", "Content-Type": "application/json" }),
+    body: JSON.stringify(payload || {}),
+  });
+  const body = await response.json().catch(() => ({}));
+  if (response.status === 401 || response.status === 403) askForToken(body.detail);
+  if (!response.ok) throw new Error(body.detail || `${response.status} ${response.statusText}`);
+  return body;
+}
+
+function askForToken(why) {
+  if (document.getElementById("token-form")) return;
+  const input = el("input", { id: "token-input", type: "password", placeholder: "token", autocomplete: "off" });
+  const form = el("form", { id: "token-form", class: "token-form" },
+    el("span", { text: why || "This observer needs a token." }), input,
+    el("button", { type: "submit", text: "Sign in" }));
+  form.addEventListener("submit", (e) => {
+    e.preventDefault();
+    sessionStorage.setItem("token", input.value.trim());
+    form.remove();
+    route();
+  });
+  document.querySelector("header.top").append(form);
 }
 
 function showError(error) {
