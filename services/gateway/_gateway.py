@@ -22,6 +22,7 @@ from choreokit.services.gateway._metrics import GatewayMetrics
 from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
 from choreokit.services.gateway._ratelimit import RateLimiter, retry_after
 from choreokit.services.gateway._settings import GatewaySettings
+from choreokit.services.runtime.access import FailedAuthLimit
 
 logger = logging.getLogger("choreokit.gateway")
 _AUTH_CHALLENGE = 'Bearer realm="choreokit-gateway"'
@@ -38,6 +39,7 @@ class Gateway:
     forwarder: Forwarder
     limiter: RateLimiter
     metrics: GatewayMetrics
+    failed_auth: FailedAuthLimit
 
     async def accept(self, request: Request) -> Response:
         """Answer one ``POST /events``: 202 with the ids, or a problem document."""
@@ -66,6 +68,15 @@ class Gateway:
         return response
 
     def _authenticate(self, request: Request) -> ApiKey:
+        address = request.client.host if request.client else "-"
+        blocked = self.failed_auth.blocked_for(address)
+        if blocked:
+            raise Problem(
+                ProblemKind.RATE_LIMITED,
+                "too many failed authentications from this address; wait for Retry-After "
+                "seconds and check the API key",
+                headers={"Retry-After": retry_after(blocked)},
+            )
         header = request.headers.get("authorization")
         challenge = {"WWW-Authenticate": _AUTH_CHALLENGE}
         if not header:
@@ -77,6 +88,7 @@ class Gateway:
         scheme, _, token = header.partition(" ")
         key = self.keys.authenticate(token.strip()) if scheme.lower() == "bearer" else None
         if key is None:
+            self.failed_auth.failed(address)
             raise Problem(
                 ProblemKind.UNAUTHENTICATED,
                 "the API key is not valid; send 'Authorization: Bearer <API key>' with a "

@@ -51,6 +51,22 @@ class GatewaySettings(BaseSettings):
     burst: PositiveInt = 200
     """Requests a key may make at once before :attr:`rate` applies, unless its entry says."""
 
+    auth_failures: PositiveInt = 10
+    """Failed authentications from one client address, within :attr:`auth_failure_window`,
+    after which that address is answered 429 until the oldest failure is that old."""
+
+    auth_failure_window: Duration = timedelta(seconds=60)
+    """How long a failed authentication counts against its address."""
+
+    header_timeout: Duration = timedelta(seconds=10)
+    """Longest time a request's line and headers may take to arrive; slower ones are cut."""
+
+    body_timeout: Duration = timedelta(seconds=30)
+    """Longest time a request's body may take to arrive after its head; else 408."""
+
+    max_connections: PositiveInt = 1024
+    """Connections and requests at once; more are answered 503."""
+
     publish_timeout: Duration = timedelta(seconds=5)
     """Longest wait for the broker to acknowledge a request's events before answering 503."""
 

@@ -34,7 +34,9 @@ from choreokit.services.gateway._metrics import GatewayMetrics
 from choreokit.services.gateway._ratelimit import RateLimiter
 from choreokit.services.gateway._settings import GatewaySettings
 from choreokit.services.gateway._tracecontext import TraceBridge
+from choreokit.services.runtime.access import FailedAuthLimit
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.limits import ConnectionLimits, server_config
 
 logger = logging.getLogger("choreokit.gateway")
 
@@ -159,6 +161,10 @@ class GatewayApp:
             forwarder=forwarder,
             limiter=RateLimiter(),
             metrics=metrics,
+            failed_auth=FailedAuthLimit(
+                failures=self.settings.auth_failures,
+                window=self.settings.auth_failure_window.total_seconds(),
+            ),
         )
         logger.info(
             "gateway accepts %d event versions of %d types for %d keys",
@@ -198,8 +204,15 @@ class GatewayApp:
         """
         api, link = self.build()
         sock = self._bind()
-        config = uvicorn.Config(
+        config = server_config(
             api,
+            host=self.settings.host,
+            port=self.settings.port,
+            limits=ConnectionLimits(
+                header_timeout=self.settings.header_timeout.total_seconds(),
+                body_timeout=self.settings.body_timeout.total_seconds(),
+                max_connections=self.settings.max_connections,
+            ),
             log_config=None,
             access_log=False,
             lifespan="off",

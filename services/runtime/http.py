@@ -15,6 +15,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from choreokit.services.runtime.limits import ConnectionLimits, server_config
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -146,13 +148,19 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(app: ASGIApp, stop: asyncio.Event, *, host: str, port: int) -> None:
-    """Serve ``app`` until ``stop`` is set, then finish in-flight requests and return."""
-    server = _Server(
-        uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
-        )
-    )
+async def serve(
+    app: ASGIApp,
+    stop: asyncio.Event,
+    *,
+    host: str,
+    port: int,
+    limits: ConnectionLimits | None = None,
+) -> None:
+    """Serve ``app`` until ``stop`` is set, then finish in-flight requests and return.
+
+    ``limits`` bound slow senders and connections (defaults: :class:`ConnectionLimits`).
+    """
+    server = _Server(server_config(app, host=host, port=port, limits=limits))
     serving = asyncio.ensure_future(server.serve())
     stopping = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)

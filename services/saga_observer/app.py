@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from choreokit.events import ConfigurationError, Service
 from choreokit.services.runtime.access import AccessPolicy
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.limits import server_config
 from choreokit.services.saga_observer.access import access_policy
 from choreokit.services.saga_observer.api import build_api
 from choreokit.services.saga_observer.audit import AuditLog
@@ -202,16 +203,7 @@ class ObserverApp:
             access=access,
             audit=audit,
         )
-        server = _Server(
-            uvicorn.Config(
-                api,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-            )
-        )
+        server = _Server(server_config(api, host=settings.host, port=settings.port))
         halt = asyncio.Event()
         parts: dict[str, Coroutine[Any, Any, None]] = {
             "ingest": ingest.run(halt),
