@@ -22,7 +22,7 @@ from choreokit.services.saga_observer import SagaCatalog
 from choreokit.services.saga_observer.events import LIFECYCLE_TYPES
 from choreokit.services.saga_observer.queries import FlowFilter, Queries
 from choreokit.services.saga_observer.records import classify, micros
-from choreokit.services.saga_observer.schema import schema_version
+from choreokit.services.saga_observer.schema import LATEST, schema_version
 from choreokit.services.saga_observer.store import Advance, FencedError, Store, open_engines
 from tests.order_flows import COMPLETE, Outcome, as_records, mix, steps_of
 
@@ -230,7 +230,7 @@ async def test_migrating_twice_changes_nothing_and_a_newer_schema_is_refused(
     tmp_path: Path,
 ) -> None:
     async with opened(tmp_path / "db.sqlite3") as (store, _):
-        assert await store.migrate() == (1, 1)
+        assert await store.migrate() == (LATEST, LATEST)
         async with store._engine.begin() as conn:
             await conn.execute(update(schema_version).values(version=99))
         with pytest.raises(ConfigurationError, match="schema version 99, newer than this"):
