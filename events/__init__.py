@@ -48,6 +48,7 @@ from choreokit.events._errors import (
 )
 from choreokit.events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
 from choreokit.events._ids import new_event_id
+from choreokit.events._kafka import client_options
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event, EventInfo
 from choreokit.events._outbound import Outbound
@@ -55,7 +56,13 @@ from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
 from choreokit.events._service import Service
-from choreokit.events._settings import Idempotence, KafkaSettings, Profile
+from choreokit.events._settings import (
+    Idempotence,
+    KafkaSettings,
+    Profile,
+    SaslMechanism,
+    SecurityProtocol,
+)
 
 __all__ = [
     "BrokerUnavailableError",
@@ -86,13 +93,16 @@ __all__ = [
     "RecordInfo",
     "Registry",
     "RetryPolicy",
+    "SaslMechanism",
     "SchemaError",
+    "SecurityProtocol",
     "Service",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "client_options",
     "dead_letter_topic",
     "decode",
     "default_registry",

@@ -15,6 +15,7 @@ from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from choreokit.events._errors import BrokerUnavailableError
 from choreokit.events._partitioner import KeyPartitioner
+from choreokit.events._security import faststream_security, security_options
 from choreokit.events._settings import Idempotence, KafkaSettings, Profile, millis
 
 logger = logging.getLogger("choreokit.kafka")
@@ -29,10 +30,24 @@ def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> Brok
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
-    """Options every aiokafka client of a service shares (connection and security)."""
+    """Options every aiokafka client of a service shares (connection and security).
+
+    Raises:
+        ConfigurationError: The security settings cannot work, or are refused in production.
+    """
     return {
         "bootstrap_servers": settings.bootstrap,
         "request_timeout_ms": millis(settings.request_timeout),
+        **security_options(settings),
+    }
+
+
+def broker_options(settings: KafkaSettings) -> dict[str, Any]:
+    """The same connection for FastStream's ``KafkaBroker`` (its ``security`` object)."""
+    return {
+        "bootstrap_servers": settings.bootstrap,
+        "request_timeout_ms": millis(settings.request_timeout),
+        **faststream_security(settings),
     }
 
 

@@ -22,7 +22,7 @@ from choreokit.events._dead_letter import dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._handling import HandlerSpec, current_context
-from choreokit.events._kafka import client_options, consumer_options, ensure_topics, start_producer
+from choreokit.events._kafka import broker_options, consumer_options, ensure_topics, start_producer
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event
 from choreokit.events._publisher import Publisher
@@ -247,7 +247,7 @@ class Service:
             logger=_faststream_logger(),
             log_level=logging.DEBUG,
             graceful_timeout=settings.request_timeout.total_seconds(),
-            **client_options(settings),
+            **broker_options(settings),
         )
         options = consumer_options(settings)
         subscriber = broker.subscriber(

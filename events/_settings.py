@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import re
 from datetime import timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BeforeValidator, Field, PositiveInt
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    PositiveInt,
+    SecretStr,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -69,11 +79,43 @@ _PROFILE_TIMINGS: dict[Profile, dict[str, timedelta]] = {
 }
 
 
+class SecurityProtocol(StrEnum):
+    """How clients talk to the brokers (Kafka's ``security.protocol``)."""
+
+    PLAINTEXT = "PLAINTEXT"
+    """No encryption, no authentication: local development only."""
+
+    SSL = "SSL"
+    """TLS; clients authenticate with a certificate if one is set."""
+
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    """SASL without TLS: credentials cross the network in the clear (refused in production)."""
+
+    SASL_SSL = "SASL_SSL"
+    """SASL over TLS: what a production cluster should ask for."""
+
+
+class SaslMechanism(StrEnum):
+    """How a client proves who it is over SASL."""
+
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+    OAUTHBEARER = "OAUTHBEARER"
+
+
+NOT_CLIENT_VARIABLES = frozenset({"CHOREO_KAFKA_HOME"})
+"""``CHOREO_KAFKA_*`` variables that configure tools, not clients (an Apache Kafka
+distribution for ``choreo broker --engine kafka``)."""
+
+
 class KafkaSettings(BaseSettings):
     """How services reach and use Kafka.
 
     Every field reads ``CHOREO_KAFKA_<FIELD>`` (``profile`` also reads
-    ``CHOREO_PROFILE``). Timing fields left unset take the profile's value.
+    ``CHOREO_PROFILE``). Timing fields left unset take the profile's value. A
+    ``CHOREO_KAFKA_*`` variable that names no field is an error, so a typo in a
+    security setting cannot leave a client on plaintext unnoticed.
     """
 
     model_config = SettingsConfigDict(
@@ -104,6 +146,57 @@ class KafkaSettings(BaseSettings):
 
     topic_replication: PositiveInt = 1
     """Replication factor of topics the toolkit creates."""
+
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    """``PLAINTEXT``, ``SSL``, ``SASL_PLAINTEXT`` or ``SASL_SSL``; production refuses the
+    plaintext ones."""
+
+    ssl_cafile: Path | None = None
+    """PEM file of the CA(s) that signed the brokers' certificates (else the system's)."""
+
+    ssl_certfile: Path | None = None
+    """PEM client certificate (mutual TLS), with :attr:`ssl_keyfile`."""
+
+    ssl_keyfile: Path | None = None
+    """PEM private key of :attr:`ssl_certfile`."""
+
+    ssl_key_password: SecretStr | None = None
+    """Password of :attr:`ssl_keyfile`, if it is encrypted."""
+
+    ssl_check_hostname: bool = True
+    """Whether the broker's certificate must name the host connected to (production: always)."""
+
+    sasl_mechanism: SaslMechanism | None = None
+    """``PLAIN``, ``SCRAM-SHA-256``, ``SCRAM-SHA-512`` or ``OAUTHBEARER``."""
+
+    sasl_username: str | None = None
+    """The SASL user (the service's principal)."""
+
+    sasl_password: SecretStr | None = None
+    """The SASL password (never logged; shown as ``**********``)."""
+
+    sasl_oauth_token_file: Path | None = None
+    """OAUTHBEARER: a file holding the current token, read at each authentication."""
+
+    @model_validator(mode="after")
+    def _no_unknown_variables(self) -> KafkaSettings:
+        known = {f"CHOREO_KAFKA_{name.upper()}" for name in type(self).model_fields}
+        known |= NOT_CLIENT_VARIABLES
+        unknown = sorted(
+            name
+            for name in os.environ
+            if name.upper().startswith("CHOREO_KAFKA_") and name.upper() not in known
+        )
+        if unknown:
+            hints = []
+            for name in unknown:
+                close = difflib.get_close_matches(name.upper(), known, n=1)
+                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+            raise ValueError(
+                f"unknown Kafka setting {', '.join(hints)}; the CHOREO_KAFKA_* variables are "
+                f"{', '.join(sorted(known))}"
+            )
+        return self
 
     def timing(self, name: str) -> timedelta:
         """Return a timing field, falling back to the profile's default."""

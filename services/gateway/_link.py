@@ -16,7 +16,14 @@ from datetime import timedelta
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-from choreokit.events import BrokerUnavailableError, ChoreoError, KafkaSettings, Publisher, Service
+from choreokit.events import (
+    BrokerUnavailableError,
+    ChoreoError,
+    KafkaSettings,
+    Publisher,
+    Service,
+    client_options,
+)
 from choreokit.events._settings import millis
 
 logger = logging.getLogger("choreokit.gateway")
@@ -99,8 +106,10 @@ class KafkaLink:
                 try:
                     await self._service.start()
                     client = AIOKafkaClient(
-                        bootstrap_servers=self._settings.bootstrap,
-                        request_timeout_ms=max(1, millis(timedelta(seconds=self._timeout))),
+                        **{
+                            **client_options(self._settings),
+                            "request_timeout_ms": max(1, millis(timedelta(seconds=self._timeout))),
+                        },
                         client_id=f"{self._service.name}-probe",
                     )
                     await client.bootstrap()

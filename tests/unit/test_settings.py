@@ -31,6 +31,10 @@ def test_the_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHOREO_KAFKA_IDEMPOTENCE", "on")
     monkeypatch.setenv("CHOREO_KAFKA_FETCH_MAX_WAIT", "250ms")
     monkeypatch.setenv("CHOREO_KAFKA_REQUEST_TIMEOUT", "1.5")
+    monkeypatch.setenv("CHOREO_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("CHOREO_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("CHOREO_KAFKA_SASL_USERNAME", "orders")
+    monkeypatch.setenv("CHOREO_KAFKA_SASL_PASSWORD", "s3cret")
     settings = KafkaSettings()
     assert settings.bootstrap == "kafka:9092"
     assert settings.profile is Profile.PRODUCTION
