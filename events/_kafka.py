@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from choreokit.events._errors import BrokerUnavailableError
@@ -18,6 +20,9 @@ from choreokit.events._partitioner import KeyPartitioner
 from choreokit.events._settings import Idempotence, KafkaSettings, Profile, millis
 
 logger = logging.getLogger("choreokit.kafka")
+
+_PROBE_RETRY = 0.1
+"""Seconds between producer-id requests while the broker says its coordinator is loading."""
 
 
 def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> BrokerUnavailableError:
@@ -72,14 +77,23 @@ async def broker_grants_producer_ids(settings: KafkaSettings) -> tuple[bool, str
         BrokerUnavailableError: The cluster could not be reached.
     """
     client = AIOKafkaClient(**client_options(settings))
+    deadline = time.monotonic() + settings.request_timeout.total_seconds()
     try:
         await client.bootstrap()
-        node = client.get_random_node()
-        if node is None:
-            raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap}")
-        response = await client.send(
-            node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
-        )
+        while True:
+            node = client.get_random_node()
+            if node is None:
+                raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap}")
+            response = await client.send(
+                node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+            )
+            # A Kafka broker that has just started answers "coordinator loading" for a
+            # moment: that is a "not yet", not a refusal (Tansu refuses for good).
+            if response.error_code == 0 or not for_code(response.error_code).retriable:
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(_PROBE_RETRY)
     except KafkaError as exc:
         raise unreachable(settings, exc, "asking for a producer id") from exc
     finally:
