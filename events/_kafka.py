@@ -34,9 +34,15 @@ def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> Brok
 
 
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
-    """Options every aiokafka client of a service shares (connection and security)."""
+    """Options every aiokafka client of a service shares (connection and security).
+
+    The bootstrap servers go as a list: FastStream's broker wraps a string in a
+    list unsplit, so ``"a:9092,b:9092"`` would reach aiokafka as one bad host.
+    """
     return {
-        "bootstrap_servers": settings.bootstrap,
+        "bootstrap_servers": [
+            host.strip() for host in settings.bootstrap.split(",") if host.strip()
+        ],
         "request_timeout_ms": millis(settings.request_timeout),
     }
 
