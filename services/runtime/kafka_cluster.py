@@ -378,13 +378,18 @@ class KafkaCluster:
                 )
             time.sleep(0.1)  # polls the nodes until their metadata agrees
 
-    def restart(self, node: KafkaNode, timeout: timedelta = timedelta(seconds=90)) -> None:
-        """Start a stopped or killed node again on its old data; return once the cluster is whole.
+    def restart(self, *nodes: KafkaNode, timeout: timedelta = timedelta(seconds=90)) -> None:
+        """Start stopped or killed nodes again on their old data; return once the cluster is whole.
+
+        With no nodes named, every node that is down is started (a whole-cluster restart
+        needs them all at once: a lone controller has no quorum).
 
         Raises:
-            KafkaRigError: The node did not rejoin within ``timeout``.
+            KafkaRigError: A node is running already, or the nodes did not rejoin within
+                ``timeout``.
         """
-        node.launch()
+        for node in nodes or [n for n in self.nodes if not n.running]:
+            node.launch()
         self.wait_ready(timeout)
 
     def stop(self) -> None:

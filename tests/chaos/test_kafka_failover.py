@@ -145,3 +145,43 @@ async def test_a_killed_broker_loses_nothing_of_a_5000_event_stream_through_one_
     assert lost == 0
     assert distinct == set(range(EVENTS))
     assert all(pid is not None for pid in cluster.pids)  # the killed node is back
+
+
+async def test_events_and_committed_offsets_survive_a_restart_of_every_node(
+    kafka_cluster: KafkaCluster,
+) -> None:
+    """Apache Kafka keeps its log and the group's commits on disk (Tansu keeps nothing): after
+    every node is stopped and started again, the topic still holds every event and the group
+    resumes after its last commit, handling only what is new."""
+    cluster = kafka_cluster
+    settings = KafkaSettings(bootstrap=cluster.bootstrap, topic_replication=3)
+    cat = catalog()
+    group = unique("group")
+    handled: list[int] = []
+
+    def member() -> Service:
+        service = Service(group, registry=cat.registry, settings=settings)
+
+        @service.handler(cat.v2)
+        async def on_item(event: object) -> None:
+            handled.append(event.n)  # type: ignore[attr-defined]
+
+        return service
+
+    feeder = Service(unique("feeder"), registry=cat.registry, settings=settings, publishes=[cat.v2])
+    async with member(), feeder:
+        for n in range(100):
+            await feeder.publish(cat.v2(n=n, label="before"))
+        await wait_for(lambda: len(handled) == 100, what="the first 100 events")
+
+    await asyncio.to_thread(cluster.stop)
+    assert cluster.pids == [None, None, None]
+    await asyncio.to_thread(cluster.restart)
+
+    assert sorted(await read_to_end(cluster.bootstrap, cat.topic)) == list(range(100))
+    handled.clear()
+    async with member(), feeder:
+        for n in range(100, 110):
+            await feeder.publish(cat.v2(n=n, label="after"))
+        await wait_for(lambda: len(handled) == 10, what="the 10 new events")
+    assert sorted(handled) == list(range(100, 110))
