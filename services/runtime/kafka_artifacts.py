@@ -87,6 +87,17 @@ def cache_root() -> Path:
     return Path(base) / "choreokit"
 
 
+def classpath_cache(pom: Path | None = None) -> Path:
+    """Return the file the pom's resolved classpath is kept in.
+
+    Its folder is named by the Kafka version and a hash of the pom, so editing the
+    pom (another version, another binding) resolves again.
+    """
+    pom = pom or pom_path()
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
+    return cache_root() / f"kafka-{pinned_version(pom)}-{digest}" / "classpath.txt"
+
+
 def find_java() -> str:
     """Return the ``java`` executable: ``$JAVA_HOME/bin/java``, else the one on ``PATH``.
 
@@ -123,8 +134,7 @@ def resolve_artifacts(*, offline: bool = False) -> KafkaArtifacts:
         return KafkaArtifacts(java, _distribution_jars(Path(home)), f"{HOME_ENV}={home}")
     pom = pom_path()
     version = pinned_version(pom)
-    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:12]
-    cache = cache_root() / f"kafka-{version}-{digest}" / "classpath.txt"
+    cache = classpath_cache(pom)
     jars = _cached_classpath(cache)
     if jars is None:
         if offline:
