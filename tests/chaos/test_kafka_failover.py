@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 
-from events import HandlerContext, KafkaSettings, PublishError, Service
-from services.runtime import KafkaCluster, KafkaNode
+from choreokit.events import HandlerContext, KafkaSettings, PublishError, Service
+from choreokit.services.runtime import KafkaCluster, KafkaNode
 from tests.integration.kafka_io import end_offsets
 from tests.support import catalog, unique, wait_for
 

@@ -16,7 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from events import HandlerContext, Idempotence, KafkaSettings, Service
+from choreokit.events import HandlerContext, Idempotence, KafkaSettings, Service
 from tests.integration.kafka_io import read_topic
 from tests.support import catalog, unique, wait_for
 

@@ -77,7 +77,7 @@ def test_errors_share_one_root_and_say_whether_to_retry() -> None:
 
 
 def test_runtime_exports_every_public_name_it_imports() -> None:
-    """A name imported into choreokit.services.runtime but left out of ``__all__`` is caught (httpx's way)."""
+    """A name imported into the runtime but left out of ``__all__`` is caught (httpx's way)."""
     exported = sorted(choreokit.services.runtime.__all__, key=str.casefold)
     public = sorted(
         (

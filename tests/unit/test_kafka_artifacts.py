@@ -9,8 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime import KAFKA_VERSION, KafkaRigError, pinned_version, resolve_artifacts
-from services.runtime.kafka_artifacts import classpath_cache
+from choreokit.services.runtime import (
+    KAFKA_VERSION,
+    KafkaRigError,
+    pinned_version,
+    resolve_artifacts,
+)
+from choreokit.services.runtime.kafka_artifacts import classpath_cache
 
 
 @pytest.fixture
