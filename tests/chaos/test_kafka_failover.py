@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.client import AIOKafkaClient
 
 from choreokit.events import HandlerContext, KafkaSettings, PublishError, Service
-from choreokit.services.runtime import KafkaCluster, KafkaNode
+from choreokit.services.runtime import KafkaCluster, KafkaNode, brokers_in_metadata
 from tests.integration.kafka_io import end_offsets
 from tests.support import catalog, unique, wait_for
 
@@ -185,3 +185,21 @@ async def test_events_and_committed_offsets_survive_a_restart_of_every_node(
             await feeder.publish(cat.v2(n=n, label="after"))
         await wait_for(lambda: len(handled) == 10, what="the 10 new events")
     assert sorted(handled) == list(range(100, 110))
+
+
+def test_a_paused_node_answers_nothing_until_resumed(kafka_cluster: KafkaCluster) -> None:
+    """SIGSTOP freezes a node (its connections stay open, nothing is answered) while the
+    others go on answering; SIGCONT brings it back with the whole cluster listed."""
+    cluster = kafka_cluster
+    cluster.wait_ready()
+    paused, others = cluster.nodes[2], cluster.nodes[:2]
+    paused.pause()
+    try:
+        assert brokers_in_metadata(paused.host, paused.port, timeout=1.0) is None
+        for node in others:
+            assert brokers_in_metadata(node.host, node.port) is not None
+        assert paused.running  # stopped, not gone
+    finally:
+        paused.resume()
+    cluster.wait_ready()
+    assert brokers_in_metadata(paused.host, paused.port) == {1, 2, 3}
