@@ -107,6 +107,7 @@ class KafkaNode:
         directory: Path,
         artifacts: KafkaArtifacts,
         heap: str,
+        launcher: ThreadPoolExecutor,
     ) -> None:
         self.node_id = node_id
         self.host = host
@@ -118,6 +119,7 @@ class KafkaNode:
         self.log_path = directory / "node.log"
         self._artifacts = artifacts
         self._heap = heap
+        self._launcher = launcher
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -188,15 +190,19 @@ class KafkaNode:
                 )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KAFKA_"))}
         self._log = self.log_path.open("ab")
-        self._process = subprocess.Popen(
+        # The kernel's parent-death signal follows the *thread* that forked: a node started
+        # from a passing thread (asyncio.to_thread) would be killed when that thread ends.
+        # The cluster's launcher thread lives until the cluster is closed.
+        self._process = self._launcher.submit(
+            subprocess.Popen,
             self.java_command("kafka.Kafka", str(self.properties)),
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
             cwd=self.directory,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
-        )
+            preexec_fn=die_with_parent,
+        ).result()
 
     def check_alive(self) -> None:
         """Raise if the node's process has exited, with the tail of its log.
@@ -314,6 +320,7 @@ class KafkaCluster:
         self._extra = dict(properties or {})
         self.nodes: list[KafkaNode] = []
         self.cluster_id = _cluster_id()
+        self._launcher = ThreadPoolExecutor(1, thread_name_prefix="kafka-launcher")
 
     @property
     def bootstrap(self) -> str:
@@ -402,6 +409,7 @@ class KafkaCluster:
     def close(self) -> None:
         """Stop every node and remove the data folder if the cluster made it."""
         self.stop()
+        self._launcher.shutdown()
         if self._owns_directory:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -428,6 +436,7 @@ class KafkaCluster:
                     directory=self.directory / f"node-{index + 1}",
                     artifacts=artifacts,
                     heap=self._heap,
+                    launcher=self._launcher,
                 )
             )
         return nodes

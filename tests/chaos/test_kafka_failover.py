@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -176,7 +177,12 @@ async def test_events_and_committed_offsets_survive_a_restart_of_every_node(
 
     await asyncio.to_thread(cluster.stop)
     assert cluster.pids == [None, None, None]
-    await asyncio.to_thread(cluster.restart)
+    # From a thread that ends at once: the nodes must outlive the thread that started them.
+    restarter = threading.Thread(target=cluster.restart)
+    restarter.start()
+    await asyncio.to_thread(restarter.join)
+    cluster.wait_ready()
+    assert all(pid is not None for pid in cluster.pids)
 
     assert sorted(await read_to_end(cluster.bootstrap, cat.topic)) == list(range(100))
     handled.clear()
