@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
 from choreokit.events._errors import BrokerUnavailableError
@@ -19,6 +21,9 @@ from choreokit.events._security import faststream_security, security_options
 from choreokit.events._settings import Idempotence, KafkaSettings, Profile, millis
 
 logger = logging.getLogger("choreokit.kafka")
+
+_PROBE_RETRY = 0.1
+"""Seconds between producer-id requests while the broker says its coordinator is loading."""
 
 
 def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> BrokerUnavailableError:
@@ -29,14 +34,22 @@ def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> Brok
     )
 
 
+def bootstrap_servers(settings: KafkaSettings) -> list[str]:
+    """``CHOREO_KAFKA_BOOTSTRAP`` as the list of ``host:port`` the clients take."""
+    return [host.strip() for host in settings.bootstrap.split(",") if host.strip()]
+
+
 def client_options(settings: KafkaSettings) -> dict[str, Any]:
     """Options every aiokafka client of a service shares (connection and security).
+
+    The bootstrap servers go as a list: FastStream's broker wraps a string in a
+    list unsplit, so ``"a:9092,b:9092"`` would reach aiokafka as one bad host.
 
     Raises:
         ConfigurationError: The security settings cannot work, or are refused in production.
     """
     return {
-        "bootstrap_servers": settings.bootstrap,
+        "bootstrap_servers": bootstrap_servers(settings),
         "request_timeout_ms": millis(settings.request_timeout),
         **security_options(settings),
     }
@@ -45,7 +58,7 @@ def client_options(settings: KafkaSettings) -> dict[str, Any]:
 def broker_options(settings: KafkaSettings) -> dict[str, Any]:
     """The same connection for FastStream's ``KafkaBroker`` (its ``security`` object)."""
     return {
-        "bootstrap_servers": settings.bootstrap,
+        "bootstrap_servers": bootstrap_servers(settings),
         "request_timeout_ms": millis(settings.request_timeout),
         **faststream_security(settings),
     }
@@ -87,14 +100,23 @@ async def broker_grants_producer_ids(settings: KafkaSettings) -> tuple[bool, str
         BrokerUnavailableError: The cluster could not be reached.
     """
     client = AIOKafkaClient(**client_options(settings))
+    deadline = time.monotonic() + settings.request_timeout.total_seconds()
     try:
         await client.bootstrap()
-        node = client.get_random_node()
-        if node is None:
-            raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap}")
-        response = await client.send(
-            node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
-        )
+        while True:
+            node = client.get_random_node()
+            if node is None:
+                raise BrokerUnavailableError(f"no broker answered at {settings.bootstrap}")
+            response = await client.send(
+                node, InitProducerIdRequest(transactional_id=None, transaction_timeout_ms=60_000)
+            )
+            # A Kafka broker that has just started answers "coordinator loading" for a
+            # moment: that is a "not yet", not a refusal (Tansu refuses for good).
+            if response.error_code == 0 or not for_code(response.error_code).retriable:
+                break
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(_PROBE_RETRY)
     except KafkaError as exc:
         raise unreachable(settings, exc, "asking for a producer id") from exc
     finally:

@@ -1,4 +1,11 @@
-"""Fixtures of every layer; the embedded broker starts once per session, on a free port."""
+"""Fixtures of every layer.
+
+The brokers start once per session, on free ports: the embedded one (Tansu)
+for every test that asks for ``broker`` or ``kafka``, and a one-node Apache
+Kafka for the tests marked ``@pytest.mark.engines("tansu", "kafka")``, which
+run once per engine with the engine in their id (``test_x[kafka]``). The
+three-node cluster starts only for the tests (modules) that ask for it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +16,14 @@ from pathlib import Path
 import pytest
 
 from choreokit.events import KafkaSettings
-from choreokit.services.runtime import EmbeddedBroker, free_port
+from choreokit.services.runtime import EmbeddedBroker, KafkaCluster, KafkaRigError, free_port
 
 TESTS = Path(__file__).parent
-LAYERS = ("unit", "integration", "e2e")
+LAYERS = ("unit", "integration", "e2e", "chaos")
+ENGINES = ("tansu", "kafka")
+
+Broker = EmbeddedBroker | KafkaCluster
+"""What the ``broker`` fixture gives: either engine, both with ``bootstrap``."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -23,8 +34,29 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(getattr(pytest.mark, relative.parts[0]))
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run a test marked ``engines(...)`` once per named engine, through its ``broker``."""
+    marker = metafunc.definition.get_closest_marker("engines")
+    if marker is None:
+        return
+    engines = marker.args or ENGINES
+    unknown = set(engines) - set(ENGINES)
+    if unknown:
+        raise pytest.UsageError(f"unknown engine(s) {sorted(unknown)}; known: {list(ENGINES)}")
+    if "broker" not in metafunc.fixturenames:
+        # A module's mark covers its tests that need no broker too; a test's own mark must mean it.
+        if any(mark.name == "engines" for mark in metafunc.definition.own_markers):
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid} is marked engines(...) but uses neither the "
+                "'broker' nor the 'kafka' fixture: nothing would differ between its runs"
+            )
+        return
+    # Function scope: the engine's own session fixture holds the broker, this only picks it.
+    metafunc.parametrize("broker", engines, indirect=True, scope="function")
+
+
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+def tansu_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """The real embedded broker (Tansu), shared by the session; tests use their own topics."""
     log = tmp_path_factory.mktemp("broker") / "tansu.log"
     embedded = EmbeddedBroker(port=free_port(), log=log)
@@ -33,9 +65,53 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]
     embedded.stop()
 
 
+def start_kafka(nodes: int, directory: Path) -> KafkaCluster:
+    """Start an Apache Kafka rig for a fixture, or fail the test saying what is missing."""
+    cluster = KafkaCluster(nodes, directory=directory)
+    try:
+        cluster.start()
+    except KafkaRigError as exc:
+        pytest.fail(
+            f"Apache Kafka ({nodes} node(s)) is needed and did not start: {exc}\n"
+            "scripts/test resolves its jars up front; see docs/broker.md"
+        )
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """One Apache Kafka node (KRaft) for the session, started when a test first needs it."""
+    cluster = start_kafka(1, tmp_path_factory.mktemp("kafka"))
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="module")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Three Apache Kafka nodes (3 voters, replication 3, min ISR 2), for one test module."""
+    cluster = start_kafka(3, tmp_path_factory.mktemp("kafka3"))
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def broker(request: pytest.FixtureRequest) -> Broker:
+    """The broker of a test: Tansu, or the engine its ``engines`` marker names for this run."""
+    engine = getattr(request, "param", "tansu")
+    found = request.getfixturevalue(f"{engine}_broker")
+    assert isinstance(found, EmbeddedBroker | KafkaCluster)
+    return found
+
+
 @pytest.fixture
-def kafka(broker: EmbeddedBroker) -> KafkaSettings:
-    """Settings pointing at the session's broker, with the local profile."""
+def engine(broker: Broker) -> str:
+    """The name of the engine a test runs on: ``tansu`` or ``kafka``."""
+    return "kafka" if isinstance(broker, KafkaCluster) else "tansu"
+
+
+@pytest.fixture
+def kafka(broker: Broker) -> KafkaSettings:
+    """Settings pointing at the test's broker, with the local profile."""
     return KafkaSettings(bootstrap=broker.bootstrap)
 
 

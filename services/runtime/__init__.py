@@ -1,4 +1,4 @@
-"""The service runtime: the embedded broker, service discovery and process supervision."""
+"""The service runtime: the embedded broker, the Apache Kafka rig, discovery and supervision."""
 
 from choreokit.services.runtime.embedded_broker import (
     EmbeddedBroker,
@@ -7,5 +7,27 @@ from choreokit.services.runtime.embedded_broker import (
     port_is_free,
     resolve_binary,
 )
+from choreokit.services.runtime.kafka_artifacts import (
+    KAFKA_VERSION,
+    KafkaArtifacts,
+    KafkaRigError,
+    pinned_version,
+    resolve_artifacts,
+)
+from choreokit.services.runtime.kafka_cluster import KafkaCluster, KafkaNode, brokers_in_metadata
 
-__all__ = ["EmbeddedBroker", "answers_kafka", "free_port", "port_is_free", "resolve_binary"]
+__all__ = [
+    "KAFKA_VERSION",
+    "EmbeddedBroker",
+    "KafkaArtifacts",
+    "KafkaCluster",
+    "KafkaNode",
+    "KafkaRigError",
+    "answers_kafka",
+    "brokers_in_metadata",
+    "free_port",
+    "pinned_version",
+    "port_is_free",
+    "resolve_artifacts",
+    "resolve_binary",
+]

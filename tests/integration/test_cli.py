@@ -1,9 +1,10 @@
-"""The command line against the real embedded broker: broker, publish, tail."""
+"""The command line against real brokers (Tansu and Apache Kafka): broker, publish, tail."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from choreokit.events import KafkaSettings
-from choreokit.services.runtime import answers_kafka, free_port
+from choreokit.services.runtime import answers_kafka, brokers_in_metadata, free_port
 from tests.integration.kafka_io import produce_raw
 from tests.support import unique, wait_until
 
@@ -54,6 +55,7 @@ def test_broker_command_starts_answers_and_stops_on_sigint() -> None:
             process.kill()
 
 
+@pytest.mark.engines("tansu", "kafka")
 def test_broker_command_refuses_a_taken_port(kafka: KafkaSettings) -> None:
     port = kafka.bootstrap.rsplit(":", 1)[1]
     result = choreo("broker", "--port", port, timeout=30)
@@ -67,6 +69,61 @@ def test_broker_command_says_when_the_binary_is_missing(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "is not an executable file" in result.stderr
+
+
+def test_broker_command_runs_three_kafka_nodes_and_sigterm_stops_every_node(
+    tmp_path: Path,
+) -> None:
+    """``--engine kafka --nodes 3`` prints a bootstrap that lists all three brokers, then node
+    pids; SIGTERM stops the command and every node, and no node process is left."""
+    port = free_port()
+    process = subprocess.Popen(
+        [CHOREO, "broker", "--engine", "kafka", "--nodes", "3", "--port", str(port)],
+        stdout=subprocess.PIPE,
+        stderr=(tmp_path / "broker.err").open("w"),
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        lines = [process.stdout.readline() for _ in range(4)]  # ends early if the command dies
+        assert lines[0].startswith("bootstrap: "), (lines, (tmp_path / "broker.err").read_text())
+        servers = lines[0].removeprefix("bootstrap: ").strip().split(",")
+        assert len(servers) == 3
+        assert servers[0] == f"127.0.0.1:{port}"
+        found = [re.match(r"node (\d): pid (\d+),", line) for line in lines[1:]]
+        pids = [int(match[2]) for match in found if match]
+        assert len(pids) == 3, lines
+        assert all(pid_alive(pid) for pid in pids)
+        for server in servers:
+            host, node_port = server.rsplit(":", 1)
+            assert brokers_in_metadata(host, int(node_port)) == {1, 2, 3}
+
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, (tmp_path / "broker.err").read_text()
+        assert "Apache Kafka stopped" in (tmp_path / "broker.err").read_text()
+        wait_until(lambda: not any(pid_alive(pid) for pid in pids), what="every node to exit")
+        assert brokers_in_metadata("127.0.0.1", port) is None
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_broker_command_says_what_to_set_when_kafka_jars_are_missing(tmp_path: Path) -> None:
+    result = choreo(
+        "broker", "--engine", "kafka", env={"CHOREO_KAFKA_HOME": str(tmp_path)}, timeout=30
+    )
+    assert result.returncode == 1
+    assert "is not an unpacked Apache Kafka distribution" in result.stderr
+    assert "CHOREO_KAFKA_HOME" in result.stderr
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process (not a zombie) has this id."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 @pytest.fixture
@@ -91,6 +148,7 @@ def event_module(tmp_path: Path) -> tuple[dict[str, str], str, str]:
     return env, f"{topic}.noted", topic
 
 
+@pytest.mark.engines("tansu", "kafka")
 def test_publish_then_tail_shows_the_event_decoded(
     kafka: KafkaSettings, event_module: tuple[dict[str, str], str, str]
 ) -> None:
@@ -148,6 +206,7 @@ def test_publish_says_when_the_broker_is_unreachable(
     assert "cannot reach Kafka" in result.stderr
 
 
+@pytest.mark.engines("tansu", "kafka")
 def test_run_marks_ready_beats_and_stops_cleanly_on_sigterm(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
@@ -196,6 +255,7 @@ def test_run_refuses_an_unknown_service() -> None:
     assert "payments" in result.stderr
 
 
+@pytest.mark.engines("tansu", "kafka")
 def test_topics_create_makes_every_declared_topic_and_its_dead_letter_topic(
     kafka: KafkaSettings,
 ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from choreokit.events import (
     Envelope,
     HandlerContext,
@@ -15,6 +17,8 @@ from choreokit.events import (
 )
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.support import catalog, envelope_for, unique, wait_for
+
+pytestmark = pytest.mark.engines("tansu", "kafka")
 
 
 def good(cat: object, n: int) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

@@ -1,13 +1,17 @@
-"""The event layer on the real embedded broker: envelope, upcasting, groups, flows."""
+"""The event layer on both engines (Tansu and Apache Kafka): envelope, upcasting, groups, flows."""
 
 from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
 
+import pytest
+
 from choreokit.events import Envelope, HandlerContext, KafkaSettings, Service
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.support import catalog, unique, wait_for
+
+pytestmark = pytest.mark.engines("tansu", "kafka")
 
 
 async def test_every_envelope_attribute_round_trips(kafka: KafkaSettings) -> None:

@@ -12,8 +12,12 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from choreokit.events import KafkaSettings, Service
 from tests.support import catalog, unique, wait_until
+
+pytestmark = pytest.mark.engines("tansu", "kafka")
 
 ROOT = Path(__file__).resolve().parents[2]
 

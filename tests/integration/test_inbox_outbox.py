@@ -14,6 +14,8 @@ from choreokit.services.runtime.database import create_engine
 from tests.integration.kafka_io import end_offsets, headers_of, produce_raw, read_topic
 from tests.support import catalog, envelope_for, unique, wait_for
 
+pytestmark = pytest.mark.engines("tansu", "kafka")
+
 business = MetaData()
 effects = Table(
     "effects",

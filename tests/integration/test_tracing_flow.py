@@ -25,6 +25,8 @@ from tests.integration.kafka_io import produce_raw, read_topic
 from tests.integration.otlp import ROOT, Receiver, otlp_receiver
 from tests.support import unique, wait_until
 
+pytestmark = pytest.mark.engines("tansu", "kafka")
+
 SECRET = "payload-marker-c41d"
 
 

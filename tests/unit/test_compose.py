@@ -15,6 +15,7 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from choreokit.services.runtime import KAFKA_VERSION, pinned_version
 from choreokit.services.runtime.app import service_names
 from choreokit.services.runtime.environment import is_read_by, variables_read_by
 
@@ -111,3 +112,36 @@ def test_the_image_is_slim_non_root_and_checks_its_health() -> None:
     assert "CHOREO_READY_FILE=" in dockerfile
     for copied in re.findall(r"^COPY (?!--)(\S+)", dockerfile, flags=re.MULTILINE):
         assert (ROOT / copied).exists(), f"Dockerfile copies {copied}, which does not exist"
+
+
+def test_compose_runs_the_kafka_version_the_rig_tests() -> None:
+    """The image tag, the pom the rig resolves and the code's constant name one version."""
+    image, tag = SERVICES["kafka"]["image"].split(":")
+    assert image == "apache/kafka"
+    assert tag == pinned_version() == KAFKA_VERSION
+
+
+def test_compose_kafka_has_the_settings_the_rig_relies_on() -> None:
+    """KRaft with combined roles, a controller listener of its own, advertised to the
+    containers, and replication settings that one node can satisfy (the rig's one-node
+    values; its three-node cluster uses 3 and min ISR 2)."""
+    kafka = environment("kafka")
+    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    node_id = kafka["KAFKA_NODE_ID"]
+    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:9093"
+    assert kafka["KAFKA_CONTROLLER_LISTENER_NAMES"] == "CONTROLLER"
+    assert set(kafka["KAFKA_LISTENERS"].split(",")) == {"PLAINTEXT://:9092", "CONTROLLER://:9093"}
+    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert protocols == {"CONTROLLER": "PLAINTEXT", "PLAINTEXT": "PLAINTEXT"}
+    for variable in (
+        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
+        "KAFKA_DEFAULT_REPLICATION_FACTOR",
+        "KAFKA_MIN_INSYNC_REPLICAS",
+    ):
+        assert kafka[variable] == "1", f"{variable}: one node can only hold one replica"
+    assert kafka["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+    for name in service_names():
+        assert environment(name)["CHOREO_KAFKA_TOPIC_REPLICATION"] == "1"

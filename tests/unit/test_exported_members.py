@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import choreokit.services.runtime
 from choreokit import events
 
@@ -75,3 +77,18 @@ def test_errors_share_one_root_and_say_whether_to_retry() -> None:
         assert isinstance(error.retriable, bool)
     assert events.PublishError.retriable
     assert not events.InvalidPayloadError.retriable
+
+
+def test_runtime_exports_every_public_name_it_imports() -> None:
+    """A name imported into the runtime but left out of ``__all__`` is caught (httpx's way)."""
+    exported = sorted(choreokit.services.runtime.__all__, key=str.casefold)
+    public = sorted(
+        (
+            name
+            for name, value in vars(choreokit.services.runtime).items()
+            if not name.startswith("_") and not isinstance(value, types.ModuleType)
+        ),
+        key=str.casefold,
+    )
+    assert exported == public
+    assert issubclass(choreokit.services.runtime.KafkaRigError, events.ChoreoError)

@@ -55,3 +55,15 @@ def test_settings_are_frozen() -> None:
     settings = KafkaSettings(bootstrap="x:1")
     with pytest.raises(ValidationError):
         settings.bootstrap = "y:2"  # type: ignore[misc]
+
+
+def test_a_bootstrap_list_reaches_every_client_as_separate_hosts() -> None:
+    """FastStream's broker would take a comma-separated string as one host: pass a list."""
+    from choreokit.events._kafka import client_options
+
+    settings = KafkaSettings(bootstrap="127.0.0.1:9092, 127.0.0.1:9093,127.0.0.1:9094")
+    assert client_options(settings)["bootstrap_servers"] == [
+        "127.0.0.1:9092",
+        "127.0.0.1:9093",
+        "127.0.0.1:9094",
+    ]
