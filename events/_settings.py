@@ -104,9 +104,9 @@ class SaslMechanism(StrEnum):
     OAUTHBEARER = "OAUTHBEARER"
 
 
-NOT_CLIENT_VARIABLES = frozenset({"CHOREO_KAFKA_HOME"})
+NOT_CLIENT_VARIABLES = frozenset({"CHOREO_KAFKA_HOME", "CHOREO_KAFKA_POM"})
 """``CHOREO_KAFKA_*`` variables that configure tools, not clients (an Apache Kafka
-distribution for ``choreo broker --engine kafka``)."""
+distribution, or the pom resolving its jars, for ``choreo broker --engine kafka``)."""
 
 
 class KafkaSettings(BaseSettings):
