@@ -17,6 +17,7 @@ import pytest
 
 from choreokit.events import KafkaSettings
 from choreokit.services.runtime import EmbeddedBroker, KafkaCluster, KafkaRigError, free_port
+from tests.rig.jaeger import Jaeger, JaegerBuildError, build
 
 TESTS = Path(__file__).parent
 LAYERS = ("unit", "integration", "e2e", "chaos")
@@ -113,6 +114,23 @@ def engine(broker: Broker) -> str:
 def kafka(broker: Broker) -> KafkaSettings:
     """Settings pointing at the test's broker, with the local profile."""
     return KafkaSettings(bootstrap=broker.bootstrap)
+
+
+@pytest.fixture(scope="session")
+def jaeger(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Jaeger]:
+    """A real Jaeger v2 (in-memory store, free loopback ports), shared by the session.
+
+    Built with ``go install`` on first use and cached (tests/rig/jaeger.py); tests tell
+    their traces apart by flow id. Its log: the session's ``jaeger0/jaeger.log``.
+    """
+    try:
+        build()
+    except JaegerBuildError as exc:
+        pytest.fail(str(exc))
+    with Jaeger(tmp_path_factory.mktemp("jaeger") / "jaeger.log") as running:
+        yield running
+    assert running.process is not None
+    assert running.process.returncode == 0, f"Jaeger stopped badly:\n{running.tail()}"
 
 
 POSTGRES_ENV = "CHOREO_TEST_POSTGRES_URL"

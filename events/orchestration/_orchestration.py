@@ -116,13 +116,16 @@ class Orchestration:
                 ATTR_RUN_ID: run_id,
                 ATTR_RESUMED: resumed,
             },
+            record_exception=False,  # exception messages quote input: only types go in spans
+            set_status_on_exception=False,
         ) as span:
             if resumed:
                 logger.info("%s run %s resumed at status %s", self.name, run_id, state.status)
             outcome = await self._drive(state)
             span.set_attribute(ATTR_STATUS, outcome.status.value)
             if not outcome.succeeded:
-                span.set_status(Status(StatusCode.ERROR, outcome.error or "failed"))
+                failed = f"step {outcome.failed_step} failed" if outcome.failed_step else "failed"
+                span.set_status(Status(StatusCode.ERROR, failed))
             return outcome
 
     async def _drive(self, state: RunState) -> Outcome:
@@ -210,6 +213,8 @@ class Orchestration:
                 ATTR_RUN_ID: state.run_id,
                 ATTR_STEP: step.name,
             },
+            record_exception=False,  # the type is recorded below; the message may quote input
+            set_status_on_exception=False,
         ) as span:
             while True:
                 attempt += 1

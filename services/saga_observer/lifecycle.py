@@ -19,6 +19,9 @@ from datetime import timedelta
 from typing import Protocol
 
 from aiokafka.errors import KafkaError
+from opentelemetry import context as otel_context
+from opentelemetry import propagate
+from opentelemetry.context import Context
 
 from choreokit.events import ChoreoError, Event, Publisher
 from choreokit.services.saga_observer.events import (
@@ -159,6 +162,16 @@ class Pending:
     caused_by: str | None
     payload: str
     created_us: int
+    traceparent: str | None = None
+    """The deciding event's ``traceparent``: the lifecycle event's ``send`` span continues
+    that trace (the flow's), instead of starting one of its own."""
+
+
+def _cause_context(traceparent: str | None) -> Context:
+    """The context a lifecycle event is sent in: its cause's trace, else none at all."""
+    if not traceparent:
+        return Context()
+    return propagate.extract({"traceparent": traceparent}, context=Context())
 
 
 class Outbox(Protocol):
@@ -249,7 +262,11 @@ class LifecycleRelay:
                 event_id=row.id,
                 time=from_micros(row.created_us),
             )
-            futures.append(await self._publisher.send(outbound))
+            token = otel_context.attach(_cause_context(row.traceparent))
+            try:
+                futures.append(await self._publisher.send(outbound))
+            finally:
+                otel_context.detach(token)
         outcomes = await asyncio.gather(*futures, return_exceptions=True)
         done = [
             row for row, o in zip(rows, outcomes, strict=True) if not isinstance(o, BaseException)

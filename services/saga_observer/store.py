@@ -242,8 +242,21 @@ class Store:
                     .where(L.c.id.in_(chunk))
                     .values(claimed_by=owner, claimed_until_us=now_us + lease_us)
                 )
+            # The deciding events' trace context: each lifecycle event goes out in its flow's trace.
+            traceparents: dict[str, str | None] = {}
+            for chunk in _chunks(sorted({r.caused_by for r in rows if r.caused_by})):
+                found = await conn.execute(select(E.c.id, E.c.traceparent).where(E.c.id.in_(chunk)))
+                traceparents.update((event_id, tp) for event_id, tp in found)
         return [
-            Pending(r.id, r.correlation_id, r.type, r.caused_by, r.payload, r.created_us)
+            Pending(
+                r.id,
+                r.correlation_id,
+                r.type,
+                r.caused_by,
+                r.payload,
+                r.created_us,
+                traceparents.get(r.caused_by) if r.caused_by else None,
+            )
             for r in rows
         ]
 

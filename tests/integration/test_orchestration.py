@@ -179,6 +179,13 @@ async def test_each_run_and_step_is_a_span(engine: AsyncEngine) -> None:
         assert (span.attributes or {})["choreo.orchestration.run_id"] == "run-9"
     assert root.attributes is not None
     assert root.attributes["choreo.orchestration.status"] == "compensated"
+    # Exception types only: a message ("b refused") may quote the run's input.
+    assert root.status.description == "step b failed"
+    assert spans["step b"].status.description == "StepFailedError"
+    for span in spans.values():
+        for event in span.events:
+            assert "exception.message" not in (event.attributes or {}), span.name
+            assert "exception.stacktrace" not in (event.attributes or {}), span.name
 
 
 def worker(db: str, run_id: str, *extra: str) -> subprocess.CompletedProcess[str]:
