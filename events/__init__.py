@@ -27,7 +27,15 @@ from choreokit.events._codec import (
 )
 from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
 from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
-from choreokit.events._envelope import Envelope
+from choreokit.events._envelope import (
+    MAX_ATTRIBUTE_LENGTH,
+    MAX_TIME,
+    MIN_TIME,
+    Envelope,
+    check_attribute,
+    check_time,
+    parse_time,
+)
 from choreokit.events._errors import (
     BrokerUnavailableError,
     ChoreoError,
@@ -36,6 +44,7 @@ from choreokit.events._errors import (
     EmbeddedBrokerError,
     InvalidEnvelopeError,
     InvalidPayloadError,
+    KeyConflictError,
     MalformedJsonError,
     MissingUpcasterError,
     PermanentError,
@@ -50,7 +59,7 @@ from choreokit.events._handling import Delivery, HandlerContext, HandlerSpec, Re
 from choreokit.events._ids import new_event_id
 from choreokit.events._kafka import client_options
 from choreokit.events._middleware import Middleware
-from choreokit.events._model import Event, EventInfo
+from choreokit.events._model import Event, EventInfo, EventTime
 from choreokit.events._outbound import Outbound
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry, upcaster
@@ -65,6 +74,9 @@ from choreokit.events._settings import (
 )
 
 __all__ = [
+    "MAX_ATTRIBUTE_LENGTH",
+    "MAX_TIME",
+    "MIN_TIME",
     "BrokerUnavailableError",
     "ChoreoError",
     "ConfigurationError",
@@ -76,12 +88,14 @@ __all__ = [
     "Envelope",
     "Event",
     "EventInfo",
+    "EventTime",
     "HandlerContext",
     "HandlerSpec",
     "Idempotence",
     "InvalidEnvelopeError",
     "InvalidPayloadError",
     "KafkaSettings",
+    "KeyConflictError",
     "MalformedJsonError",
     "Middleware",
     "MissingUpcasterError",
@@ -102,6 +116,8 @@ __all__ = [
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "check_attribute",
+    "check_time",
     "client_options",
     "dead_letter_topic",
     "decode",
@@ -110,6 +126,7 @@ __all__ = [
     "encode_payload",
     "is_dead_letter_topic",
     "new_event_id",
+    "parse_time",
     "to_structured",
     "upcaster",
 ]

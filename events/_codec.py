@@ -25,9 +25,13 @@ from choreokit.events._envelope import (
     H_TRACESTATE,
     H_TYPE,
     JSON,
+    MAX_TIME,
+    MIN_TIME,
     SPECVERSION,
     STRUCTURED_JSON,
     Envelope,
+    check_attribute,
+    parse_time,
 )
 from choreokit.events._errors import (
     InvalidEnvelopeError,
@@ -40,9 +44,7 @@ from choreokit.events._model import Event
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""
 
-MAX_ATTRIBUTE_LENGTH = 1024
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # excluded from CloudEvents strings
 _ENCODED_JSON = JSON.encode()
 _ENCODED_SPECVERSION = SPECVERSION.encode()
 _WANTED = CE_HEADERS | {H_CONTENT_TYPE, H_TRACEPARENT, H_TRACESTATE}
@@ -251,11 +253,7 @@ def _required(attrs: dict[str, str], header: str) -> str:
 
 
 def _checked(header: str, raw: str) -> str:
-    if len(raw) > MAX_ATTRIBUTE_LENGTH:
-        raise InvalidEnvelopeError(header, f"is longer than {MAX_ATTRIBUTE_LENGTH} characters")
-    if _CONTROL.search(raw):
-        raise InvalidEnvelopeError(header, "contains control characters")
-    return raw
+    return check_attribute(header, raw)
 
 
 def _version(raw: str | None) -> int:
@@ -269,13 +267,7 @@ def _version(raw: str | None) -> int:
 def _time(raw: str | None, fallback: datetime) -> datetime:
     if raw is None:
         return fallback
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidEnvelopeError(H_TIME, f"is not an RFC 3339 timestamp: {raw[:64]!r}") from None
-    if parsed.tzinfo is None:
-        raise InvalidEnvelopeError(H_TIME, "must include a UTC offset (RFC 3339)")
-    return parsed
+    return parse_time(H_TIME, raw)
 
 
 def _envelope(attrs: dict[str, str], fallback_time: datetime) -> Envelope:
@@ -297,13 +289,27 @@ def _envelope(attrs: dict[str, str], fallback_time: datetime) -> Envelope:
         time=_time(attrs.get(H_TIME), fallback_time),
         correlation_id=_checked(H_CORRELATION, correlation) if correlation else event_id,
         causation_id=_checked(H_CAUSATION, causation) if causation else None,
-        traceparent=attrs.get(H_TRACEPARENT),
-        tracestate=attrs.get(H_TRACESTATE),
+        traceparent=_optional(attrs, H_TRACEPARENT),
+        tracestate=_optional(attrs, H_TRACESTATE),
     )
 
 
+def _optional(attrs: dict[str, str], header: str) -> str | None:
+    raw = attrs.get(header)
+    return None if raw is None else _checked(header, raw)
+
+
+_MIN_MS = int(MIN_TIME.timestamp() * 1000)
+_MAX_MS = int(MAX_TIME.timestamp() * 1000)
+
+
 def record_time(timestamp_ms: int | None) -> datetime:
-    """Return a Kafka record timestamp as an aware datetime (now, if there is none)."""
-    if timestamp_ms is None or timestamp_ms < 0:
+    """Return a Kafka record timestamp as an aware datetime.
+
+    A producer chooses the timestamp (any 64-bit number): one that is missing or
+    outside the years the event layer accepts (:data:`MIN_TIME` .. :data:`MAX_TIME`)
+    gives now instead, so no record's timestamp can break a consumer.
+    """
+    if timestamp_ms is None or not _MIN_MS <= timestamp_ms < _MAX_MS:
         return datetime.now(UTC)
     return datetime.fromtimestamp(timestamp_ms / 1000, UTC)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from datetime import datetime
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
 
+from choreokit.events._envelope import MAX_TIME, MIN_TIME
 from choreokit.events._errors import SchemaError
 
 if TYPE_CHECKING:
@@ -15,6 +17,17 @@ if TYPE_CHECKING:
 
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def _in_range(value: datetime) -> datetime:
+    if not MIN_TIME <= value < MAX_TIME:
+        raise ValueError("must be within the years 1970 to 2199")
+    return value
+
+
+EventTime = Annotated[AwareDatetime, AfterValidator(_in_range)]
+"""A payload timestamp: with a UTC offset, within the years the event layer accepts
+(:data:`MIN_TIME` .. :data:`MAX_TIME`), like an envelope's ``time``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
@@ -18,14 +17,17 @@ from urllib.parse import unquote
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
+from choreokit.events import (
+    MAX_ATTRIBUTE_LENGTH,
+    InvalidEnvelopeError,
+    check_attribute,
+    parse_time,
+)
 from choreokit.events._envelope import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
 from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
 
 MAX_ID_LENGTH = 256
 """Longest ``id``, ``correlationid`` or ``causationid`` a caller may send."""
-
-MAX_ATTRIBUTE_LENGTH = 1024
-"""Longest value of any other attribute (what consumers accept)."""
 
 REQUIRED = ("specversion", "id", "source", "type")
 FORWARDED = (
@@ -43,7 +45,6 @@ _CHECKED_ONLY = ("specversion", "datacontenttype")
 _KNOWN = frozenset((*FORWARDED, *_CHECKED_ONLY))
 _IDS = frozenset({"id", "correlationid", "causationid"})
 _VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CE_PREFIX = "ce-"
 _BINARY_HINT = (
     "binary mode needs the headers ce-specversion: 1.0, ce-id, ce-source and ce-type "
@@ -313,10 +314,10 @@ def _check(attributes: dict[str, str]) -> None:
         )
     for name, value in attributes.items():
         limit = MAX_ID_LENGTH if name in _IDS else MAX_ATTRIBUTE_LENGTH
-        if len(value) > limit:
-            raise _malformed(f"attribute {name!r} is longer than {limit} characters", name)
-        if _CONTROL.search(value):
-            raise _malformed(f"attribute {name!r} contains control characters", name)
+        try:
+            check_attribute(name, value, max_length=limit)
+        except InvalidEnvelopeError as exc:
+            raise _malformed(f"attribute {name!r} {exc.reason}", name) from None
     version = attributes.get("dataversion")
     if version is not None and not _VERSION.match(version):
         raise _malformed(
@@ -326,11 +327,9 @@ def _check(attributes: dict[str, str]) -> None:
     time = attributes.get("time")
     if time is not None:
         try:
-            parsed = datetime.fromisoformat(time)
-        except ValueError:
-            raise _malformed(f"time is not an RFC 3339 timestamp: {time[:64]!r}", "time") from None
-        if parsed.tzinfo is None:
-            raise _malformed("time must include a UTC offset (RFC 3339)", "time")
+            parse_time("time", time)
+        except InvalidEnvelopeError as exc:
+            raise _malformed(f"time {exc.reason}", "time") from None
     for name in ("correlationid", "causationid"):
         if name in attributes and not attributes[name].strip():
             raise _malformed(f"attribute {name!r} is empty; leave it out instead", name)

@@ -11,6 +11,9 @@ from choreokit import events
 def test_events_exports() -> None:
     assert sorted(events.__all__) == sorted(
         [
+            "MAX_ATTRIBUTE_LENGTH",
+            "MAX_TIME",
+            "MIN_TIME",
             "BrokerUnavailableError",
             "ChoreoError",
             "ConfigurationError",
@@ -22,12 +25,14 @@ def test_events_exports() -> None:
             "Envelope",
             "Event",
             "EventInfo",
+            "EventTime",
             "HandlerContext",
             "HandlerSpec",
             "Idempotence",
             "InvalidEnvelopeError",
             "InvalidPayloadError",
             "KafkaSettings",
+            "KeyConflictError",
             "MalformedJsonError",
             "Middleware",
             "MissingUpcasterError",
@@ -48,6 +53,8 @@ def test_events_exports() -> None:
             "UnknownTypePolicy",
             "UnsupportedContentTypeError",
             "VersionTooNewError",
+            "check_attribute",
+            "check_time",
             "client_options",
             "dead_letter_topic",
             "decode",
@@ -56,6 +63,7 @@ def test_events_exports() -> None:
             "encode_payload",
             "is_dead_letter_topic",
             "new_event_id",
+            "parse_time",
             "to_structured",
             "upcaster",
         ]
