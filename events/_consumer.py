@@ -36,6 +36,7 @@ from choreokit.events._handling import (
     RecordInfo,
     current_context,
 )
+from choreokit.events._ids import derived_event_id
 from choreokit.events._middleware import Middleware, overrides
 from choreokit.events._model import Event
 from choreokit.events._outbound import SendFuture
@@ -67,6 +68,8 @@ class ConsumerStats:
         skipped: Records of types no handler here wants, by type.
         redelivered_batches: Batches that could not be fully acknowledged and
             will be read again.
+        failure_events: Failure events published for dead-lettered steps
+            (``on_dead_letter`` of :meth:`Service.handler`).
     """
 
     handled: int = 0
@@ -74,6 +77,7 @@ class ConsumerStats:
     retries: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     redelivered_batches: int = 0
+    failure_events: int = 0
 
 
 class Committer(Protocol):
@@ -159,9 +163,47 @@ class Dispatcher:
         try:
             await self._chain(delivery)
         except Exception as exc:  # noqa: BLE001 - every failure has one answer: the dead-letter topic
-            return [await self._dead_letter(record, exc, attempts=delivery.attempt)]
+            sent = [await self._dead_letter(record, exc, attempts=delivery.attempt)]
+            return sent + await self._failure_event(delivery, exc)
         self.stats.handled += 1
         return delivery.pending
+
+    async def _failure_event(self, delivery: Delivery, error: BaseException) -> list[SendFuture]:
+        """Publish the failure event the handler declares for a dead-lettered step, if any."""
+        build = delivery.handler.on_dead_letter
+        if build is None:
+            return []
+        cause = delivery.envelope
+        try:
+            failure = build(delivery.event, error)
+            if failure is None:
+                return []
+            outbound = self._publisher.prepare(
+                failure,
+                correlation_id=cause.correlation_id,
+                causation_id=cause.id,
+                event_id=derived_event_id(
+                    cause.id, f"{self._group}/{delivery.handler.name}/dlq", 0
+                ),
+            )
+        except Exception:
+            # The dead letter is sent; a broken failure builder must not hold the partition.
+            logger.exception(
+                "on_dead_letter of %s failed for %s; only the dead letter was sent",
+                delivery.handler.name,
+                cause.id,
+            )
+            return []
+        logger.warning(
+            "%s gave up on %s %s; its flow fails with %s",
+            self._group,
+            cause.type,
+            cause.id,
+            outbound.envelope.type,
+            extra={"correlation_id": cause.correlation_id},
+        )
+        self.stats.failure_events += 1
+        return [await self._publisher.send(outbound)]
 
     def _event(self, decoded: DecodedRecord, spec: HandlerSpec) -> Event:
         envelope = decoded.envelope

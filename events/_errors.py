@@ -123,6 +123,26 @@ class PermanentError(ChoreoError):
     """Raised by a handler to send the event to the dead-letter topic without retrying."""
 
 
+class KeyConflictError(PermanentError):
+    """An event names a business key (an order id) that belongs to another flow.
+
+    The key was bound to the flow that created it; an event of any other flow
+    that names it is refused, never applied, and goes to the dead-letter topic
+    under this error type, so the attempt is visible where dead letters are.
+    """
+
+    def __init__(self, kind: str, key: str, correlation_id: str, owner: str) -> None:
+        self.kind = kind
+        self.key = key
+        self.correlation_id = correlation_id
+        self.owner = owner
+        super().__init__(
+            f"{kind} {key[:64]!r} belongs to another flow than {correlation_id[:128]!r}; "
+            "the event was refused and nothing was applied. A genuine event must be "
+            f"published in the flow that created the {kind}"
+        )
+
+
 class PublishError(ChoreoError):
     """The broker did not acknowledge a record."""
 

@@ -40,14 +40,24 @@ class RecordInfo:
     value: bytes | None
 
 
+DeadLetterEvent = Callable[[Any, BaseException], Event | None]
+"""Given the event a handler gave up on and why, the failure event to publish, or ``None``."""
+
+
 @dataclass(frozen=True, slots=True)
 class HandlerSpec:
-    """A handler as registered: its function, the model it wants, and its name."""
+    """A handler as registered: its function, the model it wants, and its name.
+
+    Attributes:
+        on_dead_letter: Builds the failure event published in the flow when the
+            handler's event goes to the dead-letter topic (see :meth:`Service.handler`).
+    """
 
     name: str
     model: type[Event]
     fn: Callable[..., Awaitable[Any]]
     takes_context: bool
+    on_dead_letter: DeadLetterEvent | None = None
 
 
 @dataclass(slots=True)

@@ -107,13 +107,28 @@ class Service:
     # -- declaration -----------------------------------------------------------------------
 
     def handler(
-        self, model: type[E], *, name: str | None = None
+        self,
+        model: type[E],
+        *,
+        name: str | None = None,
+        on_dead_letter: Callable[[E, BaseException], Event | None] | None = None,
     ) -> Callable[[Callable[..., Awaitable[None]]], Callable[..., Awaitable[None]]]:
         """Declare the handler of ``model``'s type; older versions arrive upcast to ``model``.
 
         The handler takes the event, or the event and a :class:`HandlerContext`.
         Its ``name`` (default: the function's name) is part of the ids of the
         events it publishes, so keep it stable across releases.
+
+        ``on_dead_letter`` makes a dead-lettered step a failure of its flow: when
+        the handler gives up on an event (a permanent error, retries exhausted, a
+        :class:`KeyConflictError`), it is called with the event and the error
+        and returns the failure event the saga declares for this step (e.g.
+        ``PaymentDeclined`` for a ``StockReserved`` that cannot be charged), or
+        ``None``. That event is published in the flow, caused by the failed one,
+        with an id derived from it (a redelivery publishes the same id), so the
+        services downstream compensate as for any failure and no step is left
+        holding resources. Records that cannot even be decoded have no event to
+        build from and are only dead-lettered.
         """
         info = model.event_info()
         if model.__event_registry__ is not self.registry:
@@ -138,6 +153,7 @@ class Service:
                 model=model,
                 fn=fn,
                 takes_context=len(positional) >= _EVENT_AND_CONTEXT,
+                on_dead_letter=on_dead_letter,
             )
             return fn
 
