@@ -3,6 +3,8 @@
 * :class:`Inbox`: a middleware that runs each handler attempt in a database
   transaction and records the handled ``ce_id`` with it, so a redelivered
   event changes nothing twice (its recorded events are sent again instead).
+* :class:`KeyBindings` and :func:`bind_key`: bind a business key (an order
+  id) to the flow that created it; events of other flows naming it are refused.
 * :class:`Outbox` and :class:`OutboxRelay`: stage events in the same
   transaction as a database change; the relay sends them once committed.
 
@@ -11,7 +13,17 @@ Both work on SQLite and PostgreSQL through SQLAlchemy's asyncio engine (see
 """
 
 from choreokit.events.sql._inbox import Inbox, transaction
+from choreokit.events.sql._keys import KeyBindings, bind_key
 from choreokit.events.sql._outbox import Outbox, OutboxRelay
 from choreokit.events.sql._tables import create_tables, metadata
 
-__all__ = ["Inbox", "Outbox", "OutboxRelay", "create_tables", "metadata", "transaction"]
+__all__ = [
+    "Inbox",
+    "KeyBindings",
+    "Outbox",
+    "OutboxRelay",
+    "bind_key",
+    "create_tables",
+    "metadata",
+    "transaction",
+]

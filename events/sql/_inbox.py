@@ -20,6 +20,12 @@ from choreokit.events.sql._tables import inbox
 logger = logging.getLogger("choreokit.inbox")
 
 _current: ContextVar[AsyncConnection | None] = ContextVar("choreokit_sql_transaction", default=None)
+_consumer: ContextVar[str | None] = ContextVar("choreokit_sql_consumer", default=None)
+
+
+def current_consumer() -> str | None:
+    """The consumer name of the :class:`Inbox` around the running handler, if any."""
+    return _consumer.get()
 
 
 def transaction() -> AsyncConnection:
@@ -120,9 +126,11 @@ class Inbox(Middleware):
                 return
             async with conn.begin():
                 token = _current.set(conn)
+                named = _consumer.set(self._consumer)
                 try:
                     await call_next(delivery)
                 finally:
+                    _consumer.reset(named)
                     _current.reset(token)
                 await conn.execute(
                     insert(inbox).values(

@@ -1,4 +1,4 @@
-"""The toolkit's own tables: the inbox of handled events and the outbox of events to send."""
+"""The toolkit's own tables: inbox, business keys bound to their flows, and outbox."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ inbox = Table(
     Column("outputs", Text, nullable=False),
 )
 
+keys = Table(
+    "choreo_keys",
+    metadata,
+    Column("consumer", String(128), primary_key=True),
+    Column("kind", String(64), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("correlation_id", String(1024), nullable=False),
+    Column("bound_at", DateTime(timezone=True), nullable=False),
+)
+"""Business keys (an order id) and the flow each belongs to, per consumer."""
+
 outbox = Table(
     "choreo_outbox",
     metadata,
@@ -45,6 +56,6 @@ Index("ix_choreo_outbox_pending", outbox.c.producer, outbox.c.published_at, outb
 
 
 async def create_tables(engine: AsyncEngine) -> None:
-    """Create the inbox and outbox tables if they do not exist."""
+    """Create the inbox, key and outbox tables if they do not exist."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)
