@@ -10,11 +10,16 @@ consumers that deduplicate by ``ce_id``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from choreokit.events import Event
+from choreokit.events import MAX_ATTRIBUTE_LENGTH, Event, EventTime
+
+Type = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)]
+Ref = Annotated[str, Field(min_length=1, max_length=MAX_ATTRIBUTE_LENGTH)]
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Types = Annotated[tuple[Type, ...], Field(max_length=256)]
 
 TOPIC = "sagas"
 
@@ -24,27 +29,27 @@ class ExpectedStep(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    reason: str
+    reason: Type
     """``next-step``, ``compensation``, ``missing-cause`` or ``missing-start``."""
 
-    one_of: tuple[str, ...] = ()
+    one_of: Types = ()
     """Event types, one of which is expected."""
 
-    after_id: str | None = None
+    after_id: Ref | None = None
     """The event it would follow (for ``missing-cause``: the id of the missing cause)."""
 
-    after_type: str | None = None
+    after_type: Type | None = None
 
 
 class SagaCompleted(Event, type="saga.completed", version=1, topic=TOPIC):
     """A flow reached a success end."""
 
-    saga: str
-    end_type: str
-    started_at: datetime
-    ended_at: datetime
-    duration_ms: int
-    event_count: int
+    saga: Type
+    end_type: Type
+    started_at: EventTime
+    ended_at: EventTime
+    duration_ms: Count
+    event_count: Count
 
 
 class SagaFailed(Event, type="saga.failed", version=1, topic=TOPIC):
@@ -54,36 +59,36 @@ class SagaFailed(Event, type="saga.failed", version=1, topic=TOPIC):
     compensation is still missing after the timeout (``failed-uncompensated``).
     """
 
-    saga: str
-    status: str
+    saga: Type
+    status: Type
     """``failed`` or ``failed-uncompensated``."""
 
-    end_type: str
-    started_at: datetime
-    ended_at: datetime | None = None
-    missing: tuple[str, ...] = ()
+    end_type: Type
+    started_at: EventTime
+    ended_at: EventTime | None = None
+    missing: Types = ()
     """Required compensations not seen by the timeout."""
 
 
 class SagaCompensated(Event, type="saga.compensated", version=1, topic=TOPIC):
     """A flow failed and every compensation it required happened."""
 
-    saga: str
-    end_type: str
-    compensations: tuple[str, ...]
-    started_at: datetime
-    ended_at: datetime
-    duration_ms: int
+    saga: Type
+    end_type: Type
+    compensations: Types
+    started_at: EventTime
+    ended_at: EventTime
+    duration_ms: Count
 
 
 class SagaStalled(Event, type="saga.stalled", version=1, topic=TOPIC):
     """A flow did not end within its timeout; ``expected`` says what it waits for."""
 
-    saga: str
-    started_at: datetime
-    deadline: datetime
-    last_type: str
-    expected: tuple[ExpectedStep, ...]
+    saga: Type
+    started_at: EventTime
+    deadline: AwareDatetime
+    last_type: Type
+    expected: Annotated[tuple[ExpectedStep, ...], Field(max_length=256)]
 
 
 LIFECYCLE_EVENTS: tuple[type[Event], ...] = (

@@ -97,7 +97,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                     after_id=e.after_id,
                     after_type=e.after_type,
                 )
-                for e in judgement.expected
+                for e in judgement.expected[:256]
             ),
         )
         caused_by = latest.id

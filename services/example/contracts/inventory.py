@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from choreokit.events import Event
+from choreokit.services.example.contracts.bounds import Cents, Count, Currency, DerivedId, Id, Text
 
 TOPIC = "inventory"
 
@@ -14,31 +15,33 @@ class ReservedLine(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    sku: str
-    quantity: int
+    sku: Id
+    quantity: Count
 
 
 class StockReserved(Event, type="stock.reserved", version=1, topic=TOPIC):
     """Every line of the order is reserved."""
 
-    order_id: str
-    reservation_id: str
-    lines: tuple[ReservedLine, ...]
-    amount_cents: int
-    currency: str = "EUR"
+    order_id: Id
+    reservation_id: DerivedId
+    lines: tuple[ReservedLine, ...] = Field(min_length=1, max_length=100)
+    amount_cents: Cents
+    currency: Currency = "EUR"
 
 
 class StockRejected(Event, type="stock.rejected", version=1, topic=TOPIC):
     """At least one line could not be reserved; nothing was reserved."""
 
-    order_id: str
-    sku: str
-    requested: int
-    available: int
+    order_id: Id
+    sku: Id
+    requested: Count
+    available: Count
+    reason: Text = ""
+    """Why, when it is not a shortage of ``sku`` (the order could not be handled at all)."""
 
 
 class StockReleased(Event, type="stock.released", version=1, topic=TOPIC):
     """A reservation was given back (compensation of a cancelled order)."""
 
-    order_id: str
-    reservation_id: str
+    order_id: Id
+    reservation_id: DerivedId

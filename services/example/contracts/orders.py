@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from choreokit.events import Event, upcaster
+from choreokit.services.example.contracts.bounds import MAX_CENTS, Cents, Currency, Id, Name, Text
 
 TOPIC = "orders"
 
@@ -18,7 +20,7 @@ class OrderLine(BaseModel):
 
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0, le=1000)
-    unit_price_cents: int = Field(ge=0)
+    unit_price_cents: Cents
 
 
 class Address(BaseModel):
@@ -37,9 +39,14 @@ class OrderPlacedV1(Event, type="order.placed", version=1, topic=TOPIC):
     customer_id: str = Field(min_length=1, max_length=64)
     sku: str = Field(min_length=1, max_length=64)
     quantity: int = Field(gt=0, le=1000)
-    unit_price_cents: int = Field(ge=0)
+    unit_price_cents: Cents
     country: str = Field(default="DE", min_length=2, max_length=2)
     postal_code: str = Field(default="10115", min_length=1, max_length=16)
+
+    @model_validator(mode="after")
+    def _total_fits(self) -> Self:
+        _check_total(self.quantity * self.unit_price_cents)
+        return self
 
 
 class OrderPlaced(Event, type="order.placed", version=2, topic=TOPIC):
@@ -49,12 +56,24 @@ class OrderPlaced(Event, type="order.placed", version=2, topic=TOPIC):
     customer_id: str = Field(min_length=1, max_length=64)
     lines: tuple[OrderLine, ...] = Field(min_length=1, max_length=100)
     ship_to: Address
-    currency: str = Field(default="EUR", min_length=3, max_length=3)
+    currency: Currency = "EUR"
+
+    @model_validator(mode="after")
+    def _total_fits(self) -> Self:
+        _check_total(self.total_cents)
+        return self
 
     @property
     def total_cents(self) -> int:
         """What the order costs."""
         return sum(line.quantity * line.unit_price_cents for line in self.lines)
+
+
+def _check_total(total: int) -> None:
+    if total > MAX_CENTS:
+        raise ValueError(
+            f"the order's total of {total} cents is more than {MAX_CENTS}; split the order"
+        )
 
 
 @upcaster
@@ -80,13 +99,13 @@ class CancelReason(StrEnum):
 class OrderConfirmed(Event, type="order.confirmed", version=1, topic=TOPIC):
     """The order is paid for and on its way: the flow's successful end."""
 
-    order_id: str
-    tracking_number: str
+    order_id: Id
+    tracking_number: Name
 
 
 class OrderCancelled(Event, type="order.cancelled", version=1, topic=TOPIC):
     """The order will not be fulfilled; reservations and payments are to be undone."""
 
-    order_id: str
+    order_id: Id
     reason: CancelReason
-    detail: str = ""
+    detail: Text = ""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from choreokit.events import Event
+from choreokit.services.example.contracts.bounds import Cents, Currency, DerivedId, Id, Text
 
 TOPIC = "payments"
 
@@ -10,22 +11,22 @@ TOPIC = "payments"
 class PaymentAuthorized(Event, type="payment.authorized", version=1, topic=TOPIC):
     """The customer's payment is authorized for the order's amount."""
 
-    order_id: str
-    payment_id: str
-    amount_cents: int
-    currency: str = "EUR"
+    order_id: Id
+    payment_id: DerivedId
+    amount_cents: Cents
+    currency: Currency = "EUR"
 
 
 class PaymentDeclined(Event, type="payment.declined", version=1, topic=TOPIC):
     """The payment was refused; nothing was charged."""
 
-    order_id: str
-    reason: str
+    order_id: Id
+    reason: Text
 
 
 class PaymentRefunded(Event, type="payment.refunded", version=1, topic=TOPIC):
     """An authorized payment was given back (compensation of a cancelled order)."""
 
-    order_id: str
-    payment_id: str
-    amount_cents: int
+    order_id: Id
+    payment_id: DerivedId
+    amount_cents: Cents

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from choreokit.events import Event
+from choreokit.services.example.contracts.bounds import Cents, DerivedId, Id, Name, Text
 
 TOPIC = "shipping"
 
@@ -14,17 +17,17 @@ UNSERVED_PREFIX = "99"
 class ShipmentCompleted(Event, type="shipment.completed", version=1, topic=TOPIC):
     """Quote, label and pickup all succeeded: the hybrid pattern's completion event."""
 
-    order_id: str
-    shipment_id: str
-    carrier: str
-    tracking_number: str
-    price_cents: int
+    order_id: Id
+    shipment_id: DerivedId
+    carrier: Name
+    tracking_number: Name
+    price_cents: Cents
 
 
 class ShipmentFailed(Event, type="shipment.failed", version=1, topic=TOPIC):
     """A step failed for good; the steps already done were compensated."""
 
-    order_id: str
-    failed_step: str
-    reason: str
-    compensated_steps: tuple[str, ...] = ()
+    order_id: Id
+    failed_step: Name
+    reason: Text
+    compensated_steps: tuple[Name, ...] = Field(default=(), max_length=16)

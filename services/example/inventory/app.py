@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 
 from choreokit.events import HandlerContext, Service
-from choreokit.events.sql import Inbox, create_tables, transaction
+from choreokit.events.sql import Inbox, bind_key, create_tables, transaction
 from choreokit.services.example.contracts.inventory import (
     ReservedLine,
     StockRejected,
@@ -33,9 +33,22 @@ def build(runtime: Runtime, settings: InventorySettings) -> tuple[Service, Servi
     runtime.prepare(service)
     service.use(Inbox(engine, consumer=service.name))
 
-    @service.handler(OrderPlaced)
+    def unreserved(event: OrderPlaced, error: BaseException) -> StockRejected:
+        # Nothing was reserved for an order this service gave up on: say so, so the
+        # order is cancelled instead of waiting for ever.
+        first = event.lines[0]
+        return StockRejected(
+            order_id=event.order_id,
+            sku=first.sku,
+            requested=first.quantity,
+            available=0,
+            reason=f"{type(error).__name__}: the order could not be reserved",
+        )
+
+    @service.handler(OrderPlaced, on_dead_letter=unreserved)
     async def reserve(event: OrderPlaced, ctx: HandlerContext) -> None:
         """Reserve every line of the order, or reject it naming the first short SKU."""
+        await bind_key("order", event.order_id)
         wanted: Counter[str] = Counter()
         for line in event.lines:
             wanted[line.sku] += line.quantity
@@ -70,6 +83,7 @@ def build(runtime: Runtime, settings: InventorySettings) -> tuple[Service, Servi
     @service.handler(OrderCancelled)
     async def release(event: OrderCancelled, ctx: HandlerContext) -> None:
         """Give back what the order had reserved (compensation); nothing if it had none."""
+        await bind_key("order", event.order_id)
         reservation_id = await store.release(transaction(), event.order_id)
         if reservation_id is not None:
             await ctx.publish(StockReleased(order_id=event.order_id, reservation_id=reservation_id))

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, Counter
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
-from choreokit.events import Publisher
-from choreokit.events.sql import Outbox
+from choreokit.events import KeyConflictError, Publisher
+from choreokit.events.sql import KeyBindings, Outbox
 from choreokit.services.example.contracts.orders import (
     Address,
     OrderLine,
@@ -112,6 +112,11 @@ def create_api(
             total = event.quantity * event.unit_price_cents
         try:
             async with outbox.transaction() as conn:
+                # The order id belongs to this order's flow from now on: an event of any
+                # other flow naming it is refused by every service.
+                await KeyBindings(consumer=outbox.producer).bind(
+                    conn, "order", order_id, outbound.envelope.correlation_id
+                )
                 await store.add(
                     conn,
                     order_id=order_id,
@@ -122,7 +127,7 @@ def create_api(
                     total_cents=total,
                 )
                 await outbox.stage(conn, outbound)
-        except IntegrityError:
+        except (IntegrityError, KeyConflictError):
             async with outbox.engine.connect() as conn:
                 existing = await store.get(conn, order_id)
             if existing is None or existing.request != request_json:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from functools import partial
 
-from choreokit.events import HandlerContext, Service
-from choreokit.events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
+from choreokit.events import Event, HandlerContext, Service
+from choreokit.events.sql import Inbox, Outbox, OutboxRelay, bind_key, create_tables, transaction
 from choreokit.services.example.contracts.inventory import StockRejected
 from choreokit.services.example.contracts.orders import (
     CancelReason,
@@ -52,17 +53,30 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
     outbox = Outbox(engine, producer=service.name)
 
     async def cancel(ctx: HandlerContext, order_id: str, reason: CancelReason, detail: str) -> None:
+        await bind_key("order", order_id)
         if await store.settle(transaction(), order_id, store.CANCELLED, reason=reason.value):
             await ctx.publish(OrderCancelled(order_id=order_id, reason=reason, detail=detail))
         else:
             logger.warning("order %s is unknown or already settled; not cancelling", order_id)
+
+    def cancelled(reason: CancelReason) -> Callable[[Event, BaseException], OrderCancelled]:
+        # A settling step this service gave up on still ends its flow: cancelled, so
+        # inventory and payments compensate what the flow holds.
+        def build(event: Event, error: BaseException) -> OrderCancelled:
+            order_id = getattr(event, "order_id", "?")
+            detail = f"{type(error).__name__}: the order could not be settled"
+            return OrderCancelled(order_id=order_id, reason=reason, detail=detail)
+
+        return build
 
     @service.handler(OrderPlaced)
     async def placed(event: OrderPlaced, ctx: HandlerContext) -> None:
         """Adopt orders placed by other systems (the gateway, Kafka clients elsewhere).
 
         Orders placed through the intake are recorded already; this is a no-op for them.
+        An order id already bound to another flow is refused (dead-lettered).
         """
+        await bind_key("order", event.order_id)
         adopted = await store.adopt(
             transaction(),
             order_id=event.order_id,
@@ -75,25 +89,26 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
         if adopted:
             logger.info("adopted order %s placed by %s", event.order_id, ctx.envelope.source)
 
-    @service.handler(StockRejected)
+    @service.handler(StockRejected, on_dead_letter=cancelled(CancelReason.OUT_OF_STOCK))
     async def out_of_stock(event: StockRejected, ctx: HandlerContext) -> None:
         """Cancel: not enough stock."""
         detail = f"{event.sku}: {event.requested} requested, {event.available} available"
         await cancel(ctx, event.order_id, CancelReason.OUT_OF_STOCK, detail)
 
-    @service.handler(PaymentDeclined)
+    @service.handler(PaymentDeclined, on_dead_letter=cancelled(CancelReason.PAYMENT_DECLINED))
     async def declined(event: PaymentDeclined, ctx: HandlerContext) -> None:
         """Cancel: the payment was declined (inventory releases the stock)."""
         await cancel(ctx, event.order_id, CancelReason.PAYMENT_DECLINED, event.reason)
 
-    @service.handler(ShipmentFailed)
+    @service.handler(ShipmentFailed, on_dead_letter=cancelled(CancelReason.SHIPPING_FAILED))
     async def not_shipped(event: ShipmentFailed, ctx: HandlerContext) -> None:
         """Cancel: shipping failed (inventory releases, payments refunds)."""
         await cancel(ctx, event.order_id, CancelReason.SHIPPING_FAILED, event.reason)
 
-    @service.handler(ShipmentCompleted)
+    @service.handler(ShipmentCompleted, on_dead_letter=cancelled(CancelReason.SHIPPING_FAILED))
     async def shipped(event: ShipmentCompleted, ctx: HandlerContext) -> None:
         """Confirm: paid for and on its way."""
+        await bind_key("order", event.order_id)
         if await store.settle(
             transaction(),
             event.order_id,

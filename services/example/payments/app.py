@@ -7,7 +7,7 @@ for an order whose stock is not reserved.
 from __future__ import annotations
 
 from choreokit.events import HandlerContext, Service
-from choreokit.events.sql import Inbox, create_tables, transaction
+from choreokit.events.sql import Inbox, bind_key, create_tables, transaction
 from choreokit.services.example.contracts.inventory import StockReserved
 from choreokit.services.example.contracts.orders import OrderCancelled
 from choreokit.services.example.contracts.payments import (
@@ -35,9 +35,18 @@ def build(runtime: Runtime, settings: PaymentsSettings) -> tuple[Service, Servic
     runtime.prepare(service)
     service.use(Inbox(engine, consumer=service.name))
 
-    @service.handler(StockReserved)
+    def undecided(event: StockReserved, error: BaseException) -> PaymentDeclined:
+        # A payment this service gave up on is declined, so the reservation is released
+        # instead of holding the stock for ever.
+        return PaymentDeclined(
+            order_id=event.order_id,
+            reason=f"{type(error).__name__}: the payment could not be decided",
+        )
+
+    @service.handler(StockReserved, on_dead_letter=undecided)
     async def authorize(event: StockReserved, ctx: HandlerContext) -> None:
         """Authorize the reserved order's amount, or decline it above the credit limit."""
+        await bind_key("order", event.order_id)
         payment_id = f"pay-{event.order_id}"
         declined = event.amount_cents > settings.credit_limit_cents
         await store.record(
@@ -69,6 +78,7 @@ def build(runtime: Runtime, settings: PaymentsSettings) -> tuple[Service, Servic
     @service.handler(OrderCancelled)
     async def refund(event: OrderCancelled, ctx: HandlerContext) -> None:
         """Refund an authorized payment of a cancelled order (compensation)."""
+        await bind_key("order", event.order_id)
         refunded = await store.refund(transaction(), event.order_id)
         if refunded is not None:
             await ctx.publish(

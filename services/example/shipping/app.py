@@ -12,7 +12,7 @@ from typing import Any
 
 from choreokit.events import HandlerContext, RetryPolicy, Service
 from choreokit.events.orchestration import Orchestration, Step, StepContext
-from choreokit.events.sql import Inbox, create_tables
+from choreokit.events.sql import Inbox, KeyBindings, create_tables
 from choreokit.services.example.contracts.orders import OrderPlaced
 from choreokit.services.example.contracts.payments import PaymentAuthorized
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
@@ -77,6 +77,20 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
     # The handlers write in short transactions of their own (the orchestration records
     # each step), so shipments may run side by side even on SQLite.
     service.use(Inbox(engine, consumer=service.name, serialize=False))
+    bindings = KeyBindings(consumer=service.name)
+
+    async def bind(order_id: str, ctx: HandlerContext) -> None:
+        # A short transaction of its own, like every write here (see the Inbox above).
+        async with engine.begin() as conn:
+            await bindings.bind(conn, "order", order_id, ctx.correlation_id)
+
+    def unshipped(event: PaymentAuthorized, error: BaseException) -> ShipmentFailed:
+        # A shipment this service gave up on fails, so the payment is refunded.
+        return ShipmentFailed(
+            order_id=event.order_id,
+            failed_step="shipment",
+            reason=f"{type(error).__name__}: the shipment could not be handled",
+        )
 
     async def ship_if_ready(order_id: str, ctx: HandlerContext) -> None:
         ready = await store.claim(engine, order_id, ctx.envelope.id)
@@ -99,7 +113,7 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
             result = ShipmentFailed(
                 order_id=order_id,
                 failed_step=outcome.failed_step or "?",
-                reason=outcome.error or "",
+                reason=(outcome.error or "")[:1024],
                 compensated_steps=outcome.compensated,
             )
         # The payment is what the shipment answers, even when the order came second.
@@ -108,14 +122,16 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
     @service.handler(OrderPlaced)
     async def destination(event: OrderPlaced, ctx: HandlerContext) -> None:
         """Record where the order goes; ship if its payment is already authorized."""
+        await bind(event.order_id, ctx)
         await store.record_destination(
             engine, event.order_id, event.ship_to.country, event.ship_to.postal_code
         )
         await ship_if_ready(event.order_id, ctx)
 
-    @service.handler(PaymentAuthorized)
+    @service.handler(PaymentAuthorized, on_dead_letter=unshipped)
     async def ship(event: PaymentAuthorized, ctx: HandlerContext) -> None:
         """Record the payment; ship if the order's destination is known."""
+        await bind(event.order_id, ctx)
         await store.record_payment(engine, event.order_id, ctx.envelope)
         await ship_if_ready(event.order_id, ctx)
 
