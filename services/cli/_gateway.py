@@ -21,7 +21,9 @@ entry holds only a salted digest of the secret; add it to the keys file
 
 \b
 Example:
-  choreo gateway-key create acme --type order.placed --source '/partners/acme/*'
+  choreo gateway-key create acme --start order.placed --source '/partners/acme/*'
+
+Give --type or --start at least once.
 """
 
 
@@ -31,8 +33,14 @@ Example:
     "--type",
     "types",
     multiple=True,
-    required=True,
     help="An event type it may publish; repeat for more; 'order.*' matches a prefix.",
+)
+@click.option(
+    "--start",
+    "starts",
+    multiple=True,
+    help="An event type it may publish only to start a flow (no correlationid); repeat for "
+    "more. A key with --start only can start flows but never continue, end or compensate one.",
 )
 @click.option(
     "--source",
@@ -51,6 +59,7 @@ Example:
 def create(
     key_id: str,
     types: tuple[str, ...],
+    starts: tuple[str, ...],
     sources: tuple[str, ...],
     trusted: bool,
     rate: float | None,
@@ -66,7 +75,13 @@ def create(
 
     try:
         minted = mint_key(
-            key_id, types=types, sources=sources or ("*",), trusted=trusted, rate=rate, burst=burst
+            key_id,
+            types=types,
+            starts=starts,
+            sources=sources or ("*",),
+            trusted=trusted,
+            rate=rate,
+            burst=burst,
         )
     except ConfigurationError as exc:
         raise click.UsageError(str(exc)) from None

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from choreokit.events import Event, Registry, UnknownEventTypeError, UnknownEventVersionError
 from choreokit.events._codec import encode_payload
 from choreokit.services.gateway._binding import MISSING, RawEvent
-from choreokit.services.gateway._keys import ApiKey
+from choreokit.services.gateway._keys import ApiKey, normalise_source
 from choreokit.services.gateway._problems import ErrorItem, ProblemKind
 
 MAX_ERRORS_PER_EVENT = 10
@@ -72,19 +72,55 @@ def namespaced(key: ApiKey, value: str) -> str:
     return value if value.startswith(prefix) else prefix + value
 
 
-def admit(raw: RawEvent, key: ApiKey, registry: Registry) -> Admitted:
+def admit(
+    raw: RawEvent,
+    key: ApiKey,
+    registry: Registry,
+    flow_enders: frozenset[str] = frozenset(),
+) -> Admitted:
     """Check ``raw`` against the key's grants and the registry, and give it its identity.
 
+    Args:
+        raw: The event as sent.
+        key: The caller's key.
+        registry: The declared events.
+        flow_enders: Types that end or compensate a flow (the declared sagas'
+            success and failure ends and compensations): an untrusted key may
+            publish them only inside a flow of its own, never to start one.
+
     Raises:
-        RefusedError: 403 (type or source not granted) or 422 (unknown type or
-            version, invalid payload), with the field paths and rules.
+        RefusedError: 403 (type, source or flow not granted) or 422 (unknown type
+            or version, invalid payload), with the field paths and rules.
     """
-    event_type, source = raw.type, raw.attributes["source"]
+    event_type = raw.type
+    source = normalise_source(raw.attributes["source"])
+    attrs = raw.attributes
+    continues = bool(attrs.get("correlationid") or attrs.get("causationid"))
     if not key.may_publish(event_type):
         raise RefusedError([_item(f"key {key.id!r} may not publish {event_type!r}", "type")])
+    if continues and not key.may_continue(event_type):
+        raise RefusedError(
+            [
+                _item(
+                    f"key {key.id!r} may publish {event_type!r} only to start a flow; "
+                    "leave out correlationid and causationid",
+                    "correlationid",
+                )
+            ]
+        )
+    if not key.trusted and not continues and event_type in flow_enders:
+        raise RefusedError(
+            [
+                _item(
+                    f"{event_type!r} ends or compensates a flow: key {key.id!r} may publish "
+                    "it only in a flow it started; send that flow's correlationid",
+                    "correlationid",
+                )
+            ]
+        )
     if not key.may_use_source(source):
         raise RefusedError(
-            [_item(f"key {key.id!r} may not publish as source {source!r}", "source")]
+            [_item(f"key {key.id!r} may not publish as source {source[:200]!r}", "source")]
         )
     try:
         model = registry.model(event_type, raw.version)
@@ -113,7 +149,6 @@ def admit(raw: RawEvent, key: ApiKey, registry: Registry) -> Admitted:
             ]
         ) from None
     event = _validate(model, raw)
-    attrs = raw.attributes
     event_id = namespaced(key, attrs["id"])
     correlation = attrs.get("correlationid")
     causation = attrs.get("causationid")

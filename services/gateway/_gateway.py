@@ -40,6 +40,8 @@ class Gateway:
     limiter: RateLimiter
     metrics: GatewayMetrics
     failed_auth: FailedAuthLimit
+    flow_enders: frozenset[str] = frozenset()
+    """Types that end or compensate a flow: untrusted keys publish them in their own flows only."""
 
     async def accept(self, request: Request) -> Response:
         """Answer one ``POST /events``: 202 with the ids, or a problem document."""
@@ -123,7 +125,7 @@ class Gateway:
         seen: dict[str, int] = {}
         for index, raw in enumerate(raws):
             try:
-                event = admit(raw, key, self.registry)
+                event = admit(raw, key, self.registry, self.flow_enders)
             except RefusedError as refused:
                 errors.extend(item.at(index) for item in refused.items)
                 continue

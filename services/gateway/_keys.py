@@ -21,10 +21,19 @@ import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    PositiveInt,
+    ValidationError,
+    model_validator,
+)
 
 from choreokit.events import ConfigurationError
 
@@ -35,6 +44,53 @@ _KEY_ID = re.compile(KEY_ID_PATTERN)
 _SECRET_BYTES = 32
 _SALT_BYTES = 16
 _MAX_TOKEN = 256
+
+
+_MAX_UNQUOTE_ROUNDS = 4
+
+
+def normalise_source(source: str) -> str:
+    """The canonical form of a ``source`` URI-reference, as grants are matched against it.
+
+    Percent-encoding is decoded (repeatedly, so ``%252e`` is a dot too), repeated
+    slashes are collapsed, and dot segments are resolved as RFC 3986 5.2.4 does,
+    never above the root: ``/partners/acme/../../services/orders`` is
+    ``/services/orders``, and that is what a grant ``/partners/acme/*`` is asked
+    about. A scheme and host (``https://Example.com/x``) are lower-cased and kept.
+    """
+    text = source
+    for _ in range(_MAX_UNQUOTE_ROUNDS):
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    parts = urlsplit(text)
+    path = _remove_dot_segments(re.sub(r"/{2,}", "/", parts.path))
+    if parts.scheme or parts.netloc:
+        return urlunsplit(
+            (parts.scheme.lower(), parts.netloc.lower(), path, parts.query, parts.fragment)
+        )
+    return urlunsplit(("", "", path, parts.query, parts.fragment))
+
+
+def _remove_dot_segments(path: str) -> str:
+    absolute = path.startswith("/")
+    kept: list[str] = []
+    segments = path.split("/")
+    for index, segment in enumerate(segments):
+        last = index == len(segments) - 1
+        if segment == "..":
+            if kept:
+                kept.pop()
+            if last:
+                kept.append("")
+        elif segment == ".":
+            if last:
+                kept.append("")
+        elif segment or last:
+            kept.append(segment)
+    joined = "/".join(s for s in kept)
+    return "/" + joined.lstrip("/") if absolute else joined
 
 
 def _matches(patterns: Iterable[str], value: str) -> bool:
@@ -61,11 +117,19 @@ class ApiKey(BaseModel):
     hash: str = Field(pattern=r"^sha256\$[A-Za-z0-9_-]+\$[0-9a-f]{64}$")
     """``sha256$<salt>$<hex digest>``, as ``choreo gateway-key create`` prints it."""
 
-    types: tuple[str, ...] = Field(min_length=1)
-    """Event types the key may publish (patterns)."""
+    types: tuple[str, ...] = ()
+    """Event types the key may publish, in new flows and in flows it started (patterns)."""
 
     sources: tuple[str, ...] = ("*",)
-    """CloudEvents ``source`` values the key may use (patterns); any by default."""
+    """CloudEvents ``source`` values the key may use (patterns); any by default.
+
+    Both the patterns and the sources sent are compared in their normalised form
+    (:func:`normalise_source`), so dot segments cannot climb out of a prefix."""
+
+    starts: tuple[str, ...] = ()
+    """Event types the key may publish only to *start* a flow (patterns): such an event
+    must not name a ``correlationid`` or ``causationid``. A key whose every grant
+    is here can start flows but never continue, end or compensate one."""
 
     trusted: bool = False
     """A system of ours: its ``traceparent`` continues the trace and its correlation
@@ -78,13 +142,35 @@ class ApiKey(BaseModel):
     burst: PositiveInt | None = None
     """Requests at once before ``rate`` applies (default: ``CHOREO_GATEWAY_BURST``)."""
 
+    @model_validator(mode="after")
+    def _grants_something(self) -> Self:
+        if not self.types and not self.starts:
+            raise ValueError("a key needs 'types' or 'starts': it could publish nothing")
+        return self
+
     def may_publish(self, event_type: str) -> bool:
-        """Whether the key may publish events of ``event_type``."""
+        """Whether the key may publish events of ``event_type`` (in any flow, or to start one)."""
+        return _matches(self.types, event_type) or _matches(self.starts, event_type)
+
+    def may_continue(self, event_type: str) -> bool:
+        """Whether the key may publish ``event_type`` in a flow that already exists."""
         return _matches(self.types, event_type)
 
     def may_use_source(self, source: str) -> bool:
-        """Whether the key may publish events with this ``source``."""
-        return _matches(self.sources, source)
+        """Whether the key may publish events with this ``source`` (compared normalised)."""
+        wanted = normalise_source(source)
+        for pattern in self.sources:
+            if pattern == "*":
+                return True
+            if pattern.endswith("*"):
+                prefix = normalise_source(pattern[:-1]) if pattern[:-1] else ""
+                if pattern[:-1].endswith("/") and not prefix.endswith("/"):
+                    prefix += "/"
+                if wanted.startswith(prefix):
+                    return True
+            elif wanted == normalise_source(pattern):
+                return True
+        return False
 
     def verify(self, secret: str) -> bool:
         """Whether ``secret`` is this key's secret (in constant time)."""
@@ -114,6 +200,7 @@ def mint_key(
     *,
     types: Sequence[str],
     sources: Sequence[str] = ("*",),
+    starts: Sequence[str] = (),
     trusted: bool = False,
     rate: float | None = None,
     burst: int | None = None,
@@ -131,6 +218,7 @@ def mint_key(
             hash=f"{HASH_SCHEME}${salt}${_digest(salt, secret)}",
             types=tuple(types),
             sources=tuple(sources),
+            starts=tuple(starts),
             trusted=trusted,
             rate=rate,
             burst=burst,

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
@@ -74,6 +74,10 @@ class GatewayApp:
             token here (``choreo run`` passes one only with ``CHOREO_PROFILE=local``);
             ``None``: no key configured is an error.
         on_ready: Called once the gateway listens and has reached Kafka.
+        flow_enders: Types that end or compensate a flow, which untrusted keys may
+            publish only in flows of their own (default: the success and failure
+            ends and the compensations of the sagas in the ``choreokit.sagas``
+            entry points).
     """
 
     def __init__(
@@ -89,6 +93,7 @@ class GatewayApp:
         metrics: CollectorRegistry | None = None,
         dev_key_file: Path | None = None,
         on_ready: Callable[[], None] | None = None,
+        flow_enders: Iterable[str] | None = None,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -100,6 +105,7 @@ class GatewayApp:
         self._metrics_registry = metrics
         self._dev_key_file = dev_key_file
         self._on_ready = on_ready
+        self._flow_ender_types = None if flow_enders is None else frozenset(flow_enders)
         self._address: tuple[str, int] | None = None
         self.listening = asyncio.Event()
         """Set once the socket is bound and the server accepts connections."""
@@ -165,6 +171,7 @@ class GatewayApp:
                 failures=self.settings.auth_failures,
                 window=self.settings.auth_failure_window.total_seconds(),
             ),
+            flow_enders=self._flow_enders(),
         )
         logger.info(
             "gateway accepts %d event versions of %d types for %d keys",
@@ -173,6 +180,19 @@ class GatewayApp:
             len(keys),
         )
         return build_api(gateway), link
+
+    def _flow_enders(self) -> frozenset[str]:
+        if self._flow_ender_types is not None:
+            return self._flow_ender_types
+        # The saga specs are plain declarations; the gateway reads only their ends.
+        from choreokit.services.saga_observer.spec import load_entry_points
+
+        specs = load_entry_points()
+        return frozenset(
+            t
+            for spec in specs
+            for t in (*spec.success, *spec.failure, *spec.compensations.values())
+        )
 
     def _load_keys(self) -> KeyStore:
         settings = self.settings
