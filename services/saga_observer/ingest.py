@@ -23,20 +23,30 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from choreokit.events import KafkaSettings
 from choreokit.events._kafka import client_options, consumer_options, unreachable
 from choreokit.events._settings import millis
 from choreokit.services.saga_observer.lifecycle import Transition
 from choreokit.services.saga_observer.metrics import ObserverMetrics
-from choreokit.services.saga_observer.records import Seen, classify
+from choreokit.services.saga_observer.records import Seen, SeenReject, classify, rejected
 from choreokit.services.saga_observer.settings import ObserverSettings
 from choreokit.services.saga_observer.store import Advance, Applied, FencedError, Store
 
 logger = logging.getLogger("choreokit.observer.ingest")
 _MAX_BACKOFF = 5.0
 _POLL_MS = 200  # an idle loop looks for records (and the stop signal) this often
+# The database, not the records: the batch is read again after a pause.
+_TRANSIENT = (
+    OperationalError,
+    InterfaceError,
+    DisconnectionError,
+    PoolTimeoutError,
+    OSError,
+    asyncio.TimeoutError,
+)
 
 
 @dataclass
@@ -214,18 +224,19 @@ class Ingest:
             return
         started = time.perf_counter()
         try:
-            applied = await self._store.apply(seen, advance, self._clock())
+            applied = await self._apply(seen, advance)
         except FencedError as exc:
             logger.warning("%s", exc)
             self._metrics.fenced.inc()
             await self._position(tuple(self._partitions))
             return
-        except (SQLAlchemyError, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the database, or records failing only together
             self._metrics.database_errors.inc()
             self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
             logger.warning(
-                "cannot apply a batch of %d records (%s); reading them again in %.1fs",
+                "cannot apply a batch of %d records (%s: %s); reading them again in %.1fs",
                 len(seen),
+                type(exc).__name__,
                 exc,
                 self._backoff,
             )
@@ -244,6 +255,54 @@ class Ingest:
         except KafkaError as exc:
             # Informational only: the database holds the offsets that count.
             logger.debug("offset commit to Kafka failed (%s); the database has them", exc)
+
+    async def _apply(self, seen: list[Seen], advance: dict[TopicPartition, Advance]) -> Applied:
+        try:
+            return await self._store.apply(seen, advance, self._clock())
+        except (FencedError, *_TRANSIENT):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the content of a record: find which
+            kept = await self._reject_failing(seen, exc)
+            return await self._store.apply(kept, advance, self._clock())
+
+    async def _reject_failing(self, seen: list[Seen], error: BaseException) -> list[Seen]:
+        """Try each record of a failed batch alone; those that fail become rejects.
+
+        A record whose content the store cannot take (a value no column holds, a
+        bug its data reaches) is shown among the rejects and the batch goes on
+        without it, instead of the whole batch being read again for ever.
+
+        Raises:
+            Exception: A transient database error while trying (the batch is read again).
+        """
+        logger.warning(
+            "a batch of %d records failed (%s: %s); trying its records one by one",
+            len(seen),
+            type(error).__name__,
+            error,
+        )
+        kept: list[Seen] = []
+        for item in seen:
+            if isinstance(item, SeenReject):
+                kept.append(item)
+                continue
+            try:
+                await self._store.check(item, self._clock())
+            except _TRANSIENT:
+                raise
+            except Exception as exc:  # noqa: BLE001 - whatever it is, this record causes it
+                logger.warning(
+                    "rejecting %s[%d]@%d: the observer cannot record it (%s: %s)",
+                    item.position.topic,
+                    item.position.partition,
+                    item.position.offset,
+                    type(exc).__name__,
+                    exc,
+                )
+                kept.append(rejected(item, exc))
+                continue
+            kept.append(item)
+        return kept
 
     def _count(self, applied: Applied) -> None:
         records = self._metrics.records

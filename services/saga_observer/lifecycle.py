@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from aiokafka.errors import KafkaError
@@ -23,7 +23,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
-from choreokit.events import ChoreoError, Event, Publisher
+from choreokit.events import MAX_TIME, MIN_TIME, ChoreoError, Event, Publisher
 from choreokit.services.saga_observer.events import (
     ExpectedStep,
     SagaCompensated,
@@ -33,7 +33,7 @@ from choreokit.services.saga_observer.events import (
 )
 from choreokit.services.saga_observer.graph import FlowGraph
 from choreokit.services.saga_observer.judge import Judgement, Status
-from choreokit.services.saga_observer.records import from_micros
+from choreokit.services.saga_observer.records import from_micros, micros
 
 logger = logging.getLogger("choreokit.observer.lifecycle")
 
@@ -68,6 +68,16 @@ class Transition:
     created_us: int
 
 
+_FIRST_US = micros(MIN_TIME)
+_LAST_US = micros(MAX_TIME) - 1
+
+
+def _moment(value_us: int) -> datetime:
+    # Lifecycle events carry bounded times; a flow stored with times beyond them (before
+    # envelopes were bounded) is announced with the nearest time an event may carry.
+    return from_micros(min(max(value_us, _FIRST_US), _LAST_US))
+
+
 def lifecycle_id(correlation_id: str, event_type: str) -> str:
     """The ``ce_id`` of the flow's lifecycle event of ``event_type``."""
     return str(uuid.uuid5(_NAMESPACE, f"{correlation_id}\x1f{event_type}"))
@@ -87,7 +97,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
         assert judgement.deadline_us is not None
         event = SagaStalled(
             saga=saga,
-            started_at=from_micros(started),
+            started_at=_moment(started),
             deadline=from_micros(judgement.deadline_us),
             last_type=latest.type,
             expected=tuple(
@@ -109,8 +119,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
             event = SagaCompleted(
                 saga=saga,
                 end_type=end.type,
-                started_at=from_micros(started),
-                ended_at=from_micros(ended),
+                started_at=_moment(started),
+                ended_at=_moment(ended),
                 duration_ms=(ended - started) // 1000,
                 event_count=len(graph),
             )
@@ -121,8 +131,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 end_type=end.type,
                 compensations=judgement.required,
-                started_at=from_micros(started),
-                ended_at=from_micros(ended),
+                started_at=_moment(started),
+                ended_at=_moment(ended),
                 duration_ms=(ended - started) // 1000,
             )
             last = max(
@@ -135,8 +145,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 status=status.value,
                 end_type=end.type,
-                started_at=from_micros(started),
-                ended_at=from_micros(ended) if ended is not None else None,
+                started_at=_moment(started),
+                ended_at=_moment(ended) if ended is not None else None,
                 missing=judgement.missing,
             )
             caused_by = end.id

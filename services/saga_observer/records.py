@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from aiokafka import ConsumerRecord
 
@@ -118,8 +118,20 @@ def classify(
     lifecycle_types: frozenset[str],
     payload_limit: int,
 ) -> Seen:
-    """Say what ``record`` is."""
+    """Say what ``record`` is; never raises (a record that breaks reading is a reject)."""
     position = Position(record.topic, record.partition, record.offset)
+    try:
+        return _classify(record, position, lifecycle_types, payload_limit)
+    except Exception as exc:  # noqa: BLE001 - no record's content may stop ingest
+        return _reject(record, position, exc)
+
+
+def _classify(
+    record: ConsumerRecord[bytes, bytes],
+    position: Position,
+    lifecycle_types: frozenset[str],
+    payload_limit: int,
+) -> Seen:
     if is_dead_letter_topic(record.topic):
         return _dead_letter(record, position)
     try:
@@ -138,12 +150,36 @@ def _payload(decoded: DecodedRecord, limit: int) -> tuple[str | None, int]:
     else:
         raw = decoded.data if isinstance(decoded.data, bytes) else b""
         text = raw.decode("utf-8", "replace")
-    size = len(text.encode())
-    return (text if size <= limit else None), size
+    encoded = text.encode("utf-8", "surrogatepass")
+    size = len(encoded)
+    # A structured payload may hold lone surrogates (JSON escapes allow them): keep it
+    # storable as UTF-8, with replacement characters where they were.
+    if size > limit:
+        return None, size
+    return encoded.decode("utf-8", "replace"), size
+
+
+def rejected(seen: Seen, error: BaseException) -> SeenReject:
+    """``seen`` as a reject: the observer could not record it (its content broke the store)."""
+    size = seen.size if isinstance(seen, SeenEvent) else 0
+    return SeenReject(
+        position=seen.position,
+        error_type=type(error).__name__,
+        # The first line only: a database error goes on with the statement and its values.
+        error_message=f"the observer could not record this record: {_first_line(error)}"[:MAX_TEXT],
+        key=None,
+        size=size,
+        timestamp=datetime.now(UTC),
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _reject(
-    record: ConsumerRecord[bytes, bytes], position: Position, exc: ChoreoError
+    record: ConsumerRecord[bytes, bytes], position: Position, exc: BaseException
 ) -> SeenReject:
     return SeenReject(
         position=position,
@@ -244,8 +280,17 @@ def micros(moment: datetime) -> int:
 
 
 def from_micros(value: int) -> datetime:
-    """The aware UTC datetime of ``value`` microseconds since the epoch."""
-    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
+    """The aware UTC datetime of ``value`` microseconds since the epoch.
+
+    A value beyond what a datetime can hold (stored before times were bounded, or
+    a deadline computed from such a time) gives the nearest one it can, so no
+    stored number can make a query fail.
+    """
+    if value < _MIN_US:
+        return _FIRST
+    if value > _MAX_US:
+        return _LAST
+    return _EPOCH + timedelta(microseconds=value)
 
 
 def trace_id(traceparent: str | None) -> str | None:
@@ -263,3 +308,7 @@ def trace_id(traceparent: str | None) -> str | None:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
+_MIN_US = micros(_FIRST)
+_MAX_US = micros(_LAST)

@@ -15,6 +15,7 @@ member that lost its partitions (or a paused zombie) cannot apply a batch twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import OrderedDict, defaultdict
@@ -61,6 +62,10 @@ E, F, D, R, L, OFF, P = (
 )
 _CHUNK = 500
 T = TypeVar("T")
+
+
+class _RolledBackError(Exception):
+    """Ends a dry run's transaction: everything it wrote is rolled back."""
 
 
 class FencedError(ChoreoError):
@@ -166,8 +171,22 @@ class Store:
             )
             return {TopicPartition(r.topic, r.kafka_partition): r.next_offset for r in rows}
 
+    async def check(self, seen: Seen, now_us: int) -> None:
+        """Record ``seen`` alone and roll back: raises what :meth:`apply` would raise for it.
+
+        Ingest uses it to find the records of a failing batch that fail on their
+        own (their content), so those are rejected one by one.
+        """
+        with contextlib.suppress(_RolledBackError):
+            await self.apply([seen], {}, now_us, dry_run=True)
+
     async def apply(
-        self, seen: Sequence[Seen], advance: Mapping[TopicPartition, Advance], now_us: int
+        self,
+        seen: Sequence[Seen],
+        advance: Mapping[TopicPartition, Advance],
+        now_us: int,
+        *,
+        dry_run: bool = False,
     ) -> Applied:
         """Record a batch and move its partitions' offsets, in one transaction.
 
@@ -194,6 +213,8 @@ class Store:
                 conn, touched, created, now_us, fresh
             )
             applied.flows = len(touched)
+            if dry_run:
+                raise _RolledBackError
         self._remember(remembered)
         return applied
 
