@@ -198,7 +198,7 @@ class MintedKey:
 def mint_key(
     key_id: str,
     *,
-    types: Sequence[str],
+    types: Sequence[str] = (),
     sources: Sequence[str] = ("*",),
     starts: Sequence[str] = (),
     trusted: bool = False,
