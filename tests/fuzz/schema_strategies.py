@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from choreokit.events import MAX_TIME, MIN_TIME
 
-_TEXT = st.characters(codec="utf-8", exclude_categories=("Cs",))
+_TEXT = st.characters(codec="utf-8", exclude_categories=["Cs"])
 _OFFSETS = st.integers(min_value=-(23 * 60 + 59), max_value=23 * 60 + 59).map(
     lambda m: timezone(timedelta(minutes=m))
 )

@@ -237,7 +237,9 @@ def test_structured_mode_that_is_not_json_is_malformed() -> None:
 
 
 text = st.text(
-    alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp")),
+    alphabet=st.characters(
+        min_codepoint=33, max_codepoint=0x2FFF, exclude_categories=("Cs", "Cc", "Cf", "Zl", "Zp")
+    ),
     min_size=1,
     max_size=40,
 ).filter(str.strip)  # blank attributes count as missing, by design

@@ -60,9 +60,9 @@ def test_a_granted_source_is_forwarded_normalised() -> None:
 def test_a_start_only_grant_starts_flows_and_never_joins_one() -> None:
     registry = catalog().registry
     assert admit(raw(), STARTER, registry).correlation_id == "starter:e-1"
-    for joining in ({"correlationid": "flow"}, {"causationid": "e-0"}):
+    for joining in (raw(correlationid="flow"), raw(causationid="e-0")):
         with pytest.raises(RefusedError) as caught:
-            admit(raw(**joining), STARTER, registry)
+            admit(joining, STARTER, registry)
         assert "only to start a flow" in caught.value.items[0].message
     with pytest.raises(RefusedError):
         admit(raw("item.counted", version=1), STARTER, registry)
