@@ -11,7 +11,9 @@ from aiokafka import TopicPartition
 from prometheus_client import CollectorRegistry
 
 from choreokit.events import Envelope
+from choreokit.services.runtime.access import AccessPolicy
 from choreokit.services.saga_observer.api import build_api
+from choreokit.services.saga_observer.audit import AuditLog
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import Queries
 from choreokit.services.saga_observer.records import Position, SeenEvent, from_micros, micros
@@ -56,6 +58,8 @@ async def test_flows_with_extreme_stored_times_are_listed_and_shown(tmp_path: Pa
             metrics=ObserverMetrics(CollectorRegistry()),
             instance=FakeInstance(),
             max_page_size=50,
+            access=AccessPolicy(allowed_hosts=("observer",)),
+            audit=AuditLog(store._engine, queries._engine, lambda: 0),
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://observer") as client:
