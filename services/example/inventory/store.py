@@ -33,7 +33,7 @@ stock = Table(
 reservations = Table(
     "inventory_reservations",
     metadata,
-    Column("reservation_id", String(64), primary_key=True),
+    Column("reservation_id", String(80), primary_key=True),
     Column("order_id", String(64), nullable=False, unique=True),
     Column("correlation_id", String(1024), nullable=False),
     Column("lines", Text, nullable=False),

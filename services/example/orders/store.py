@@ -26,7 +26,7 @@ orders = Table(
     metadata,
     Column("order_id", String(64), primary_key=True),
     Column("correlation_id", String(1024), nullable=False),
-    Column("event_id", String(64), nullable=False),
+    Column("event_id", String(1024), nullable=False),  # any ce_id a consumer accepts
     Column("request", Text, nullable=False),
     Column("customer_id", String(64), nullable=False),
     Column("total_cents", Integer, nullable=False),

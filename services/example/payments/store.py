@@ -13,7 +13,7 @@ metadata = MetaData()
 payments = Table(
     "payments",
     metadata,
-    Column("payment_id", String(64), primary_key=True),
+    Column("payment_id", String(80), primary_key=True),
     Column("order_id", String(64), nullable=False, unique=True),
     Column("correlation_id", String(1024), nullable=False),
     Column("amount_cents", Integer, nullable=False),
