@@ -35,8 +35,6 @@ from tests.e2e.system import Dev, running_dev
 from tests.integration.kafka_io import all_records, end_offsets
 from tests.support import wait_until
 
-pytestmark = pytest.mark.slow
-
 PAGE = ROOT / "docs" / "publishing-from-other-systems.md"
 SHOWN = re.compile(
     r"<!-- file: (?P<path>\S+) -->\n```(?P<lang>\w+)\n(?P<code>.*?)^```\n", re.S | re.M
@@ -98,6 +96,7 @@ def observer_flow(dev: Dev, correlation_id: str) -> dict[str, Any] | None:
     return flow
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("language", "order_id", "source"),
     [
