@@ -1,9 +1,10 @@
 """Producers written in Java (kafka-clients + the CloudEvents SDK's Kafka binding) and Go
 (franz-go), as docs/publishing-from-other-systems.md shows them: each is built from
-tests/interop, publishes one order.placed v2 straight to the ``orders`` topic, and the
-reference system (``choreo dev`` on the test's broker) takes it through the whole saga
-(orders, inventory, payments, shipping, order.confirmed), which the saga observer's JSON
-API then judges ``completed``. The page's code blocks are checked to be these very files.
+tests/interop, publishes one order.placed v2 straight to the ``orders`` topic of the
+session's Apache Kafka, and the reference system on it (``choreo dev --bootstrap``) takes
+the order through the whole saga (orders, inventory, payments, shipping, order.confirmed),
+which the saga observer's JSON API then judges ``completed``. The page's code blocks are
+checked to be these very files.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import httpx
 import pytest
 from aiokafka.partitioner import murmur2
 
-from choreokit.services.runtime import EmbeddedBroker
+from choreokit.services.runtime import KafkaCluster
 from tests.e2e.producers import (
     GO_PROJECT,
     GO_SOURCES,
@@ -77,11 +78,10 @@ def go() -> Built:
 
 
 @pytest.fixture(scope="module")
-def system(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
-    """The reference system (every service, the observer, the gateway) on the test broker."""
-    with running_dev(
-        tmp_path_factory.mktemp("polyglot") / "dev", bootstrap=broker.bootstrap
-    ) as dev:
+def system(kafka_broker: KafkaCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dev]:
+    """The reference system (every service, the observer, the gateway) on Apache Kafka."""
+    data_dir = tmp_path_factory.mktemp("polyglot") / "dev"
+    with running_dev(data_dir, bootstrap=kafka_broker.bootstrap) as dev:
         yield dev
 
 

@@ -13,6 +13,7 @@ from choreokit.events import HandlerContext, KafkaSettings, Service
 from tests.support import catalog, unique, wait_for
 
 
+@pytest.mark.engines("tansu", "kafka")
 @pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 async def test_a_compressed_record_is_handled(kafka: KafkaSettings, codec: str) -> None:
     cat = catalog()
