@@ -33,10 +33,17 @@ def alive(pid: int) -> bool:
 
 
 class Dev:
-    """A `choreo dev` in a subprocess, with its own data directory and ports."""
+    """A `choreo dev` in a subprocess, with its own data directory and ports.
 
-    def __init__(self, data_dir: Path, env: Mapping[str, str] | None = None) -> None:
+    With ``bootstrap`` it uses that Kafka (``choreo dev --bootstrap``) instead of starting
+    the embedded broker.
+    """
+
+    def __init__(
+        self, data_dir: Path, env: Mapping[str, str] | None = None, bootstrap: str | None = None
+    ) -> None:
         self.data_dir = data_dir
+        self.kafka = bootstrap
         self.orders_port = free_port()
         self.env = {
             **os.environ,
@@ -51,8 +58,9 @@ class Dev:
 
     def start(self) -> None:
         self.log = (self.data_dir.parent / f"{self.data_dir.name}-dev.log").open("wb")
+        broker = ["--bootstrap", self.kafka] if self.kafka else ["--port", str(self.port)]
         self.process = subprocess.Popen(
-            choreo_args("dev", "--port", str(self.port), "--data-dir", str(self.data_dir)),
+            choreo_args("dev", *broker, "--data-dir", str(self.data_dir)),
             cwd=ROOT,
             env=self.env,
             stdout=self.log,
@@ -79,7 +87,7 @@ class Dev:
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self.kafka or f"127.0.0.1:{self.port}"
 
     @property
     def orders_url(self) -> str:
@@ -102,8 +110,10 @@ class Dev:
 
 
 @contextmanager
-def running_dev(data_dir: Path, env: Mapping[str, str] | None = None) -> Iterator[Dev]:
-    dev = Dev(data_dir, env)
+def running_dev(
+    data_dir: Path, env: Mapping[str, str] | None = None, bootstrap: str | None = None
+) -> Iterator[Dev]:
+    dev = Dev(data_dir, env, bootstrap)
     dev.start()
     try:
         yield dev
