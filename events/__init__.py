@@ -18,14 +18,22 @@ The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
 ``docs/events.md``.
 """
 
+from choreokit.events import wire
+from choreokit.events._asyncapi import ASYNCAPI_FILE, check_asyncapi, export_asyncapi
 from choreokit.events._codec import (
     DecodedRecord,
+    Headers,
     decode,
+    describe_validation_error,
     encode_headers,
     encode_payload,
+    header_value,
+    record_time,
     to_structured,
 )
 from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
+from choreokit.events._context import HandlerContext
+from choreokit.events._contract import SchemaProblem, check_schemas, export_schemas
 from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import (
@@ -46,25 +54,33 @@ from choreokit.events._errors import (
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
-from choreokit.events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
+from choreokit.events._handling import Delivery, HandlerSpec, RecordInfo
 from choreokit.events._ids import new_event_id
-from choreokit.events._kafka import client_options
+from choreokit.events._kafka import (
+    broker_unavailable,
+    client_options,
+    consumer_options,
+    ensure_topics,
+)
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event, EventInfo
-from choreokit.events._outbound import Outbound
+from choreokit.events._outbound import Outbound, SendFuture
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
 from choreokit.events._service import Service
 from choreokit.events._settings import (
+    Duration,
     Idempotence,
     KafkaSettings,
     Profile,
     SaslMechanism,
     SecurityProtocol,
+    millis,
 )
 
 __all__ = [
+    "ASYNCAPI_FILE",
     "BrokerUnavailableError",
     "ChoreoError",
     "ConfigurationError",
@@ -72,12 +88,14 @@ __all__ = [
     "DecodeError",
     "DecodedRecord",
     "Delivery",
+    "Duration",
     "EmbeddedBrokerError",
     "Envelope",
     "Event",
     "EventInfo",
     "HandlerContext",
     "HandlerSpec",
+    "Headers",
     "Idempotence",
     "InvalidEnvelopeError",
     "InvalidPayloadError",
@@ -95,21 +113,35 @@ __all__ = [
     "RetryPolicy",
     "SaslMechanism",
     "SchemaError",
+    "SchemaProblem",
     "SecurityProtocol",
+    "SendFuture",
     "Service",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "broker_unavailable",
+    "check_asyncapi",
+    "check_schemas",
     "client_options",
+    "consumer_options",
     "dead_letter_topic",
     "decode",
     "default_registry",
+    "describe_validation_error",
     "encode_headers",
     "encode_payload",
+    "ensure_topics",
+    "export_asyncapi",
+    "export_schemas",
+    "header_value",
     "is_dead_letter_topic",
+    "millis",
     "new_event_id",
+    "record_time",
     "to_structured",
     "upcaster",
+    "wire",
 ]

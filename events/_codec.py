@@ -90,10 +90,12 @@ class DecodedRecord:
             errors = exc.errors(include_url=False)
             if errors and errors[0]["type"] == "json_invalid":
                 raise MalformedJsonError(info.type, info.version, errors[0]["msg"]) from None
-            raise InvalidPayloadError(info.type, info.version, describe(exc)) from None
+            raise InvalidPayloadError(
+                info.type, info.version, describe_validation_error(exc)
+            ) from None
 
 
-def describe(exc: ValidationError, limit: int = 5) -> str:
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """Summarise a pydantic error as ``path: message [rule]`` items."""
     parts = []
     for error in exc.errors(include_url=False)[:limit]:

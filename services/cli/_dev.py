@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+DEMO_DRIVER = "choreokit.services.example.demo.driver"
+"""The example domain's demo driver, loaded by name: no layer below imports the example."""
 
 MARKER = ".choreo-dev"
 """Marks a data directory as ``choreo dev``'s, so it may be reset at start."""
@@ -220,8 +224,7 @@ def demo(
             orders_url = urls["orders"].removesuffix("/orders")
     from datetime import timedelta
 
-    from choreokit.services.example.demo.driver import drive
-
+    drive = importlib.import_module(DEMO_DRIVER).drive
     try:
         summary = asyncio.run(
             drive(

@@ -11,8 +11,14 @@ from typing import Any
 import click
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 
-from choreokit.events import ChoreoError, KafkaSettings, Registry
-from choreokit.events._codec import decode, record_time, to_structured
+from choreokit.events import (
+    ChoreoError,
+    KafkaSettings,
+    Registry,
+    decode,
+    record_time,
+    to_structured,
+)
 from choreokit.services.cli._common import bootstrap_option, run_async
 
 ALL_TOPICS = r"^[^_].*"
@@ -130,8 +136,7 @@ def tail(
     reason; payloads that fail their schema as INVALID; nothing is skipped.
     No consumer group is joined and no offset is committed.
     """
-    from choreokit.events import default_registry
-    from choreokit.events._kafka import client_options
+    from choreokit.events import client_options, default_registry
     from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from choreokit.events._envelope import BATCH_JSON, JSON, STRUCTURED_JSON
+from choreokit.events.wire import BATCH_JSON, JSON, STRUCTURED_JSON
 from choreokit.services.gateway._binding import MAX_ATTRIBUTE_LENGTH, MAX_ID_LENGTH
 from choreokit.services.gateway._gateway import Gateway
 from choreokit.services.gateway._problems import PROBLEM_JSON, Problem, ProblemKind

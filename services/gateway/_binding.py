@@ -18,7 +18,7 @@ from urllib.parse import unquote
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
-from choreokit.events._envelope import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
+from choreokit.events.wire import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
 from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
 
 MAX_ID_LENGTH = 256

@@ -25,9 +25,13 @@ from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import SQLAlchemyError
 
-from choreokit.events import KafkaSettings
-from choreokit.events._kafka import client_options, consumer_options, unreachable
-from choreokit.events._settings import millis
+from choreokit.events import (
+    KafkaSettings,
+    broker_unavailable,
+    client_options,
+    consumer_options,
+    millis,
+)
 from choreokit.services.saga_observer.lifecycle import Transition
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.records import Seen, classify
@@ -135,7 +139,7 @@ class Ingest:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
-            raise unreachable(self._kafka, exc, "starting the observer's consumer") from exc
+            raise broker_unavailable(self._kafka, exc, "starting the observer's consumer") from exc
         self._consumer = consumer
         self.started.set()
         logger.info(

@@ -12,20 +12,29 @@ from datetime import UTC, datetime
 
 from aiokafka import ConsumerRecord
 
-from choreokit.events import ChoreoError, Envelope, decode, is_dead_letter_topic
-from choreokit.events._codec import DecodedRecord, header_value, record_time
-from choreokit.events._dead_letter import (
+from choreokit.events import (
+    ChoreoError,
+    DecodedRecord,
+    Envelope,
+    decode,
+    header_value,
+    is_dead_letter_topic,
+    record_time,
+)
+from choreokit.events.wire import (
+    DLQ_HEADER_PREFIX,
     H_ATTEMPTS,
     H_CONSUMER_GROUP,
+    H_CORRELATION,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_FAILED_AT,
+    H_ID,
     H_ORIGINAL_OFFSET,
     H_ORIGINAL_PARTITION,
     H_ORIGINAL_TOPIC,
-    HEADER_PREFIX,
+    H_TYPE,
 )
-from choreokit.events._envelope import H_CORRELATION, H_ID, H_TYPE
 
 MAX_TEXT = 4096
 
@@ -157,7 +166,7 @@ def _reject(
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], position: Position) -> SeenDeadLetter:
     headers: Sequence[tuple[str, bytes | None]] = tuple(record.headers)
-    original_headers = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+    original_headers = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
     envelope: Envelope | None
     try:
         envelope = decode(

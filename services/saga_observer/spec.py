@@ -19,9 +19,7 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from choreokit.events import ConfigurationError, Event
-from choreokit.events._codec import describe
-from choreokit.events._settings import Duration
+from choreokit.events import ConfigurationError, Duration, Event, describe_validation_error
 
 SAGAS_GROUP = "choreokit.sagas"
 """Entry-point group whose entries name a :class:`SagaSpec` (or a sequence of them)."""
@@ -164,7 +162,9 @@ class SagaSpec(BaseModel):
                 description=description,
             )
         except ValidationError as exc:
-            raise ConfigurationError(f"saga {name!r} is invalid: {describe(exc)}") from None
+            raise ConfigurationError(
+                f"saga {name!r} is invalid: {describe_validation_error(exc)}"
+            ) from None
 
     @property
     def types(self) -> frozenset[str]:
@@ -284,7 +284,7 @@ def load_yaml(path: Path) -> tuple[SagaSpec, ...]:
             specs.append(SagaSpec.model_validate(item))
         except ValidationError as exc:
             raise ConfigurationError(
-                f"{path}: saga {label!s} is invalid: {describe(exc)}"
+                f"{path}: saga {label!s} is invalid: {describe_validation_error(exc)}"
             ) from None
     return tuple(specs)
 

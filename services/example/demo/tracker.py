@@ -12,9 +12,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from choreokit.events import ChoreoError, KafkaSettings, decode
-from choreokit.events._codec import record_time
-from choreokit.events._kafka import client_options
+from choreokit.events import ChoreoError, KafkaSettings, client_options, decode, record_time
 from choreokit.services.example.demo.plan import Outcome
 
 TOPICS = ("orders", "inventory", "payments", "shipping")
