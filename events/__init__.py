@@ -68,6 +68,13 @@ from choreokit.events._outbound import Outbound, SendFuture
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
+from choreokit.events._saga import (
+    SAGAS_GROUP,
+    EventRef,
+    SagaSpec,
+    sagas_from_entry_points,
+    sagas_from_yaml,
+)
 from choreokit.events._service import Service
 from choreokit.events._settings import (
     Duration,
@@ -81,6 +88,7 @@ from choreokit.events._settings import (
 
 __all__ = [
     "ASYNCAPI_FILE",
+    "SAGAS_GROUP",
     "BrokerUnavailableError",
     "ChoreoError",
     "ConfigurationError",
@@ -93,6 +101,7 @@ __all__ = [
     "Envelope",
     "Event",
     "EventInfo",
+    "EventRef",
     "HandlerContext",
     "HandlerSpec",
     "Headers",
@@ -111,6 +120,7 @@ __all__ = [
     "RecordInfo",
     "Registry",
     "RetryPolicy",
+    "SagaSpec",
     "SaslMechanism",
     "SchemaError",
     "SchemaProblem",
@@ -141,6 +151,8 @@ __all__ = [
     "millis",
     "new_event_id",
     "record_time",
+    "sagas_from_entry_points",
+    "sagas_from_yaml",
     "to_structured",
     "upcaster",
     "wire",

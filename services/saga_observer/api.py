@@ -18,11 +18,11 @@ from starlette.exceptions import HTTPException
 from choreokit.services.runtime.access import AccessPolicy, Role, install_access, require
 from choreokit.services.saga_observer import problems
 from choreokit.services.saga_observer.audit import AuditLog
+from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.judge import Status
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
 from choreokit.services.saga_observer.records import micros
-from choreokit.services.saga_observer.spec import SagaCatalog
 from choreokit.services.saga_observer.views import (
     AuditPage,
     AuditView,

@@ -23,6 +23,7 @@ from choreokit.services.runtime.limits import server_config
 from choreokit.services.saga_observer.access import access_policy
 from choreokit.services.saga_observer.api import build_api
 from choreokit.services.saga_observer.audit import AuditLog
+from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
 from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
 from choreokit.services.saga_observer.ingest import Ingest
 from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
@@ -30,7 +31,6 @@ from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import Queries
 from choreokit.services.saga_observer.records import micros
 from choreokit.services.saga_observer.settings import ObserverSettings
-from choreokit.services.saga_observer.spec import SagaCatalog, load_catalog
 from choreokit.services.saga_observer.store import Store, open_engines
 from choreokit.services.saga_observer.sweeper import Sweeper
 

@@ -51,6 +51,11 @@ def test_events_exports() -> None:
     assert sorted(events.__all__) == sorted(
         [
             "ASYNCAPI_FILE",
+            "SAGAS_GROUP",
+            "EventRef",
+            "SagaSpec",
+            "sagas_from_entry_points",
+            "sagas_from_yaml",
             "Duration",
             "Headers",
             "SchemaProblem",
