@@ -20,6 +20,12 @@ The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
 
 from choreokit.events import wire
 from choreokit.events._asyncapi import ASYNCAPI_FILE, check_asyncapi, export_asyncapi
+from choreokit.events._attributes import (
+    MAX_ATTRIBUTE_LENGTH,
+    attribute_problem,
+    is_dataversion,
+    parse_event_time,
+)
 from choreokit.events._codec import (
     DecodedRecord,
     Headers,
@@ -88,6 +94,7 @@ from choreokit.events._settings import (
 
 __all__ = [
     "ASYNCAPI_FILE",
+    "MAX_ATTRIBUTE_LENGTH",
     "SAGAS_GROUP",
     "BrokerUnavailableError",
     "ChoreoError",
@@ -132,6 +139,7 @@ __all__ = [
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "attribute_problem",
     "broker_unavailable",
     "check_asyncapi",
     "check_schemas",
@@ -147,9 +155,11 @@ __all__ = [
     "export_asyncapi",
     "export_schemas",
     "header_value",
+    "is_dataversion",
     "is_dead_letter_topic",
     "millis",
     "new_event_id",
+    "parse_event_time",
     "record_time",
     "sagas_from_entry_points",
     "sagas_from_yaml",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from choreokit.events._attributes import attribute_problem, is_dataversion, parse_event_time
 from choreokit.events._envelope import (
     CE_HEADERS,
     H_CAUSATION,
@@ -40,9 +40,6 @@ from choreokit.events._model import Event
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""
 
-MAX_ATTRIBUTE_LENGTH = 1024
-_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # excluded from CloudEvents strings
 _ENCODED_JSON = JSON.encode()
 _ENCODED_SPECVERSION = SPECVERSION.encode()
 _WANTED = CE_HEADERS | {H_CONTENT_TYPE, H_TRACEPARENT, H_TRACESTATE}
@@ -253,17 +250,16 @@ def _required(attrs: dict[str, str], header: str) -> str:
 
 
 def _checked(header: str, raw: str) -> str:
-    if len(raw) > MAX_ATTRIBUTE_LENGTH:
-        raise InvalidEnvelopeError(header, f"is longer than {MAX_ATTRIBUTE_LENGTH} characters")
-    if _CONTROL.search(raw):
-        raise InvalidEnvelopeError(header, "contains control characters")
+    problem = attribute_problem(raw)
+    if problem is not None:
+        raise InvalidEnvelopeError(header, problem)
     return raw
 
 
 def _version(raw: str | None) -> int:
     if raw is None:
         return 1
-    if not _VERSION.match(raw):
+    if not is_dataversion(raw):
         raise InvalidEnvelopeError(H_DATAVERSION, f"must be a positive integer, not {raw!r}")
     return int(raw)
 
@@ -272,12 +268,9 @@ def _time(raw: str | None, fallback: datetime) -> datetime:
     if raw is None:
         return fallback
     try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidEnvelopeError(H_TIME, f"is not an RFC 3339 timestamp: {raw[:64]!r}") from None
-    if parsed.tzinfo is None:
-        raise InvalidEnvelopeError(H_TIME, "must include a UTC offset (RFC 3339)")
-    return parsed
+        return parse_event_time(raw)
+    except ValueError as exc:
+        raise InvalidEnvelopeError(H_TIME, str(exc)) from None
 
 
 def _envelope(attrs: dict[str, str], fallback_time: datetime) -> Envelope:

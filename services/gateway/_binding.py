@@ -7,10 +7,8 @@ ignored and never reaches Kafka.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from enum import StrEnum
 from typing import Any
 from urllib.parse import unquote
@@ -18,14 +16,18 @@ from urllib.parse import unquote
 import pydantic_core
 from starlette.requests import ClientDisconnect, Request
 
+from choreokit.events import (
+    MAX_ATTRIBUTE_LENGTH,
+    attribute_problem,
+    is_dataversion,
+    parse_event_time,
+)
 from choreokit.events.wire import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
 from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
 
 MAX_ID_LENGTH = 256
 """Longest ``id``, ``correlationid`` or ``causationid`` a caller may send."""
 
-MAX_ATTRIBUTE_LENGTH = 1024
-"""Longest value of any other attribute (what consumers accept)."""
 
 REQUIRED = ("specversion", "id", "source", "type")
 FORWARDED = (
@@ -42,8 +44,6 @@ FORWARDED = (
 _CHECKED_ONLY = ("specversion", "datacontenttype")
 _KNOWN = frozenset((*FORWARDED, *_CHECKED_ONLY))
 _IDS = frozenset({"id", "correlationid", "causationid"})
-_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _CE_PREFIX = "ce-"
 _BINARY_HINT = (
     "binary mode needs the headers ce-specversion: 1.0, ce-id, ce-source and ce-type "
@@ -313,12 +313,11 @@ def _check(attributes: dict[str, str]) -> None:
         )
     for name, value in attributes.items():
         limit = MAX_ID_LENGTH if name in _IDS else MAX_ATTRIBUTE_LENGTH
-        if len(value) > limit:
-            raise _malformed(f"attribute {name!r} is longer than {limit} characters", name)
-        if _CONTROL.search(value):
-            raise _malformed(f"attribute {name!r} contains control characters", name)
+        problem = attribute_problem(value, max_length=limit)
+        if problem is not None:
+            raise _malformed(f"attribute {name!r} {problem}", name)
     version = attributes.get("dataversion")
-    if version is not None and not _VERSION.match(version):
+    if version is not None and not is_dataversion(version):
         raise _malformed(
             f"dataversion must be a positive integer such as '2', not {version[:16]!r}",
             "dataversion",
@@ -326,11 +325,9 @@ def _check(attributes: dict[str, str]) -> None:
     time = attributes.get("time")
     if time is not None:
         try:
-            parsed = datetime.fromisoformat(time)
-        except ValueError:
-            raise _malformed(f"time is not an RFC 3339 timestamp: {time[:64]!r}", "time") from None
-        if parsed.tzinfo is None:
-            raise _malformed("time must include a UTC offset (RFC 3339)", "time")
+            parse_event_time(time)
+        except ValueError as exc:
+            raise _malformed(f"time {exc}", "time") from None
     for name in ("correlationid", "causationid"):
         if name in attributes and not attributes[name].strip():
             raise _malformed(f"attribute {name!r} is empty; leave it out instead", name)

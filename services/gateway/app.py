@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -36,26 +34,10 @@ from choreokit.services.gateway._settings import GatewaySettings
 from choreokit.services.gateway._tracecontext import TraceBridge
 from choreokit.services.runtime.access import FailedAuthLimit
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.http import HttpServer
 from choreokit.services.runtime.limits import ConnectionLimits, server_config
 
 logger = logging.getLogger("choreokit.gateway")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, minus its signal handling (the process running the app owns the signals)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.listening.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class GatewayApp:
@@ -220,7 +202,7 @@ class GatewayApp:
             proxy_headers=False,
             timeout_graceful_shutdown=int(self.settings.publish_timeout.total_seconds()) + 1,
         )
-        server = _Server(config)
+        server = HttpServer(config, cannot_bind="set CHOREO_GATEWAY_PORT to a free port")
         link_stop = asyncio.Event()
         link_task = asyncio.create_task(link.run(link_stop), name="gateway-kafka-link")
         serve_task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-http")

@@ -35,6 +35,7 @@ from choreokit.events.wire import (
     H_ORIGINAL_TOPIC,
     H_TYPE,
 )
+from choreokit.tracing import parse_traceparent
 
 MAX_TEXT = 4096
 
@@ -259,16 +260,8 @@ def from_micros(value: int) -> datetime:
 
 def trace_id(traceparent: str | None) -> str | None:
     """The trace id of a W3C ``traceparent`` (``None`` if absent or malformed)."""
-    if not traceparent:
-        return None
-    parts = traceparent.split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:  # noqa: PLR2004 - W3C layout
-        return None
-    try:
-        int(parts[1], 16)
-    except ValueError:
-        return None
-    return parts[1].lower()
+    context = parse_traceparent(traceparent) if traceparent else None
+    return None if context is None else f"{context.trace_id:032x}"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -51,6 +51,10 @@ def test_events_exports() -> None:
     assert sorted(events.__all__) == sorted(
         [
             "ASYNCAPI_FILE",
+            "MAX_ATTRIBUTE_LENGTH",
+            "attribute_problem",
+            "is_dataversion",
+            "parse_event_time",
             "SAGAS_GROUP",
             "EventRef",
             "SagaSpec",
