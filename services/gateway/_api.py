@@ -16,7 +16,8 @@ from choreokit.events.wire import BATCH_JSON, JSON, STRUCTURED_JSON
 from choreokit.services.gateway._binding import MAX_ID_LENGTH
 from choreokit.services.gateway._gateway import Gateway
 from choreokit.services.gateway._problems import Problem, ProblemKind
-from choreokit.services.runtime.http import PROBLEM_JSON, health_response, metrics_response
+from choreokit.services.runtime.http import health_response, metrics_response
+from choreokit.services.runtime.problems import PROBLEM_JSON
 
 logger = logging.getLogger("choreokit.gateway")
 

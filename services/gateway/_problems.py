@@ -10,7 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from choreokit.events import ChoreoError
-from choreokit.services.runtime.http import problem, problem_document
+from choreokit.services.runtime.problems import problem, problem_document
 
 TYPE_PREFIX = "urn:choreokit:problem:"
 MAX_ERRORS = 100

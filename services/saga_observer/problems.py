@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_404_NOT_FOUND
 
-from choreokit.services.runtime.http import problem as problem_response
+from choreokit.services.runtime.problems import problem as problem_response
 
 logger = logging.getLogger("choreokit.observer.api")
 _TITLES = {

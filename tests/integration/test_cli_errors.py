@@ -9,11 +9,8 @@ fail with one ``error:`` line on stderr, a non-zero exit and no traceback.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,10 +21,9 @@ from aiokafka import AIOKafkaProducer
 from choreokit.events import KafkaSettings, client_options, wire
 from choreokit.services.cli import cli
 from choreokit.services.runtime import free_port
+from tests.integration.test_cli import choreo
 
 pytestmark = pytest.mark.integration
-
-CHOREO = shutil.which("choreo", path=str(Path(sys.executable).parent)) or "choreo"
 
 Command = tuple[str, ...]
 
@@ -70,19 +66,6 @@ OFFLINE_ARGS: dict[Command, list[str]] = {
 
 # Commands that run a service: their stderr is the service's log, which ends in the error.
 LOGGING = {("run",)}
-
-
-def choreo(
-    *args: str, env: dict[str, str], timeout: float = 90
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CHOREO, *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **env},
-        check=False,
-    )
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess[str], *, logs: bool = False) -> str:
