@@ -59,6 +59,7 @@ BROKER_ARGS: dict[Command, list[str]] = {
 # Commands that never talk to a broker, with arguments that make them do their work.
 OFFLINE_ARGS: dict[Command, list[str]] = {
     ("gateway-key", "create"): ["newcomer", "--type", "order.*"],
+    ("observer-token", "create"): ["newcomer"],
     ("schemas", "check"): [],
     ("schemas", "export"): ["--dir", "TMP/schemas"],
     ("topics", "list"): [],
