@@ -18,24 +18,35 @@ The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
 ``docs/events.md``.
 """
 
-from choreokit.events._codec import (
-    DecodedRecord,
-    decode,
-    encode_headers,
-    encode_payload,
-    to_structured,
-)
-from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
-from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
-from choreokit.events._envelope import (
+from choreokit.events import wire
+from choreokit.events._asyncapi import ASYNCAPI_FILE, check_asyncapi, export_asyncapi
+from choreokit.events._attributes import (
     MAX_ATTRIBUTE_LENGTH,
     MAX_TIME,
     MIN_TIME,
-    Envelope,
+    attribute_problem,
     check_attribute,
     check_time,
+    is_dataversion,
+    parse_event_time,
     parse_time,
 )
+from choreokit.events._codec import (
+    DecodedRecord,
+    Headers,
+    decode,
+    describe_validation_error,
+    encode_headers,
+    encode_payload,
+    header_value,
+    record_time,
+    to_structured,
+)
+from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
+from choreokit.events._context import HandlerContext
+from choreokit.events._contract import SchemaProblem, check_schemas, export_schemas
+from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
+from choreokit.events._envelope import Envelope
 from choreokit.events._errors import (
     BrokerUnavailableError,
     ChoreoError,
@@ -55,28 +66,44 @@ from choreokit.events._errors import (
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
-from choreokit.events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
+from choreokit.events._handling import Delivery, HandlerSpec, RecordInfo
 from choreokit.events._ids import new_event_id
-from choreokit.events._kafka import client_options
+from choreokit.events._kafka import (
+    broker_unavailable,
+    client_options,
+    consumer_options,
+    ensure_topics,
+)
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event, EventInfo, EventTime
-from choreokit.events._outbound import Outbound
+from choreokit.events._outbound import Outbound, SendFuture
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
+from choreokit.events._saga import (
+    SAGAS_GROUP,
+    EventRef,
+    SagaSpec,
+    sagas_from_entry_points,
+    sagas_from_yaml,
+)
 from choreokit.events._service import Service
 from choreokit.events._settings import (
+    Duration,
     Idempotence,
     KafkaSettings,
     Profile,
     SaslMechanism,
     SecurityProtocol,
+    millis,
 )
 
 __all__ = [
+    "ASYNCAPI_FILE",
     "MAX_ATTRIBUTE_LENGTH",
     "MAX_TIME",
     "MIN_TIME",
+    "SAGAS_GROUP",
     "BrokerUnavailableError",
     "ChoreoError",
     "ConfigurationError",
@@ -84,13 +111,16 @@ __all__ = [
     "DecodeError",
     "DecodedRecord",
     "Delivery",
+    "Duration",
     "EmbeddedBrokerError",
     "Envelope",
     "Event",
     "EventInfo",
+    "EventRef",
     "EventTime",
     "HandlerContext",
     "HandlerSpec",
+    "Headers",
     "Idempotence",
     "InvalidEnvelopeError",
     "InvalidPayloadError",
@@ -107,26 +137,46 @@ __all__ = [
     "RecordInfo",
     "Registry",
     "RetryPolicy",
+    "SagaSpec",
     "SaslMechanism",
     "SchemaError",
+    "SchemaProblem",
     "SecurityProtocol",
+    "SendFuture",
     "Service",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "attribute_problem",
+    "broker_unavailable",
+    "check_asyncapi",
     "check_attribute",
+    "check_schemas",
     "check_time",
     "client_options",
+    "consumer_options",
     "dead_letter_topic",
     "decode",
     "default_registry",
+    "describe_validation_error",
     "encode_headers",
     "encode_payload",
+    "ensure_topics",
+    "export_asyncapi",
+    "export_schemas",
+    "header_value",
+    "is_dataversion",
     "is_dead_letter_topic",
+    "millis",
     "new_event_id",
+    "parse_event_time",
     "parse_time",
+    "record_time",
+    "sagas_from_entry_points",
+    "sagas_from_yaml",
     "to_structured",
     "upcaster",
+    "wire",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -11,6 +10,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from choreokit.events._attributes import (
+    MAX_TIME,
+    MIN_TIME,
+    check_attribute,
+    is_dataversion,
+    parse_time,
+)
 from choreokit.events._envelope import (
     CE_HEADERS,
     H_CAUSATION,
@@ -25,13 +31,9 @@ from choreokit.events._envelope import (
     H_TRACESTATE,
     H_TYPE,
     JSON,
-    MAX_TIME,
-    MIN_TIME,
     SPECVERSION,
     STRUCTURED_JSON,
     Envelope,
-    check_attribute,
-    parse_time,
 )
 from choreokit.events._errors import (
     InvalidEnvelopeError,
@@ -44,7 +46,6 @@ from choreokit.events._model import Event
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""
 
-_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 _ENCODED_JSON = JSON.encode()
 _ENCODED_SPECVERSION = SPECVERSION.encode()
 _WANTED = CE_HEADERS | {H_CONTENT_TYPE, H_TRACEPARENT, H_TRACESTATE}
@@ -92,10 +93,12 @@ class DecodedRecord:
             errors = exc.errors(include_url=False)
             if errors and errors[0]["type"] == "json_invalid":
                 raise MalformedJsonError(info.type, info.version, errors[0]["msg"]) from None
-            raise InvalidPayloadError(info.type, info.version, describe(exc)) from None
+            raise InvalidPayloadError(
+                info.type, info.version, describe_validation_error(exc)
+            ) from None
 
 
-def describe(exc: ValidationError, limit: int = 5) -> str:
+def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
     """Summarise a pydantic error as ``path: message [rule]`` items."""
     parts = []
     for error in exc.errors(include_url=False)[:limit]:
@@ -259,7 +262,7 @@ def _checked(header: str, raw: str) -> str:
 def _version(raw: str | None) -> int:
     if raw is None:
         return 1
-    if not _VERSION.match(raw):
+    if not is_dataversion(raw):
         raise InvalidEnvelopeError(H_DATAVERSION, f"must be a positive integer, not {raw!r}")
     return int(raw)
 

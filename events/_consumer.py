@@ -21,6 +21,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from choreokit.events._codec import DecodedRecord, decode, header_value, record_time
+from choreokit.events._context import HandlerContext, current_context
 from choreokit.events._dead_letter import dead_letter_headers, dead_letter_topic
 from choreokit.events._envelope import H_TYPE
 from choreokit.events._errors import (
@@ -28,14 +29,7 @@ from choreokit.events._errors import (
     UnknownEventTypeError,
     VersionTooNewError,
 )
-from choreokit.events._handling import (
-    Delivery,
-    HandlerContext,
-    HandlerSpec,
-    Next,
-    RecordInfo,
-    current_context,
-)
+from choreokit.events._handling import Delivery, HandlerSpec, Next, RecordInfo
 from choreokit.events._ids import derived_event_id
 from choreokit.events._middleware import Middleware, overrides
 from choreokit.events._model import Event

@@ -194,7 +194,7 @@ class SchemaProblem:
         return f"{self.path}: {self.message}"
 
 
-def check_directory(registry: Registry, directory: Path) -> list[SchemaProblem]:
+def check_schemas(registry: Registry, directory: Path) -> list[SchemaProblem]:
     """Compare the committed schemas in ``directory`` with the registry's models."""
     problems: list[SchemaProblem] = []
     generated = schema_documents(registry)
@@ -242,7 +242,7 @@ def check_directory(registry: Registry, directory: Path) -> list[SchemaProblem]:
     return problems
 
 
-def export_directory(
+def export_schemas(
     registry: Registry, directory: Path, *, force: bool = False
 ) -> tuple[list[Path], list[SchemaProblem]]:
     """Write every schema into ``directory``.

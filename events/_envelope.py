@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from choreokit.events._errors import InvalidEnvelopeError
 
 SPECVERSION = "1.0"
 JSON = "application/json"
@@ -29,81 +26,6 @@ H_TRACESTATE = "tracestate"
 CE_HEADERS = frozenset(
     {H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_DATAVERSION, H_TIME, H_CORRELATION, H_CAUSATION}
 )
-
-MAX_ATTRIBUTE_LENGTH = 1024
-"""Longest value of any CloudEvents attribute a consumer accepts (characters)."""
-
-MIN_TIME = datetime(1970, 1, 1, tzinfo=UTC)
-"""Earliest ``time`` accepted: the Unix epoch (stores keep times as microseconds since it)."""
-
-MAX_TIME = datetime(2200, 1, 1, tzinfo=UTC)
-"""First ``time`` no longer accepted: far enough for any real event, far from datetime's end."""
-
-# Every character of the Unicode categories Cc (C0 and C1 controls, excluded from
-# CloudEvents strings), Cf (invisible format characters that change how text reads:
-# bidi embeddings, overrides and isolates, zero-width characters, the byte-order mark,
-# tags), Cs (surrogates: a JSON escape can carry a lone one, which no header can
-# encode), Zl and Zp (line and paragraph separators); generated from unicodedata.
-_FORBIDDEN = re.compile(
-    "[\\x00-\\x1f\\x7f-\\x9f\\xad\\u0600-\\u0605\\u061c\\u06dd\\u070f\\u0890-\\u0891"
-    "\\u08e2\\u180e\\u200b-\\u200f\\u2028-\\u202e\\u2060-\\u2064\\u2066-\\u206f"
-    "\\ud800-\\udfff\\ufeff\\ufff9-\\ufffb\\U000110bd\\U000110cd\\U00013430-\\U00013438"
-    "\\U0001bca0-\\U0001bca3\\U0001d173-\\U0001d17a\\U000e0001\\U000e0020-\\U000e007f]"
-)
-
-
-def check_attribute(name: str, value: str, *, max_length: int = MAX_ATTRIBUTE_LENGTH) -> str:
-    """Return ``value`` if it may be the CloudEvents attribute ``name``.
-
-    Every consumer and the gateway check attributes here, so what one admits,
-    all admit: at most ``max_length`` characters, no control characters, no
-    surrogates, and none of the invisible format characters (bidi overrides,
-    zero-width spaces...) that make a value read as something it is not.
-
-    Raises:
-        InvalidEnvelopeError: The value is too long or holds a forbidden character.
-    """
-    if len(value) > max_length:
-        raise InvalidEnvelopeError(name, f"is longer than {max_length} characters")
-    found = _FORBIDDEN.search(value)
-    if found is not None:
-        raise InvalidEnvelopeError(
-            name,
-            f"contains control characters or invisible format characters (U+"
-            f"{ord(found.group()):04X} at position {found.start()}); send printable text only",
-        )
-    return value
-
-
-def check_time(name: str, value: datetime) -> datetime:
-    """Return ``value`` if it may be an event's ``time``: aware, within 1970..2199.
-
-    Raises:
-        InvalidEnvelopeError: No UTC offset, or outside :data:`MIN_TIME` .. :data:`MAX_TIME`.
-    """
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise InvalidEnvelopeError(name, "must include a UTC offset (RFC 3339)")
-    if not MIN_TIME <= value < MAX_TIME:
-        raise InvalidEnvelopeError(
-            name,
-            f"is {value.isoformat()[:40]}, outside the accepted years 1970 to 2199; "
-            "send the time the event happened",
-        )
-    return value
-
-
-def parse_time(name: str, raw: str) -> datetime:
-    """Parse an RFC 3339 ``time`` and check it with :func:`check_time`.
-
-    Raises:
-        InvalidEnvelopeError: Not a timestamp, no offset, or out of range.
-    """
-    check_attribute(name, raw)
-    try:
-        parsed = datetime.fromisoformat(raw)
-    except ValueError:
-        raise InvalidEnvelopeError(name, f"is not an RFC 3339 timestamp: {raw[:64]!r}") from None
-    return check_time(name, parsed)
 
 
 @dataclass(frozen=True, slots=True)

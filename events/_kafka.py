@@ -26,7 +26,9 @@ _PROBE_RETRY = 0.1
 """Seconds between producer-id requests while the broker says its coordinator is loading."""
 
 
-def unreachable(settings: KafkaSettings, exc: BaseException, doing: str) -> BrokerUnavailableError:
+def broker_unavailable(
+    settings: KafkaSettings, exc: BaseException, doing: str
+) -> BrokerUnavailableError:
     """Return the error that says the cluster could not be reached, and what to check."""
     return BrokerUnavailableError(
         f"cannot reach Kafka at {settings.bootstrap} ({doing}: {exc}); is the broker running? "
@@ -118,7 +120,7 @@ async def broker_grants_producer_ids(settings: KafkaSettings) -> tuple[bool, str
                 break
             await asyncio.sleep(_PROBE_RETRY)
     except KafkaError as exc:
-        raise unreachable(settings, exc, "asking for a producer id") from exc
+        raise broker_unavailable(settings, exc, "asking for a producer id") from exc
     finally:
         await client.close()
     if response.error_code == 0:
@@ -158,7 +160,7 @@ async def start_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafka
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
-        raise unreachable(settings, exc, "starting a producer") from exc
+        raise broker_unavailable(settings, exc, "starting a producer") from exc
     return producer
 
 
@@ -180,6 +182,6 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
             await admin.create_topics(new)
         logger.info("created topics %s", ", ".join(missing))
     except KafkaError as exc:
-        raise unreachable(settings, exc, "creating topics") from exc
+        raise broker_unavailable(settings, exc, "creating topics") from exc
     finally:
         await admin.close()

@@ -5,15 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Protocol
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict
 
-from choreokit.events._envelope import MAX_TIME, MIN_TIME
+from choreokit.events._attributes import MAX_TIME, MIN_TIME
 from choreokit.events._errors import SchemaError
-
-if TYPE_CHECKING:
-    from choreokit.events._registry import Registry
 
 _TYPE_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TOPIC_PATTERN = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -48,6 +45,16 @@ class EventInfo:
         return f"{self.type} v{self.version}"
 
 
+class Registrar(Protocol):
+    """Where an event class registers itself when declared: a ``Registry``.
+
+    A protocol, so that the model does not import the registry that imports it.
+    """
+
+    def register(self, model: type[Event]) -> None:
+        """Add an event class."""
+
+
 class Event(BaseModel):
     """Base class for event payloads: one subclass per (type, major version).
 
@@ -69,7 +76,10 @@ class Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     __event__: ClassVar[EventInfo | None] = None
-    __event_registry__: ClassVar[Registry | None] = None
+    __event_registry__: ClassVar[Registrar | None] = None
+    __default_registry__: ClassVar[Registrar | None] = None
+    """The registry classes join unless they name one: ``default_registry``, set where
+    it is created (importing ``choreokit.events`` does that)."""
 
     def __init_subclass__(
         cls,
@@ -77,7 +87,7 @@ class Event(BaseModel):
         type: str | None = None,  # noqa: A002 - mirrors the CloudEvents attribute name
         version: int = 1,
         topic: str | None = None,
-        registry: Registry | None = None,
+        registry: Registrar | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -98,9 +108,12 @@ class Event(BaseModel):
             )
         cls.__event__ = EventInfo(type=type, version=version, topic=topic)
         if registry is None:
-            from choreokit.events._registry import default_registry
-
-            registry = default_registry
+            registry = Event.__default_registry__
+            if registry is None:
+                raise SchemaError(
+                    f"{cls.__name__} is declared before choreokit's default registry exists: "
+                    "import Event from choreokit.events (or pass registry=...)"
+                )
         cls.__event_registry__ = registry
 
     @classmethod

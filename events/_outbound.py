@@ -12,6 +12,7 @@ from choreokit.events._envelope import Envelope
 from choreokit.events._model import Event
 
 SendFuture = asyncio.Future[RecordMetadata]
+"""Resolves to the record's metadata once the broker acknowledged the send."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -218,6 +218,7 @@ def _is_event_class(obj: object) -> bool:
 
 default_registry = Registry()
 """The registry event classes join unless they name another one."""
+Event.__default_registry__ = default_registry
 
 
 def upcaster(fn: Callable[[_S], _T]) -> Callable[[_S], _T]:
@@ -231,5 +232,5 @@ def upcaster(fn: Callable[[_S], _T]) -> Callable[[_S], _T]:
     """
     source, _ = _upcaster_models(fn)
     registry = source.__event_registry__
-    assert registry is not None
+    assert isinstance(registry, Registry)
     return registry.upcaster(fn)

@@ -18,10 +18,11 @@ from faststream.kafka.message import KafkaMessage
 from faststream.middlewares import AckPolicy
 
 from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
+from choreokit.events._context import current_context
 from choreokit.events._dead_letter import dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
-from choreokit.events._handling import HandlerSpec, current_context
+from choreokit.events._handling import HandlerSpec
 from choreokit.events._kafka import broker_options, consumer_options, ensure_topics, start_producer
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event

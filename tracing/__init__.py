@@ -21,6 +21,7 @@ from choreokit.tracing._setup import (
     TracingSettings,
     configure,
 )
+from choreokit.tracing._traceparent import format_traceparent, parse_traceparent
 
 __all__ = [
     "JsonFormatter",
@@ -34,4 +35,6 @@ __all__ = [
     "TracingSettings",
     "configure",
     "configure_logging",
+    "format_traceparent",
+    "parse_traceparent",
 ]

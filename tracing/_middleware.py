@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from functools import partial
 
 from opentelemetry import context as otel_context
@@ -16,24 +15,18 @@ from opentelemetry.trace import (
     SpanKind,
     Status,
     StatusCode,
-    TraceFlags,
     TracerProvider,
-    TraceState,
     get_current_span,
     set_span_in_context,
 )
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from choreokit.events import Delivery, Middleware, Outbound
 from choreokit.tracing import _naming as names
 from choreokit.tracing._context import handling
 from choreokit.tracing._hooks import Next, Send, SendFuture
 from choreokit.tracing._spans import FlowSpan, SharedAttributes, SpanFactory
+from choreokit.tracing._traceparent import format_traceparent, parse_traceparent
 
-_TRACEPARENT_HEADER = "traceparent"
-_TRACESTATE_HEADER = "tracestate"
-_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-"""Version 00 of W3C ``traceparent``, parsed here; anything else goes to the propagator."""
 _NO_PARENT = Context()
 
 
@@ -69,7 +62,6 @@ class TracingMiddleware(Middleware):
             )
         scope = InstrumentationScope(names.INSTRUMENTATION_NAME, None, names.SCHEMA_URL)
         self._spans = SpanFactory(tracer, scope)
-        self._propagator = TraceContextTextMapPropagator()
         self._consumers: dict[tuple[str, str], tuple[str, SharedAttributes]] = {}
         self._producers: dict[str, tuple[str, SharedAttributes]] = {}
 
@@ -96,7 +88,7 @@ class TracingMiddleware(Middleware):
         name, shared = self._consumer(record.topic, delivery.group)
         parent = None
         if envelope.traceparent is not None:
-            parent = self._remote_parent(envelope.traceparent, envelope.tracestate)
+            parent = parse_traceparent(envelope.traceparent, envelope.tracestate)
         # Without a (valid) trace context the record starts a new trace, whatever is current.
         context = None if parent is not None else _NO_PARENT
         span = self._spans.start(name, SpanKind.CONSUMER, parent, context, shared)
@@ -113,23 +105,6 @@ class TracingMiddleware(Middleware):
             handling.reset(flow)
             otel_context.detach(token)
             span.end()
-
-    def _remote_parent(self, traceparent: str, tracestate: str | None) -> SpanContext | None:
-        """The producer's span context from W3C trace-context headers (``None`` if invalid)."""
-        match = _TRACEPARENT.fullmatch(traceparent)
-        if match is None:  # another version, or malformed: the propagator decides
-            carrier = {_TRACEPARENT_HEADER: traceparent}
-            if tracestate:
-                carrier[_TRACESTATE_HEADER] = tracestate
-            extracted = get_current_span(self._propagator.extract(carrier, context=Context()))
-            context = extracted.get_span_context()
-            return context if context.is_valid else None
-        trace_id = int(match[1], 16)
-        span_id = int(match[2], 16)
-        if not trace_id or not span_id:
-            return None
-        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
-        return SpanContext(trace_id, span_id, True, TraceFlags(int(match[3], 16)), state)
 
     async def on_attempt(self, delivery: Delivery, call_next: Next) -> None:
         """Note each failed try of the handler as an ``exception`` event (type only)."""
@@ -161,18 +136,6 @@ class TracingMiddleware(Middleware):
         return future
 
 
-def traceparent(span_context: SpanContext) -> str:
-    """The W3C ``traceparent`` of ``span_context``, as ``TraceContextTextMapPropagator`` writes it.
-
-    Written here rather than through ``inject`` because it runs on every publish
-    and needs no carrier or context object.
-    """
-    return (
-        f"00-{span_context.trace_id:032x}-{span_context.span_id:016x}-"
-        f"{span_context.trace_flags:02x}"
-    )
-
-
 def with_trace_of(outbound: Outbound, span_context: SpanContext) -> Outbound:
     """``outbound`` carrying ``span_context`` as its trace context (unchanged if it is invalid)."""
     if not span_context.is_valid:  # a disabled tracer: write no all-zero traceparent
@@ -182,7 +145,7 @@ def with_trace_of(outbound: Outbound, span_context: SpanContext) -> Outbound:
         outbound.topic,
         outbound.key,
         outbound.value,
-        outbound.envelope.with_trace(traceparent(span_context), state),
+        outbound.envelope.with_trace(format_traceparent(span_context), state),
         outbound.event,
     )
 

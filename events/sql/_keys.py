@@ -16,8 +16,8 @@ from sqlalchemy import Executable, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from choreokit.events._context import current_context
 from choreokit.events._errors import ConfigurationError, KeyConflictError
-from choreokit.events._handling import current_context
 from choreokit.events.sql._inbox import current_consumer, transaction
 from choreokit.events.sql._tables import keys
 

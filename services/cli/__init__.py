@@ -63,5 +63,19 @@ for command in (
 
 
 def main() -> None:
-    """Entry point of the ``choreo`` console script."""
-    cli()
+    """Entry point of the ``choreo`` console script.
+
+    Whatever a command did not turn into its own one-line answer still gets
+    one, never a traceback (``--log-level DEBUG`` shows it).
+    """
+    try:
+        cli.main(prog_name="choreo")
+    except Exception as exc:
+        if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+            raise
+        click.echo(
+            f"error: {type(exc).__name__}: {exc} (unexpected: 'choreo --log-level DEBUG ...' "
+            "shows where; please report it)",
+            err=True,
+        )
+        raise SystemExit(1) from None

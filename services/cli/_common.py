@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, TypeVar
 
 import click
@@ -21,6 +23,25 @@ bootstrap_option = click.option(
 )
 
 
+@contextlib.contextmanager
+def quiet_kafka_logs() -> Iterator[None]:
+    """Silence aiokafka's own log lines for a short command (unless --log-level DEBUG).
+
+    It logs every failed connection attempt at ERROR; the command reports the
+    failure itself, once, saying what to do.
+    """
+    kafka = logging.getLogger("aiokafka")
+    if logging.getLogger().getEffectiveLevel() <= logging.DEBUG:
+        yield
+        return
+    level = kafka.level
+    kafka.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        kafka.setLevel(level)
+
+
 def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     """Run ``main`` and turn choreokit errors into a message and an exit code.
 
@@ -28,10 +49,22 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     everything else (the broker unreachable, a send refused).
     """
     try:
-        return asyncio.run(main())
+        with quiet_kafka_logs():
+            return asyncio.run(main())
     except (ConfigurationError, ChoreoError) as exc:
         code = 2 if isinstance(exc, ConfigurationError) else 1
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(code) from None
     except KeyboardInterrupt:
         raise SystemExit(130) from None
+
+
+def answers_somewhere(bootstrap: str) -> bool:
+    """Whether any of the ``host:port`` bootstrap servers answers Kafka's protocol."""
+    from choreokit.services.runtime import answers_kafka
+
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if port.isdigit() and answers_kafka(host.strip("[]") or "127.0.0.1", int(port)):
+            return True
+    return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import json
 import os
 import shutil
@@ -16,6 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+
+DEMO_DRIVER = "choreokit.services.example.demo.driver"
+"""The example domain's demo driver, loaded by name: no layer below imports the example."""
 
 MARKER = ".choreo-dev"
 """Marks a data directory as ``choreo dev``'s, so it may be reset at start."""
@@ -54,6 +58,7 @@ def dev(
     A service that dies is restarted (and it is said on stderr). Ctrl-C or
     SIGTERM stops every process it started. Logs: DATA_DIR/logs/.
     """
+    from choreokit.services.cli._common import answers_somewhere
     from choreokit.services.runtime.app import service_names
     from choreokit.services.runtime.supervisor import HTTP_SERVICES, Supervisor
 
@@ -64,6 +69,13 @@ def dev(
         raise click.UsageError(
             f"unknown service(s): {', '.join(unknown)} (known: {', '.join(known)})"
         )
+    if bootstrap is not None and not answers_somewhere(bootstrap):
+        click.echo(
+            f"error: nothing answers Kafka at {bootstrap}; start it, or leave out --bootstrap "
+            "('choreo dev' then runs the embedded broker)",
+            err=True,
+        )
+        raise SystemExit(1)
     if keep_data:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / MARKER).write_text("state of 'choreo dev'\n")
@@ -220,21 +232,28 @@ def demo(
             orders_url = urls["orders"].removesuffix("/orders")
     from datetime import timedelta
 
-    from choreokit.services.example.demo.driver import drive
+    from choreokit.events import ChoreoError
+    from choreokit.services.cli._common import quiet_kafka_logs
 
+    drive = importlib.import_module(DEMO_DRIVER).drive
     try:
-        summary = asyncio.run(
-            drive(
-                count=count,
-                seed=seed,
-                bootstrap=bootstrap,
-                orders_url=orders_url,
-                wait=timedelta(seconds=timeout),
-                concurrency=concurrency,
-                rate=rate,
-                urls=urls,
-            )
-        )
+        try:
+            with quiet_kafka_logs():
+                summary = asyncio.run(
+                    drive(
+                        count=count,
+                        seed=seed,
+                        bootstrap=bootstrap,
+                        orders_url=orders_url,
+                        wait=timedelta(seconds=timeout),
+                        concurrency=concurrency,
+                        rate=rate,
+                        urls=urls,
+                    )
+                )
+        except ChoreoError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(1) from None
         summary = replace(summary, kept=keep and started is not None)
         click.echo(json.dumps(summary.as_dict(), indent=2) if as_json else summary.render())
         if keep and started is not None:

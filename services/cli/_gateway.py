@@ -70,8 +70,7 @@ def create(
     import yaml
 
     from choreokit.events import ConfigurationError
-    from choreokit.services.gateway import mint_key
-    from choreokit.services.gateway._keys import entry_document
+    from choreokit.services.gateway import entry_document, mint_key
 
     try:
         minted = mint_key(

@@ -70,8 +70,12 @@ def publish(
     bootstrap: str,
 ) -> None:
     """Validate one event and publish it (see the command help)."""
-    from choreokit.events import Service, UnknownEventTypeError, default_registry
-    from choreokit.events._codec import describe
+    from choreokit.events import (
+        Service,
+        UnknownEventTypeError,
+        default_registry,
+        describe_validation_error,
+    )
     from choreokit.services.runtime.discovery import load_event_modules
 
     payload = _read_data(data)
@@ -90,7 +94,9 @@ def publish(
         event = model.model_validate(payload)
     except ValidationError as exc:
         info = model.event_info()
-        click.echo(f"error: {info} is invalid: {describe(exc, limit=20)}", err=True)
+        click.echo(
+            f"error: {info} is invalid: {describe_validation_error(exc, limit=20)}", err=True
+        )
         raise SystemExit(2) from None
 
     async def send() -> dict[str, Any]:

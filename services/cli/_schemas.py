@@ -52,13 +52,11 @@ def _declared_services() -> list[Service]:
 @click.option("--force", is_flag=True, help="Overwrite committed versions even if incompatible.")
 def export(directory: Path, force: bool) -> None:
     """Write schemas/<type>/v<N>.json for every declared event version, and asyncapi.yaml."""
-    from choreokit.events import default_registry
-    from choreokit.events._asyncapi import ASYNCAPI_FILE, export_asyncapi
-    from choreokit.events._contract import export_directory
+    from choreokit.events import ASYNCAPI_FILE, default_registry, export_asyncapi, export_schemas
     from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
-    written, refused = export_directory(default_registry, directory, force=force)
+    written, refused = export_schemas(default_registry, directory, force=force)
     if not refused and export_asyncapi(default_registry, _declared_services(), directory):
         written.append(ASYNCAPI_FILE)
     for rel in written:
@@ -75,13 +73,11 @@ def export(directory: Path, force: bool) -> None:
 @_DIR_OPTION
 def check(directory: Path) -> None:
     """Fail if committed schemas are stale, missing, or were changed incompatibly."""
-    from choreokit.events import default_registry
-    from choreokit.events._asyncapi import check_asyncapi
-    from choreokit.events._contract import check_directory
+    from choreokit.events import check_asyncapi, check_schemas, default_registry
     from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
-    problems = check_directory(default_registry, directory)
+    problems = check_schemas(default_registry, directory)
     problems += check_asyncapi(default_registry, _declared_services(), directory)
     for problem in problems:
         click.echo(f"error: {directory / problem.path}: {problem.message}", err=True)

@@ -10,9 +10,18 @@ from typing import Any
 
 import click
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import KafkaError
 
-from choreokit.events import ChoreoError, KafkaSettings, Registry
-from choreokit.events._codec import decode, record_time, to_structured
+from choreokit.events import (
+    ChoreoError,
+    KafkaSettings,
+    Registry,
+    decode,
+    is_dead_letter_topic,
+    record_time,
+    to_structured,
+    wire,
+)
 from choreokit.services.cli._common import bootstrap_option, run_async
 
 ALL_TOPICS = r"^[^_].*"
@@ -65,6 +74,27 @@ def _headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
     }
 
 
+def dead_letter_reason(record: ConsumerRecord[bytes, bytes]) -> str | None:
+    """Why a dead-lettered record failed, and where it came from (``None`` for other records)."""
+    headers = _headers(record)
+    error_type = headers.get(wire.H_ERROR_TYPE)
+    if error_type is None and not is_dead_letter_topic(record.topic):
+        return None
+    message = headers.get(wire.H_ERROR_MESSAGE)
+    reason = f"{error_type or 'unknown error'}" + (f": {message}" if message else "")
+    origin = headers.get(wire.H_ORIGINAL_TOPIC)
+    if origin is not None:
+        partition = headers.get(wire.H_ORIGINAL_PARTITION, "?")
+        offset = headers.get(wire.H_ORIGINAL_OFFSET, "?")
+        reason += f" (from {origin}[{partition}]@{offset}"
+        if wire.H_CONSUMER_GROUP in headers:
+            reason += f", group {headers[wire.H_CONSUMER_GROUP]}"
+        if wire.H_ATTEMPTS in headers:
+            reason += f", {headers[wire.H_ATTEMPTS]} attempts"
+        reason += ")"
+    return reason
+
+
 def render(record: ConsumerRecord[bytes, bytes], shown: Decoded, *, as_json: bool) -> str:
     """Format one record for the terminal (or as one JSON line)."""
     where = f"{record.topic}[{record.partition}]@{record.offset}"
@@ -98,6 +128,9 @@ def render(record: ConsumerRecord[bytes, bytes], shown: Decoded, *, as_json: boo
         )
         if shown.error:
             lines.append(f"  error: {shown.error}")
+    reason = dead_letter_reason(record)
+    if reason is not None:
+        lines.append(f"  dead letter: {reason}")
     lines.append(f"  data: {json.dumps(shown.data, default=str)}")
     return "\n".join(lines)
 
@@ -130,8 +163,7 @@ def tail(
     reason; payloads that fail their schema as INVALID; nothing is skipped.
     No consumer group is joined and no offset is committed.
     """
-    from choreokit.events import default_registry
-    from choreokit.events._kafka import client_options
+    from choreokit.events import broker_unavailable, client_options, default_registry
     from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
@@ -154,7 +186,11 @@ def tail(
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         seen = 0
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise broker_unavailable(settings, exc, "reading topics") from exc
         try:
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=int((idle or 0.5) * 1000))

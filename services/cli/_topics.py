@@ -37,8 +37,7 @@ def create(bootstrap: str) -> None:
     Partitions and replication come from CHOREO_KAFKA_TOPIC_PARTITIONS and
     CHOREO_KAFKA_TOPIC_REPLICATION. What exists is left as it is.
     """
-    from choreokit.events import KafkaSettings
-    from choreokit.events._kafka import ensure_topics
+    from choreokit.events import KafkaSettings, ensure_topics
 
     wanted = declared_topics()
 

@@ -6,7 +6,7 @@ mode of the CloudEvents HTTP binding) on ``CHOREO_GATEWAY_HOST``:``PORT``
 ``docs/publishing-from-other-systems.md``.
 """
 
-from choreokit.services.gateway._keys import ApiKey, KeyStore, MintedKey, mint_key
+from choreokit.services.gateway._keys import ApiKey, KeyStore, MintedKey, entry_document, mint_key
 from choreokit.services.gateway._settings import GatewaySettings
 from choreokit.services.gateway.app import GatewayApp, create
 
@@ -17,5 +17,6 @@ __all__ = [
     "KeyStore",
     "MintedKey",
     "create",
+    "entry_document",
     "mint_key",
 ]

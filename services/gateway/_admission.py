@@ -18,8 +18,13 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from choreokit.events import Event, Registry, UnknownEventTypeError, UnknownEventVersionError
-from choreokit.events._codec import encode_payload
+from choreokit.events import (
+    Event,
+    Registry,
+    UnknownEventTypeError,
+    UnknownEventVersionError,
+    encode_payload,
+)
 from choreokit.services.gateway._binding import MISSING, RawEvent
 from choreokit.services.gateway._keys import ApiKey, normalise_source
 from choreokit.services.gateway._problems import ErrorItem, ProblemKind

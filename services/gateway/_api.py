@@ -7,17 +7,17 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
 from choreokit.events import MAX_ATTRIBUTE_LENGTH
-from choreokit.events._envelope import BATCH_JSON, JSON, STRUCTURED_JSON
+from choreokit.events.wire import BATCH_JSON, JSON, STRUCTURED_JSON
 from choreokit.services.gateway._binding import MAX_ID_LENGTH
 from choreokit.services.gateway._gateway import Gateway
-from choreokit.services.gateway._problems import PROBLEM_JSON, Problem, ProblemKind
+from choreokit.services.gateway._problems import Problem, ProblemKind
+from choreokit.services.runtime.http import health_response, metrics_response
+from choreokit.services.runtime.problems import PROBLEM_JSON
 
 logger = logging.getLogger("choreokit.gateway")
 
@@ -92,11 +92,7 @@ def build_api(gateway: Gateway) -> FastAPI:
         },
     )
     async def healthz() -> Response:
-        up = gateway.link.up
-        return JSONResponse(
-            {"status": "ok" if up else "unavailable", "kafka": gateway.link.reason},
-            status_code=200 if up else 503,
-        )
+        return health_response(gateway.link.up, kafka=gateway.link.reason)
 
     @app.get(
         "/metrics",
@@ -105,7 +101,7 @@ def build_api(gateway: Gateway) -> FastAPI:
         responses={200: {"description": "Prometheus text", "content": {"text/plain": {}}}},
     )
     async def metrics() -> Response:
-        return Response(generate_latest(gateway.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(gateway.metrics.registry)
 
     @app.exception_handler(HTTPException)
     async def http_problem(request: Request, exc: HTTPException) -> Response:

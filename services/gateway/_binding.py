@@ -7,7 +7,6 @@ ignored and never reaches Kafka.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -19,15 +18,16 @@ from starlette.requests import ClientDisconnect, Request
 
 from choreokit.events import (
     MAX_ATTRIBUTE_LENGTH,
-    InvalidEnvelopeError,
-    check_attribute,
-    parse_time,
+    attribute_problem,
+    is_dataversion,
+    parse_event_time,
 )
-from choreokit.events._envelope import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
+from choreokit.events.wire import BATCH_JSON, JSON, SPECVERSION, STRUCTURED_JSON
 from choreokit.services.gateway._problems import ErrorItem, Problem, ProblemKind
 
 MAX_ID_LENGTH = 256
 """Longest ``id``, ``correlationid`` or ``causationid`` a caller may send."""
+
 
 REQUIRED = ("specversion", "id", "source", "type")
 FORWARDED = (
@@ -44,7 +44,6 @@ FORWARDED = (
 _CHECKED_ONLY = ("specversion", "datacontenttype")
 _KNOWN = frozenset((*FORWARDED, *_CHECKED_ONLY))
 _IDS = frozenset({"id", "correlationid", "causationid"})
-_VERSION = re.compile(r"^[1-9][0-9]{0,8}$")
 _CE_PREFIX = "ce-"
 _BINARY_HINT = (
     "binary mode needs the headers ce-specversion: 1.0, ce-id, ce-source and ce-type "
@@ -314,12 +313,11 @@ def _check(attributes: dict[str, str]) -> None:
         )
     for name, value in attributes.items():
         limit = MAX_ID_LENGTH if name in _IDS else MAX_ATTRIBUTE_LENGTH
-        try:
-            check_attribute(name, value, max_length=limit)
-        except InvalidEnvelopeError as exc:
-            raise _malformed(f"attribute {name!r} {exc.reason}", name) from None
+        problem = attribute_problem(value, max_length=limit)
+        if problem is not None:
+            raise _malformed(f"attribute {name!r} {problem}", name)
     version = attributes.get("dataversion")
-    if version is not None and not _VERSION.match(version):
+    if version is not None and not is_dataversion(version):
         raise _malformed(
             f"dataversion must be a positive integer such as '2', not {version[:16]!r}",
             "dataversion",
@@ -327,9 +325,9 @@ def _check(attributes: dict[str, str]) -> None:
     time = attributes.get("time")
     if time is not None:
         try:
-            parse_time("time", time)
-        except InvalidEnvelopeError as exc:
-            raise _malformed(f"time {exc.reason}", "time") from None
+            parse_event_time(time)
+        except ValueError as exc:
+            raise _malformed(f"time {exc}", "time") from None
     for name in ("correlationid", "causationid"):
         if name in attributes and not attributes[name].strip():
             raise _malformed(f"attribute {name!r} is empty; leave it out instead", name)

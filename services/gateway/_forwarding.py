@@ -13,8 +13,7 @@ from aiokafka.structs import RecordMetadata
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode
 
-from choreokit.events import BrokerUnavailableError, ChoreoError, Outbound, Publisher
-from choreokit.events._outbound import SendFuture
+from choreokit.events import BrokerUnavailableError, ChoreoError, Outbound, Publisher, SendFuture
 from choreokit.services.gateway._admission import Admitted
 from choreokit.services.gateway._dedup import DedupWindow, Receipt, Seen
 from choreokit.services.gateway._keys import ApiKey

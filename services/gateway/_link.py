@@ -23,8 +23,8 @@ from choreokit.events import (
     Publisher,
     Service,
     client_options,
+    millis,
 )
-from choreokit.events._settings import millis
 
 logger = logging.getLogger("choreokit.gateway")
 _MAX_BACKOFF = 10.0

@@ -10,8 +10,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 
 from choreokit.events import ChoreoError
+from choreokit.services.runtime.problems import problem, problem_document
 
-PROBLEM_JSON = "application/problem+json"
 TYPE_PREFIX = "urn:choreokit:problem:"
 MAX_ERRORS = 100
 """Most error items in one answer (a batch of invalid events could list thousands)."""
@@ -134,23 +134,18 @@ class Problem(ChoreoError):  # noqa: N818 - RFC 9457's name; an answer, raised t
 
     def document(self, instance: str | None = None) -> dict[str, Any]:
         """The RFC 9457 problem document."""
-        out: dict[str, Any] = {
-            "type": self.kind.type_uri,
-            "title": self.kind.title,
-            "status": self.kind.status,
-            "detail": self.detail,
-        }
-        if instance is not None:
-            out["instance"] = instance
-        if self.errors:
-            out["errors"] = [item.as_json() for item in self.errors]
-        return out
+        return problem_document(**self._members(instance))
 
     def response(self, instance: str | None = None) -> JSONResponse:
         """The HTTP response carrying this problem."""
-        return JSONResponse(
-            self.document(instance),
-            status_code=self.kind.status,
-            headers=self.headers,
-            media_type=PROBLEM_JSON,
-        )
+        return problem(**self._members(instance), headers=self.headers)
+
+    def _members(self, instance: str | None) -> dict[str, Any]:
+        return {
+            "status": self.kind.status,
+            "title": self.kind.title,
+            "detail": self.detail,
+            "type": self.kind.type_uri,
+            "instance": instance,
+            "errors": [item.as_json() for item in self.errors] if self.errors else None,
+        }

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import ByteSize, Field, PositiveFloat, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from choreokit.events._settings import Duration
+from choreokit.events import Duration
 
 DEFAULT_PORT = 8081
 MIB = 1024 * 1024

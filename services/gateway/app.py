@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Generator, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-import uvicorn
 from fastapi import FastAPI
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
@@ -23,6 +21,7 @@ from choreokit.events import (
     Profile,
     Registry,
     Service,
+    sagas_from_entry_points,
 )
 from choreokit.services.gateway._api import build_api
 from choreokit.services.gateway._dedup import DedupWindow
@@ -36,26 +35,10 @@ from choreokit.services.gateway._settings import GatewaySettings
 from choreokit.services.gateway._tracecontext import TraceBridge
 from choreokit.services.runtime.access import FailedAuthLimit
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.http import HttpServer
 from choreokit.services.runtime.limits import ConnectionLimits, server_config
 
 logger = logging.getLogger("choreokit.gateway")
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, minus its signal handling (the process running the app owns the signals)."""
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        if self.started:
-            self.listening.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield
 
 
 class GatewayApp:
@@ -184,10 +167,8 @@ class GatewayApp:
     def _flow_enders(self) -> frozenset[str]:
         if self._flow_ender_types is not None:
             return self._flow_ender_types
-        # The saga specs are plain declarations; the gateway reads only their ends.
-        from choreokit.services.saga_observer.spec import load_entry_points
-
-        specs = load_entry_points()
+        # The saga specs are the event layer's declarations; the gateway reads only their ends.
+        specs = sagas_from_entry_points()
         return frozenset(
             t
             for spec in specs
@@ -240,7 +221,7 @@ class GatewayApp:
             proxy_headers=False,
             timeout_graceful_shutdown=int(self.settings.publish_timeout.total_seconds()) + 1,
         )
-        server = _Server(config)
+        server = HttpServer(config, cannot_bind="set CHOREO_GATEWAY_PORT to a free port")
         link_stop = asyncio.Event()
         link_task = asyncio.create_task(link.run(link_stop), name="gateway-kafka-link")
         serve_task = asyncio.create_task(server.serve(sockets=[sock]), name="gateway-http")

@@ -1,4 +1,13 @@
-"""The service runtime: the embedded broker, the Apache Kafka rig, discovery and supervision."""
+"""The service runtime: the embedded broker, the Apache Kafka rig, discovery and supervision.
+
+Its other public modules are imported by name, so that a command that needs
+none of them starts without loading a web framework or a database driver:
+``app`` (:class:`~choreokit.services.runtime.app.Runtime`, what a service
+factory gets), ``http`` (the HTTP kit every HTTP app uses: health, metrics,
+:class:`~choreokit.services.runtime.http.HttpServer`), ``problems`` (RFC 9457
+answers), ``limits`` (connection limits), ``access`` (operator access),
+``database``, ``discovery``, ``environment`` and ``supervisor``.
+"""
 
 from choreokit.services.runtime.embedded_broker import (
     EmbeddedBroker,

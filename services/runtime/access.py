@@ -340,7 +340,7 @@ def _policy(request: Request) -> AccessPolicy:
 def _problem_response(exc: HTTPException) -> Response:
     from http import HTTPStatus
 
-    from choreokit.services.runtime.http import problem
+    from choreokit.services.runtime.problems import problem
 
     response = problem(exc.status_code, HTTPStatus(exc.status_code).phrase, str(exc.detail))
     for name, value in (exc.headers or {}).items():

@@ -1,32 +1,29 @@
-"""What every HTTP service here shares: problem details, a body limit, health, metrics, serving."""
+"""What every HTTP service here shares: problem details, a body limit, health, metrics, serving.
+
+The saga observer, the gateway and the example's order intake all answer
+errors with :func:`problem`, health with :func:`health_response`, metrics with
+:func:`metrics_response`, and run under :class:`HttpServer`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import Callable, Generator
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from choreokit.events import ConfigurationError
 from choreokit.services.runtime.limits import ConnectionLimits, server_config
-
-PROBLEM_JSON = "application/problem+json"
-
-
-def problem(status: int, title: str, detail: str = "", **extra: Any) -> JSONResponse:
-    """An RFC 9457 problem details response."""
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status}
-    if detail:
-        body["detail"] = detail
-    body.update(extra)
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
+from choreokit.services.runtime.problems import problem
 
 
 def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
@@ -49,7 +46,7 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return problem(exc.status_code, _title(exc.status_code), str(exc.detail))
+        return problem(exc.status_code, _title(exc.status_code), str(exc.detail) or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -126,6 +123,25 @@ async def _no_body() -> Message:
     return {"type": "http.request", "body": b"", "more_body": False}
 
 
+def health_response(
+    healthy: bool, *, unhealthy: str = "unavailable", **details: Any
+) -> JSONResponse:
+    """The ``GET /healthz`` answer: 200 ``{"status": "ok", ...}``, else 503 with ``unhealthy``.
+
+    Args:
+        healthy: Whether the service can do its work now.
+        unhealthy: The status word when it cannot (``starting``, ``unavailable``).
+        details: More members of the body (``kafka``, ``database``, ...).
+    """
+    body = {"status": "ok" if healthy else unhealthy, **details}
+    return JSONResponse(body, status_code=200 if healthy else 503)
+
+
+def metrics_response(registry: CollectorRegistry) -> PlainTextResponse:
+    """The ``GET /metrics`` answer: the registry in Prometheus' text format."""
+    return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+
 def add_health_and_metrics(
     app: FastAPI, registry: CollectorRegistry, ready: Callable[[], bool]
 ) -> None:
@@ -133,18 +149,50 @@ def add_health_and_metrics(
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> JSONResponse:
-        ok = ready()
-        return JSONResponse({"status": "ok" if ok else "starting"}, status_code=200 if ok else 503)
+        return health_response(ready(), unhealthy="starting")
 
     @app.get("/metrics", include_in_schema=False)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def metrics() -> Response:
+        return metrics_response(registry)
 
 
-class _Server(uvicorn.Server):
+class HttpServer(uvicorn.Server):
+    """uvicorn, with an event set once it listens, and without its own signal handling.
+
+    ``choreo run`` owns SIGINT and SIGTERM: they set the app's stop event, and
+    the app stops the server (``should_exit``).
+
+    Args:
+        config: uvicorn's configuration.
+        cannot_bind: What to do when the address cannot be bound, e.g.
+            ``"choose another with CHOREO_OBSERVER_PORT"``.
+    """
+
+    def __init__(self, config: uvicorn.Config, *, cannot_bind: str = "choose another port") -> None:
+        super().__init__(config)
+        self.listening = asyncio.Event()
+        self._cannot_bind = cannot_bind
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Bind and start serving; set :attr:`listening` once it does.
+
+        Raises:
+            ConfigurationError: The address cannot be bound (uvicorn would exit the process).
+        """
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            config = self.config
+            raise ConfigurationError(
+                f"cannot listen on {config.host}:{config.port} (in use, or not allowed); "
+                f"{self._cannot_bind}"
+            ) from None
+        if self.started:
+            self.listening.set()
+
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        # The runtime owns the process's signals; the server stops when told to.
+        """Leave the process's signals alone."""
         yield
 
 
@@ -160,7 +208,7 @@ async def serve(
 
     ``limits`` bound slow senders and connections (defaults: :class:`ConnectionLimits`).
     """
-    server = _Server(server_config(app, host=host, port=port, limits=limits))
+    server = HttpServer(server_config(app, host=host, port=port, limits=limits))
     serving = asyncio.ensure_future(server.serve())
     stopping = asyncio.ensure_future(stop.wait())
     done, _ = await asyncio.wait([serving, stopping], return_when=asyncio.FIRST_COMPLETED)

@@ -26,6 +26,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from choreokit.services.runtime.problems import problem
+
 MAX_HEAD_BYTES = 16 * 1024
 """Largest request line plus headers h11 buffers."""
 
@@ -175,17 +177,7 @@ class BodyTimeout:
             await self._app(scope, timed, watch)
         except _BodyTimeoutError as exc:
             if not started:
-                response = JSONResponse(
-                    {
-                        "type": "about:blank",
-                        "title": "Request Timeout",
-                        "status": 408,
-                        "detail": str(exc.detail),
-                    },
-                    status_code=408,
-                    media_type="application/problem+json",
-                    headers={"Connection": "close"},
-                )
+                response = _problem(408, "Request Timeout", str(exc.detail))
                 await response(scope, _nothing, send)
 
 
@@ -194,13 +186,7 @@ class _BodyTimeoutError(HTTPException):
 
 
 def _problem(status: int, title: str, detail: str) -> JSONResponse:
-    body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return JSONResponse(
-        body,
-        status_code=status,
-        media_type="application/problem+json",
-        headers={"Connection": "close"},
-    )
+    return problem(status, title, detail, headers={"Connection": "close"})
 
 
 async def _nothing() -> Message:

@@ -1,6 +1,7 @@
 """The saga observer: every flow rebuilt from its events, judged against saga specs, shown.
 
-Declare a saga next to its events and publish it through the ``choreokit.sagas``
+It judges by the saga specs of the event layer (:class:`choreokit.events.SagaSpec`):
+declare a saga next to its events and publish it through the ``choreokit.sagas``
 entry point (or list it in a YAML file named by ``CHOREO_OBSERVER_SPECS``)::
 
     ORDER_SAGA = SagaSpec.declare(
@@ -16,20 +17,12 @@ entry point (or list it in a YAML file named by ``CHOREO_OBSERVER_SPECS``)::
 Run it with ``choreo run saga-observer``; see ``docs/saga-observer.md``.
 """
 
+from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import Expectation, Judgement, Reason, Status, judge
 from choreokit.services.saga_observer.settings import ObserverSettings
-from choreokit.services.saga_observer.spec import (
-    SAGAS_GROUP,
-    SagaCatalog,
-    SagaSpec,
-    load_catalog,
-    load_entry_points,
-    load_yaml,
-)
 
 __all__ = [
-    "SAGAS_GROUP",
     "Expectation",
     "FlowGraph",
     "Judgement",
@@ -37,10 +30,7 @@ __all__ = [
     "ObserverSettings",
     "Reason",
     "SagaCatalog",
-    "SagaSpec",
     "Status",
     "judge",
     "load_catalog",
-    "load_entry_points",
-    "load_yaml",
 ]

@@ -11,18 +11,18 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, FastAPI, Query, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
 from choreokit.services.runtime.access import AccessPolicy, Role, install_access, require
+from choreokit.services.runtime.http import health_response, metrics_response
 from choreokit.services.saga_observer import problems
 from choreokit.services.saga_observer.audit import AuditLog
+from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.judge import Status
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
 from choreokit.services.saga_observer.records import micros
-from choreokit.services.saga_observer.spec import SagaCatalog
 from choreokit.services.saga_observer.views import (
     AuditPage,
     AuditView,
@@ -310,10 +310,8 @@ def _instance_routes(
             database = f"unavailable: {type(exc).__name__}"
         consumer = instance.consumer_state()
         healthy = database == "ok" and consumer == "running"
-        body = Health(
-            status="ok" if healthy else "unavailable", database=database, consumer=consumer
-        )
-        return JSONResponse(body.model_dump(), status_code=200 if healthy else 503)
+        # Shaped as the Health view the OpenAPI document names.
+        return health_response(healthy, database=database, consumer=consumer)
 
     @app.get("/metrics", tags=["instance"], response_class=Response)
     async def prometheus() -> Response:
@@ -325,7 +323,7 @@ def _instance_routes(
         if found is not None:
             for name, count in found.by_status.items():
                 metrics.flows.labels(name).set(count)
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return metrics_response(metrics.registry)
 
 
 def _ui_routes(app: FastAPI) -> None:

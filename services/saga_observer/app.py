@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
-from collections.abc import Callable, Coroutine, Generator, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import uvicorn
 from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreokit.events import ConfigurationError, Service
+from choreokit.events import Service
 from choreokit.services.runtime.access import AccessPolicy
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.http import HttpServer
 from choreokit.services.runtime.limits import server_config
 from choreokit.services.saga_observer.access import access_policy
 from choreokit.services.saga_observer.api import build_api
 from choreokit.services.saga_observer.audit import AuditLog
+from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
 from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
 from choreokit.services.saga_observer.ingest import Ingest
 from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
@@ -30,7 +30,6 @@ from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import Queries
 from choreokit.services.saga_observer.records import micros
 from choreokit.services.saga_observer.settings import ObserverSettings
-from choreokit.services.saga_observer.spec import SagaCatalog, load_catalog
 from choreokit.services.saga_observer.store import Store, open_engines
 from choreokit.services.saga_observer.sweeper import Sweeper
 
@@ -203,7 +202,10 @@ class ObserverApp:
             access=access,
             audit=audit,
         )
-        server = _Server(server_config(api, host=settings.host, port=settings.port))
+        server = HttpServer(
+            server_config(api, host=settings.host, port=settings.port),
+            cannot_bind="choose another with CHOREO_OBSERVER_HOST / CHOREO_OBSERVER_PORT",
+        )
         halt = asyncio.Event()
         parts: dict[str, Coroutine[Any, Any, None]] = {
             "ingest": ingest.run(halt),
@@ -238,7 +240,9 @@ class ObserverApp:
         if failure is not None:
             raise failure
 
-    async def _watch_start(self, ingest: Ingest, server: _Server, instance: _InstanceState) -> None:
+    async def _watch_start(
+        self, ingest: Ingest, server: HttpServer, instance: _InstanceState
+    ) -> None:
         await ingest.started.wait()
         await server.listening.wait()
         for listener in server.servers:
@@ -250,30 +254,3 @@ class ObserverApp:
         logger.info("saga observer on %s (UI at /, API at /api/docs)", ", ".join(instance.bound))
         self.runtime.mark_ready()
         self.ready.set()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn, with an event set once it listens, and without its own signal handling.
-
-    ``choreo run`` owns SIGINT and SIGTERM: they set the app's stop event.
-    """
-
-    def __init__(self, config: uvicorn.Config) -> None:
-        super().__init__(config)
-        self.listening = asyncio.Event()
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        try:
-            await super().startup(sockets)
-        except SystemExit:  # uvicorn exits the process when it cannot bind
-            config = self.config
-            raise ConfigurationError(
-                f"the observer cannot listen on {config.host}:{config.port} (in use, or not "
-                "allowed); choose another with CHOREO_OBSERVER_HOST / CHOREO_OBSERVER_PORT"
-            ) from None
-        if self.started:
-            self.listening.set()
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        yield

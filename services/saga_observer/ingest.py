@@ -26,9 +26,13 @@ from aiokafka.structs import OffsetAndMetadata
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from choreokit.events import KafkaSettings
-from choreokit.events._kafka import client_options, consumer_options, unreachable
-from choreokit.events._settings import millis
+from choreokit.events import (
+    KafkaSettings,
+    broker_unavailable,
+    client_options,
+    consumer_options,
+    millis,
+)
 from choreokit.services.saga_observer.lifecycle import Transition
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.records import Seen, SeenReject, classify, rejected
@@ -145,7 +149,7 @@ class Ingest:
             await consumer.start()
         except KafkaError as exc:
             await consumer.stop()
-            raise unreachable(self._kafka, exc, "starting the observer's consumer") from exc
+            raise broker_unavailable(self._kafka, exc, "starting the observer's consumer") from exc
         self._consumer = consumer
         self.started.set()
         logger.info(

@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from choreokit.events import SagaSpec
+from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
-from choreokit.services.saga_observer.spec import SagaCatalog, SagaSpec
 
 
 class Status(StrEnum):

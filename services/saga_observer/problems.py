@@ -11,10 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_404_NOT_FOUND
 
-from choreokit.services.saga_observer.views import Problem
+from choreokit.services.runtime.problems import problem as problem_response
 
 logger = logging.getLogger("choreokit.observer.api")
-PROBLEM_JSON = "application/problem+json"
 _TITLES = {
     400: "Bad request",
     404: "Not found",
@@ -32,16 +31,9 @@ def problem(
     instance: str | None = None,
     errors: list[dict[str, Any]] | None = None,
 ) -> JSONResponse:
-    """A problem answer."""
-    body = Problem(
-        title=_TITLES.get(status, "Error"),
-        status=status,
-        detail=detail,
-        instance=instance,
-        errors=errors,
-    )
-    return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=status, media_type=PROBLEM_JSON
+    """A problem answer (shaped as :class:`~choreokit.services.saga_observer.views.Problem`)."""
+    return problem_response(
+        status, _TITLES.get(status, "Error"), detail, instance=instance, errors=errors
     )
 
 

@@ -13,11 +13,12 @@ from urllib.parse import quote, urlencode
 from sqlalchemy import ColumnElement, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreokit.events import SagaSpec
 from choreokit.services.saga_observer import schema
+from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import Status
 from choreokit.services.saga_observer.records import from_micros
-from choreokit.services.saga_observer.spec import SagaCatalog, SagaSpec
 from choreokit.services.saga_observer.views import (
     Counts,
     DeadLetterView,

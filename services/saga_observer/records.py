@@ -12,20 +12,30 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import ConsumerRecord
 
-from choreokit.events import ChoreoError, Envelope, decode, is_dead_letter_topic
-from choreokit.events._codec import DecodedRecord, header_value, record_time
-from choreokit.events._dead_letter import (
+from choreokit.events import (
+    ChoreoError,
+    DecodedRecord,
+    Envelope,
+    decode,
+    header_value,
+    is_dead_letter_topic,
+    record_time,
+)
+from choreokit.events.wire import (
+    DLQ_HEADER_PREFIX,
     H_ATTEMPTS,
     H_CONSUMER_GROUP,
+    H_CORRELATION,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_FAILED_AT,
+    H_ID,
     H_ORIGINAL_OFFSET,
     H_ORIGINAL_PARTITION,
     H_ORIGINAL_TOPIC,
-    HEADER_PREFIX,
+    H_TYPE,
 )
-from choreokit.events._envelope import H_CORRELATION, H_ID, H_TYPE
+from choreokit.tracing import parse_traceparent
 
 MAX_TEXT = 4096
 
@@ -193,7 +203,7 @@ def _reject(
 
 def _dead_letter(record: ConsumerRecord[bytes, bytes], position: Position) -> SeenDeadLetter:
     headers: Sequence[tuple[str, bytes | None]] = tuple(record.headers)
-    original_headers = [(k, v) for k, v in headers if not k.startswith(HEADER_PREFIX)]
+    original_headers = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
     envelope: Envelope | None
     try:
         envelope = decode(
@@ -295,16 +305,8 @@ def from_micros(value: int) -> datetime:
 
 def trace_id(traceparent: str | None) -> str | None:
     """The trace id of a W3C ``traceparent`` (``None`` if absent or malformed)."""
-    if not traceparent:
-        return None
-    parts = traceparent.split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or parts[1] == "0" * 32:  # noqa: PLR2004 - W3C layout
-        return None
-    try:
-        int(parts[1], 16)
-    except ValueError:
-        return None
-    return parts[1].lower()
+    context = parse_traceparent(traceparent) if traceparent else None
+    return None if context is None else f"{context.trace_id:032x}"
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import AliasChoices, Field, PositiveInt, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from choreokit.events._settings import Duration
+from choreokit.events import Duration
 
 DEFAULT_TOPIC_PATTERN = r"^(?!__).+"
 """Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""

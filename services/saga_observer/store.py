@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from choreokit.events import ChoreoError
 from choreokit.services.runtime.database import create_engine
 from choreokit.services.saga_observer import schema
+from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import Judgement, judge
 from choreokit.services.saga_observer.lifecycle import Pending, Transition, transition
@@ -47,7 +48,6 @@ from choreokit.services.saga_observer.records import (
     service_of,
     trace_id,
 )
-from choreokit.services.saga_observer.spec import SagaCatalog
 
 logger = logging.getLogger("choreokit.observer.store")
 

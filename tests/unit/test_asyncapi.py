@@ -18,7 +18,7 @@ from choreokit.events._asyncapi import (
     export_asyncapi,
     render_yaml,
 )
-from choreokit.events._contract import export_directory
+from choreokit.events._contract import export_schemas
 from tests.support import Catalog, catalog
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -124,7 +124,7 @@ def test_the_committed_document_is_valid_and_its_payloads_exist() -> None:
 def test_check_says_missing_then_fresh_then_stale(cat: Catalog, tmp_path: Path) -> None:
     [missing] = check_asyncapi(cat.registry, [], tmp_path)
     assert "not exported" in missing.message
-    export_directory(cat.registry, tmp_path)
+    export_schemas(cat.registry, tmp_path)
     assert export_asyncapi(cat.registry, [], tmp_path) is True
     assert export_asyncapi(cat.registry, [], tmp_path) is False
     assert check_asyncapi(cat.registry, [], tmp_path) == []

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from choreokit.events import Event, Registry
-from choreokit.events._contract import check_directory, export_directory
+from choreokit.events._contract import check_schemas, export_schemas
 
 
 class Address(BaseModel):
@@ -44,10 +44,10 @@ BASE: dict[str, tuple[object, object]] = {
 def problems_after(tmp_path: Path, **changed: tuple[object, object]) -> list[str]:
     old = Registry()
     declare(old, **BASE)
-    export_directory(old, tmp_path)
+    export_schemas(old, tmp_path)
     new = Registry()
     declare(new, **changed)
-    return [p.message for p in check_directory(new, tmp_path)]
+    return [p.message for p in check_schemas(new, tmp_path)]
 
 
 def test_removing_an_optional_field_is_a_compatible_change(tmp_path: Path) -> None:

@@ -11,8 +11,8 @@ from pydantic import BaseModel, Field
 from choreokit.events import Event, Registry
 from choreokit.events._contract import (
     Breaks,
-    check_directory,
-    export_directory,
+    check_schemas,
+    export_schemas,
     incompatibilities,
     schema_document,
 )
@@ -119,27 +119,27 @@ def declare(reg: Registry, **fields: tuple[object, object]) -> None:
 def test_check_passes_on_a_fresh_export(tmp_path: Path) -> None:
     reg = Registry()
     declare(reg, **BASE)
-    written, refused = export_directory(reg, tmp_path)
+    written, refused = export_schemas(reg, tmp_path)
     assert [str(p) for p in written] == ["thing.made/v1.json"]
     assert refused == []
-    assert check_directory(reg, tmp_path) == []
+    assert check_schemas(reg, tmp_path) == []
     assert json.loads((tmp_path / "thing.made/v1.json").read_text())["title"] == "Thing"
 
 
 def test_check_names_a_missing_export(tmp_path: Path) -> None:
     reg = Registry()
     declare(reg, **BASE)
-    [problem] = check_directory(reg, tmp_path)
+    [problem] = check_schemas(reg, tmp_path)
     assert "not exported" in problem.message
 
 
 def test_check_calls_a_compatible_change_stale(tmp_path: Path) -> None:
     old = Registry()
     declare(old, **BASE)
-    export_directory(old, tmp_path)
+    export_schemas(old, tmp_path)
     new = Registry()
     declare(new, **BASE, extra=(int | None, None))
-    [problem] = check_directory(new, tmp_path)
+    [problem] = check_schemas(new, tmp_path)
     assert "stale" in problem.message
 
 
@@ -156,24 +156,24 @@ def test_check_names_type_version_and_field_of_an_incompatible_change(
 ) -> None:
     old = Registry()
     declare(old, **BASE)
-    export_directory(old, tmp_path)
+    export_schemas(old, tmp_path)
     new = Registry()
     declare(new, **changed)
-    problems = check_directory(new, tmp_path)
+    problems = check_schemas(new, tmp_path)
     assert problems
     assert any("thing.made v1" in p.message and words in p.message for p in problems)
-    written, refused = export_directory(new, tmp_path)
+    written, refused = export_schemas(new, tmp_path)
     assert written == []
     assert refused
-    assert problems == check_directory(new, tmp_path)
-    written, _ = export_directory(new, tmp_path, force=True)
+    assert problems == check_schemas(new, tmp_path)
+    written, _ = export_schemas(new, tmp_path, force=True)
     assert written
 
 
 def test_check_refuses_a_version_that_disappeared(tmp_path: Path) -> None:
     reg = Registry()
     declare(reg, **BASE)
-    export_directory(reg, tmp_path)
+    export_schemas(reg, tmp_path)
     (tmp_path / "thing.made" / "v2.json").write_text("{}")
-    [problem] = check_directory(reg, tmp_path)
+    [problem] = check_schemas(reg, tmp_path)
     assert "no longer declared" in problem.message

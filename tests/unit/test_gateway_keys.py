@@ -13,8 +13,7 @@ from click.testing import CliRunner
 import choreokit.services.gateway
 from choreokit.events import ConfigurationError
 from choreokit.services.cli import cli
-from choreokit.services.gateway import ApiKey, GatewaySettings, KeyStore, mint_key
-from choreokit.services.gateway._keys import entry_document
+from choreokit.services.gateway import ApiKey, GatewaySettings, KeyStore, entry_document, mint_key
 
 
 def test_the_public_face_is_deliberate() -> None:
@@ -25,6 +24,7 @@ def test_the_public_face_is_deliberate() -> None:
         "KeyStore",
         "MintedKey",
         "create",
+        "entry_document",
         "mint_key",
     ]
     for name in choreokit.services.gateway.__all__:

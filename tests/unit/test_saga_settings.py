@@ -66,14 +66,10 @@ def test_the_public_face_is_deliberate() -> None:
         "Node",
         "ObserverSettings",
         "Reason",
-        "SAGAS_GROUP",
         "SagaCatalog",
-        "SagaSpec",
         "Status",
         "judge",
         "load_catalog",
-        "load_entry_points",
-        "load_yaml",
     ]
     for name in choreokit.services.saga_observer.__all__:
         member = getattr(choreokit.services.saga_observer, name)

@@ -9,17 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from choreokit.events import ConfigurationError
+from choreokit.events import ConfigurationError, SagaSpec, sagas_from_entry_points, sagas_from_yaml
 from choreokit.services.example.contracts.inventory import StockReleased, StockReserved
 from choreokit.services.example.contracts.orders import OrderCancelled, OrderConfirmed, OrderPlaced
 from choreokit.services.example.contracts.saga import ORDER_SAGA
-from choreokit.services.saga_observer import (
-    SagaCatalog,
-    SagaSpec,
-    load_catalog,
-    load_entry_points,
-    load_yaml,
-)
+from choreokit.services.saga_observer import SagaCatalog, load_catalog
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "saga-observer.md"
 
@@ -89,7 +83,7 @@ def test_an_inconsistent_spec_is_refused_saying_where(
     path = tmp_path / "saga.yaml"
     path.write_text(yaml.safe_dump(_minimal(**changes)))
     with pytest.raises(ConfigurationError, match=re.escape(message)):
-        load_yaml(path)
+        sagas_from_yaml(path)
 
 
 def test_a_python_declaration_is_checked_the_same_way() -> None:
@@ -107,29 +101,29 @@ def test_yaml_specs_load_in_every_accepted_shape(tmp_path: Path) -> None:
     )
     wrapped = tmp_path / "wrapped.yaml"
     wrapped.write_text("sagas:\n  - name: c\n    start: c.started\n    success: [c.done]\n")
-    assert [s.name for s in load_yaml(single)] == ["order"]
-    a, b = load_yaml(listed)
+    assert [s.name for s in sagas_from_yaml(single)] == ["order"]
+    a, b = sagas_from_yaml(listed)
     assert b.timeout == timedelta(seconds=90)
     assert a.timeout == timedelta(seconds=60)
-    assert [s.name for s in load_yaml(wrapped)] == ["c"]
+    assert [s.name for s in sagas_from_yaml(wrapped)] == ["c"]
 
 
 def test_bad_yaml_is_refused_naming_the_file_and_the_saga(tmp_path: Path) -> None:
     missing = tmp_path / "missing.yaml"
     with pytest.raises(ConfigurationError, match="cannot read saga specs"):
-        load_yaml(missing)
+        sagas_from_yaml(missing)
     broken = tmp_path / "broken.yaml"
     broken.write_text("sagas: [\n")
     with pytest.raises(ConfigurationError, match="not valid YAML"):
-        load_yaml(broken)
+        sagas_from_yaml(broken)
     empty = tmp_path / "empty.yaml"
     empty.write_text("")
     with pytest.raises(ConfigurationError, match="expected a saga spec"):
-        load_yaml(empty)
+        sagas_from_yaml(empty)
     invalid = tmp_path / "invalid.yaml"
     invalid.write_text("- name: order\n  start: order.placed\n  success: []\n")
     with pytest.raises(ConfigurationError, match=r"invalid\.yaml: saga order is invalid: success"):
-        load_yaml(invalid)
+        sagas_from_yaml(invalid)
 
 
 def test_the_yaml_example_in_the_docs_is_the_order_saga(tmp_path: Path) -> None:
@@ -138,12 +132,12 @@ def test_the_yaml_example_in_the_docs_is_the_order_saga(tmp_path: Path) -> None:
     assert block, "docs/saga-observer.md shows the order saga in YAML"
     path = tmp_path / "order.yaml"
     path.write_text(block.group(1))
-    (spec,) = load_yaml(path)
+    (spec,) = sagas_from_yaml(path)
     assert spec == ORDER_SAGA
 
 
 def test_the_order_saga_is_published_as_an_entry_point() -> None:
-    assert ORDER_SAGA in load_entry_points()
+    assert ORDER_SAGA in sagas_from_entry_points()
 
 
 def test_yaml_replaces_a_declared_saga_of_the_same_name(tmp_path: Path) -> None:

@@ -25,9 +25,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from choreokit.events import Event, HandlerContext, Middleware, Publisher, Registry, RetryPolicy
 from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
 from choreokit.events._handling import HandlerSpec
-from choreokit.tracing import TraceContextRelay, TracingMiddleware
+from choreokit.tracing import TraceContextRelay, TracingMiddleware, format_traceparent
 from choreokit.tracing import _naming as names
-from choreokit.tracing._middleware import traceparent
 from tests.support import FakeConsumer, FakeProducer, event_record
 
 reg = Registry()
@@ -155,7 +154,7 @@ def test_traceparent_is_written_as_the_w3c_propagator_writes_it() -> None:
     span = middleware._spans.start("x", SpanKind.PRODUCER, None, None)
     carrier: dict[str, str] = {}
     TraceContextTextMapPropagator().inject(carrier, context=set_span_in_context(span))
-    assert traceparent(span.get_span_context()) == carrier["traceparent"]
+    assert format_traceparent(span.get_span_context()) == carrier["traceparent"]
 
 
 # -- spans ---------------------------------------------------------------------------------
@@ -375,3 +374,38 @@ def test_an_invalid_span_context_writes_no_traceparent() -> None:
     event = Placed(note="x")
     outbound = Outbound("orders", b"k", b"{}", envelope_for(event), event)
     assert with_trace_of(outbound, INVALID_SPAN_CONTEXT) is outbound
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+        "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+        "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01 ",
+        "garbage",
+    ],
+)
+def test_parse_traceparent_reads_what_the_w3c_propagator_reads(header: str) -> None:
+    """The one traceparent parser (tracing, the observer) agrees with OpenTelemetry's."""
+    from opentelemetry.context import Context
+    from opentelemetry.trace import get_current_span
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from choreokit.tracing import parse_traceparent
+
+    carrier = {"traceparent": header, "tracestate": "vendor=1"}
+    expected = get_current_span(
+        TraceContextTextMapPropagator().extract(carrier, context=Context())
+    ).get_span_context()
+    parsed = parse_traceparent(header, "vendor=1")
+    if not expected.is_valid:
+        assert parsed is None
+    else:
+        assert parsed == expected
+        assert parsed.trace_state == expected.trace_state

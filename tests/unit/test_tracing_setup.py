@@ -52,6 +52,8 @@ def test_tracing_exports() -> None:
             "TracingSettings",
             "configure",
             "configure_logging",
+            "format_traceparent",
+            "parse_traceparent",
         ]
     )
     for name in tracing.__all__:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from choreokit.events import SagaSpec
 from choreokit.services.example.contracts.inventory import (
     StockRejected,
     StockReleased,
@@ -16,7 +17,6 @@ from choreokit.services.example.contracts.payments import (
     PaymentRefunded,
 )
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
-from choreokit.services.saga_observer.spec import SagaSpec
 
 ORDER_SAGA = SagaSpec.declare(
     "order",

@@ -52,6 +52,7 @@ async def drive(
         seed=seed,
         seconds=_span(tracker, planned, correlation),
         urls=urls,
+        bootstrap=bootstrap,
     )
     observer = urls.get("saga-observer")
     if observer is not None:
@@ -96,7 +97,14 @@ async def _place(
                 # A storefront's steady stream, not a burst: order n goes out at n / rate.
                 await asyncio.sleep(max(0.0, began + order.index / rate - time.monotonic()))
             async with gate:
-                response = await client.post(order.path, json=order.body)
+                try:
+                    response = await client.post(order.path, json=order.body)
+                except httpx.TransportError as exc:
+                    raise IntakeRefusedError(
+                        f"cannot reach the order intake at {orders_url} ({exc!r}); is the system "
+                        "running? (without --bootstrap, 'choreo demo' starts one; with it, "
+                        "--orders-url names its intake)"
+                    ) from None
             if response.status_code not in (200, 202):
                 raise IntakeRefusedError(
                     f"the order intake refused {order.order_id}: "

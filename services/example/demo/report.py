@@ -27,6 +27,8 @@ class Summary:
     events: int
     seconds: float
     urls: Mapping[str, str] = field(default_factory=dict)
+    bootstrap: str = ""
+    """The Kafka the demo ran on (its bootstrap servers)."""
     observer: Mapping[str, int] | None = None
     """The saga observer's counts by status for the same flows, when one runs."""
     kept: bool = False
@@ -66,6 +68,7 @@ class Summary:
             "observer": dict(self.observer) if self.observer is not None else None,
             "observer_agrees": self.observer_agrees,
             "urls": dict(self.urls),
+            "bootstrap": self.bootstrap,
         }
 
     def render(self) -> str:
@@ -108,11 +111,16 @@ class Summary:
             )
         lines.append("")
         lines.append("  where to look next:")
+        if self.bootstrap:
+            lines.append(f"    {'kafka':<16}{self.bootstrap}")
         for name, url in sorted(self.urls.items()):
             lines.append(f"    {name:<16}{url}")
         if self.urls and not self.kept:
             lines.append("    (the demo stopped its system: run it with --keep to explore these)")
-        lines.append("    choreo tail --from-beginning   every event, decoded")
+        tail = "choreo tail --from-beginning"
+        if self.bootstrap:
+            tail += f" --bootstrap {self.bootstrap}"
+        lines.append(f"    {tail}   every event, decoded")
         lines.append("    docs/demo.md                   what just happened, step by step")
         return "\n".join(lines)
 
@@ -134,6 +142,7 @@ def summarise(
     seed: int,
     seconds: float,
     urls: Mapping[str, str],
+    bootstrap: str = "",
 ) -> Summary:
     """Judge every planned order's flow against its injected kind."""
     by_kind: dict[str, Counter[str]] = {}
@@ -185,4 +194,5 @@ def summarise(
         events=events,
         seconds=seconds,
         urls=urls,
+        bootstrap=bootstrap,
     )

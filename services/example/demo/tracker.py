@@ -11,10 +11,16 @@ from datetime import datetime
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
-from choreokit.events import ChoreoError, KafkaSettings, decode
-from choreokit.events._codec import record_time
-from choreokit.events._kafka import client_options
+from choreokit.events import (
+    ChoreoError,
+    KafkaSettings,
+    broker_unavailable,
+    client_options,
+    decode,
+    record_time,
+)
 from choreokit.services.example.demo.plan import Outcome
 
 TOPICS = ("orders", "inventory", "payments", "shipping")
@@ -102,7 +108,11 @@ class FlowTracker:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=20,
         )
-        await consumer.start()
+        try:
+            await consumer.start()
+        except KafkaError as exc:
+            await consumer.stop()
+            raise broker_unavailable(self._settings, exc, "following the demo's flows") from exc
         await consumer.topics()  # fetches fresh metadata for every topic
         partitions = []
         for topic in self._topics:

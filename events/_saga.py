@@ -3,14 +3,14 @@
 A spec names event *types* (strings). In Python it is declared next to the
 events with the event classes themselves (:meth:`SagaSpec.declare`) and
 published through the ``choreokit.sagas`` entry point; teams that prefer YAML
-list the same fields in a file (:func:`load_yaml`).
+list the same fields in a file (:func:`sagas_from_yaml`). The saga observer
+judges flows by them (``docs/saga-observer.md``).
 """
 
 from __future__ import annotations
 
-import logging
 import re
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -19,8 +19,9 @@ from typing import Any, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from choreokit.events import ConfigurationError, Event
-from choreokit.events._codec import describe
+from choreokit.events._codec import describe_validation_error
+from choreokit.events._errors import ConfigurationError
+from choreokit.events._model import Event
 from choreokit.events._settings import Duration
 
 SAGAS_GROUP = "choreokit.sagas"
@@ -30,11 +31,9 @@ EventRef = str | type[Event]
 """An event type: its name (``"order.placed"``) or an event class."""
 
 _TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-logger = logging.getLogger("choreokit.observer")
 
 
-def type_name(ref: EventRef) -> str:
-    """Return the event type ``ref`` stands for."""
+def _type_name(ref: EventRef) -> str:
     if isinstance(ref, str):
         return ref
     return ref.event_info().type
@@ -151,20 +150,22 @@ class SagaSpec(BaseModel):
         try:
             return cls(
                 name=name,
-                start=type_name(start),
-                success=tuple(type_name(t) for t in success),
-                failure=tuple(type_name(t) for t in failure),
+                start=_type_name(start),
+                success=tuple(_type_name(t) for t in success),
+                failure=tuple(_type_name(t) for t in failure),
                 steps={
-                    type_name(k): tuple(type_name(t) for t in v) for k, v in (steps or {}).items()
+                    _type_name(k): tuple(_type_name(t) for t in v) for k, v in (steps or {}).items()
                 },
                 compensations={
-                    type_name(k): type_name(v) for k, v in (compensations or {}).items()
+                    _type_name(k): _type_name(v) for k, v in (compensations or {}).items()
                 },
                 timeout=timeout,
                 description=description,
             )
         except ValidationError as exc:
-            raise ConfigurationError(f"saga {name!r} is invalid: {describe(exc)}") from None
+            raise ConfigurationError(
+                f"saga {name!r} is invalid: {describe_validation_error(exc)}"
+            ) from None
 
     @property
     def types(self) -> frozenset[str]:
@@ -192,59 +193,7 @@ def _checked_type(value: str) -> str:
     return value
 
 
-class SagaCatalog:
-    """The specs an observer judges by, looked up by name or by a flow's events.
-
-    Raises:
-        ConfigurationError: Two specs share a name or a start type.
-    """
-
-    def __init__(self, specs: Iterable[SagaSpec] = ()) -> None:
-        self._by_name: dict[str, SagaSpec] = {}
-        self._by_start: dict[str, SagaSpec] = {}
-        for spec in specs:
-            if spec.name in self._by_name:
-                raise ConfigurationError(f"two sagas are named {spec.name!r}; rename one")
-            other = self._by_start.get(spec.start)
-            if other is not None:
-                raise ConfigurationError(
-                    f"sagas {other.name!r} and {spec.name!r} both start with {spec.start!r}; "
-                    "a flow must belong to one saga"
-                )
-            self._by_name[spec.name] = spec
-            self._by_start[spec.start] = spec
-
-    def __iter__(self) -> Iterator[SagaSpec]:
-        return iter(sorted(self._by_name.values(), key=lambda s: s.name))
-
-    def __len__(self) -> int:
-        return len(self._by_name)
-
-    def get(self, name: str) -> SagaSpec | None:
-        """Return the spec named ``name``, if any."""
-        return self._by_name.get(name)
-
-    def for_flow(self, root_type: str | None, types: Collection[str]) -> SagaSpec | None:
-        """Return the spec of a flow: the one its root starts, else the first that knows a type.
-
-        A flow whose start event has not arrived yet is still matched by its
-        other events; a flow no spec knows is ``None`` (recorded, not judged).
-        """
-        if root_type is not None and root_type in self._by_start:
-            return self._by_start[root_type]
-        for spec in self:
-            if not spec.types.isdisjoint(types):
-                return spec
-        return None
-
-    def with_timeout(self, timeout: timedelta | None) -> SagaCatalog:
-        """Return the catalog with every timeout replaced by ``timeout`` (if given)."""
-        if timeout is None:
-            return self
-        return SagaCatalog(spec.model_copy(update={"timeout": timeout}) for spec in self)
-
-
-def load_yaml(path: Path) -> tuple[SagaSpec, ...]:
+def sagas_from_yaml(path: Path) -> tuple[SagaSpec, ...]:
     """Read saga specs from a YAML file.
 
     The file holds one spec, a list of specs, or ``{sagas: [...]}``; each spec
@@ -284,12 +233,12 @@ def load_yaml(path: Path) -> tuple[SagaSpec, ...]:
             specs.append(SagaSpec.model_validate(item))
         except ValidationError as exc:
             raise ConfigurationError(
-                f"{path}: saga {label!s} is invalid: {describe(exc)}"
+                f"{path}: saga {label!s} is invalid: {describe_validation_error(exc)}"
             ) from None
     return tuple(specs)
 
 
-def load_entry_points(group: str = SAGAS_GROUP) -> tuple[SagaSpec, ...]:
+def sagas_from_entry_points(group: str = SAGAS_GROUP) -> tuple[SagaSpec, ...]:
     """Load the specs named by the ``choreokit.sagas`` entry points.
 
     Raises:
@@ -311,25 +260,3 @@ def load_entry_points(group: str = SAGAS_GROUP) -> tuple[SagaSpec, ...]:
             )
         specs.extend(found)
     return tuple(specs)
-
-
-def load_catalog(
-    yaml_paths: Iterable[Path] = (),
-    *,
-    timeout: timedelta | None = None,
-    group: str = SAGAS_GROUP,
-) -> SagaCatalog:
-    """Build the catalog from the entry points, then the YAML files (which win on name).
-
-    Args:
-        yaml_paths: YAML files of specs.
-        timeout: Overrides every spec's timeout when given.
-        group: The entry-point group to read.
-    """
-    by_name = {spec.name: spec for spec in load_entry_points(group)}
-    for path in yaml_paths:
-        for spec in load_yaml(path):
-            if spec.name in by_name:
-                logger.info("saga %r from %s replaces the declared one", spec.name, path)
-            by_name[spec.name] = spec
-    return SagaCatalog(by_name.values()).with_timeout(timeout)
