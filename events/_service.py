@@ -213,12 +213,7 @@ class Service:
             settings, [*topics, *(dead_letter_topic(t) for t in topics), *published]
         )
         self._producer = await start_producer(settings, client_id=self.name)
-        self._publisher = Publisher(
-            self._producer,
-            source=self.source,
-            middlewares=self._middlewares,
-            allowed=self._publishes or None,
-        )
+        self._bind(self._producer)
         if topics:
             try:
                 await self._start_consumer(settings)
@@ -227,19 +222,35 @@ class Service:
                 raise
         logger.info("service %s started; consuming %s", self.name, ", ".join(topics) or "nothing")
 
-    async def _start_consumer(self, settings: KafkaSettings) -> None:
-        assert self._publisher is not None
+    def _bind(self, producer: AIOKafkaProducer) -> Publisher:
+        """Publish through ``producer`` from now on (the runtime's, or the test kit's)."""
+        self._publisher = Publisher(
+            producer,
+            source=self.source,
+            middlewares=self._middlewares,
+            allowed=self._publishes or None,
+        )
+        return self._publisher
+
+    def _processor(self, *, retry: RetryPolicy | None = None) -> BatchProcessor:
+        """The consuming core over the bound publisher: what the runtime and the test kit run."""
         dispatcher = Dispatcher(
             routes=self._routes,
             registry=self.registry,
             group=self.name,
-            publisher=self._publisher,
+            publisher=self._require_publisher(),
             middlewares=self._middlewares,
-            retry=self._retry,
+            retry=retry or self._retry,
             unknown_types=self._unknown_types,
             stats=self.stats,
         )
-        processor = BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+        return BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+
+    def _unbind(self) -> None:
+        self._publisher = None
+
+    async def _start_consumer(self, settings: KafkaSettings) -> None:
+        processor = self._processor()
         broker = KafkaBroker(
             client_id=self.name,
             consumer_only=True,
