@@ -44,7 +44,7 @@ class ItemSeen(Event, type="kit.item.seen", version=1, topic="kit.seen", registr
 reg.add_upcaster(ItemAddedV1, ItemAdded, lambda old: ItemAdded(n=old.n, label="upcast"))
 
 
-class Flaky(Exception):
+class FlakyError(Exception):
     pass
 
 
@@ -57,7 +57,7 @@ def counting_service(*, fail_first: int = 0, retry: RetryPolicy | None = None) -
     async def seen(event: ItemAdded, ctx: HandlerContext) -> None:
         tries["n"] += 1
         if tries["n"] <= fail_first:
-            raise Flaky(f"try {tries['n']}")
+            raise FlakyError(f"try {tries['n']}")
         if event.n < 0:
             raise PermanentError("negative counts are a bug upstream")
         await ctx.publish(ItemSeen(n=event.n, label=event.label))
@@ -65,7 +65,7 @@ def counting_service(*, fail_first: int = 0, retry: RetryPolicy | None = None) -
     return service
 
 
-async def test_a_delivered_event_is_handled_its_consequence_published_and_its_offset_committed() -> (
+async def test_a_delivered_event_is_handled_its_consequence_published_its_offset_committed() -> (
     None
 ):
     async with ServiceKit(counting_service()) as kit:
@@ -103,7 +103,7 @@ async def test_exhausted_retries_and_permanent_errors_dead_letter_with_the_origi
         handling = await kit.deliver(ItemAdded(n=1, label="x"))
         permanent = await kit.deliver(ItemAdded(n=-1, label="x"))
     (dead,) = handling.dead_letters
-    assert (dead.original_topic, dead.error_type, dead.attempts) == ("kit.items", "Flaky", 2)
+    assert (dead.original_topic, dead.error_type, dead.attempts) == ("kit.items", "FlakyError", 2)
     assert dead.record.topic == "kit.items.dlq"
     assert dead.record.value == handling.records[0].value
     assert dead.group == "kit-counter"
@@ -123,7 +123,7 @@ async def test_hostile_records_and_unwanted_types_take_the_production_decisions(
     assert kit.stats.skipped["kit.item.ignored"] == 1
 
 
-async def test_a_refused_send_leaves_the_record_uncommitted_and_redelivery_publishes_the_same_ids() -> (
+async def test_a_refused_send_leaves_the_record_uncommitted_redelivery_publishes_the_same_ids() -> (
     None
 ):
     async with ServiceKit(counting_service()) as kit:
