@@ -3,7 +3,8 @@
 :class:`ServiceKit` runs a :class:`~choreokit.events.Service`'s declared
 handlers, middlewares, retries, dead-letter decisions and inbox through the
 same consuming core as production, over an in-memory log instead of Kafka
-(in the manner of FastStream's ``TestKafkaBroker``)::
+(in the manner of FastStream's ``TestKafkaBroker``); :func:`drive` does the
+same for a deployable app's service, with the app's own set-up::
 
     from choreokit.testing import ServiceKit
 
@@ -29,6 +30,7 @@ from choreokit.events._testkit import (
     ServiceKit,
     StoredRecord,
 )
+from choreokit.testing._apps import drive
 from choreokit.testing._spans import CapturedSpans, capture_spans
 
 __all__ = [
@@ -42,4 +44,5 @@ __all__ = [
     "ServiceKit",
     "StoredRecord",
     "capture_spans",
+    "drive",
 ]

@@ -134,6 +134,16 @@ class ServiceApp:
         self._teardown = teardown
         self._on_ready = on_ready
 
+    @property
+    def setup(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        """The set-up steps, in order (the test kit runs them too)."""
+        return self._setup
+
+    @property
+    def teardown(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        """The teardown steps, in order."""
+        return self._teardown
+
     async def run(self, stop: asyncio.Event) -> None:
         """Set up, start every service and task, wait for ``stop``, shut down in reverse."""
         started: list[Service] = []

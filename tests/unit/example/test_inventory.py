@@ -12,15 +12,19 @@ from choreokit.services.example.contracts.inventory import (
 from choreokit.services.example.contracts.orders import CancelReason, OrderCancelled
 from choreokit.services.example.inventory.app import build
 from choreokit.services.example.inventory.settings import InventorySettings
-from tests.unit.example.support import driven, order, runtime
+from choreokit.services.runtime.app import ServiceApp
+from choreokit.testing import drive
+from tests.unit.example.support import order, runtime
 
 CATALOG = {"SKU-1": 5, "SKU-2": 1}
 
 
+def inventory(tmp_path: Path) -> ServiceApp:
+    return build(runtime("inventory", tmp_path), InventorySettings(catalog=CATALOG))[1]
+
+
 async def test_an_order_in_stock_is_reserved_for_its_total(tmp_path: Path) -> None:
-    async with driven(
-        build(runtime("inventory", tmp_path), InventorySettings(catalog=CATALOG))
-    ) as kit:
+    async with drive(inventory(tmp_path)) as kit:
         handling = await kit.deliver(order("o-1", ("SKU-1", 2, 150), ("SKU-1", 1, 150)))
     reserved = handling.one(StockReserved)
     assert reserved.reservation_id == "res-o-1"
@@ -30,9 +34,7 @@ async def test_an_order_in_stock_is_reserved_for_its_total(tmp_path: Path) -> No
 
 
 async def test_a_short_line_rejects_the_whole_order_and_reserves_nothing(tmp_path: Path) -> None:
-    async with driven(
-        build(runtime("inventory", tmp_path), InventorySettings(catalog=CATALOG))
-    ) as kit:
+    async with drive(inventory(tmp_path)) as kit:
         rejected = (await kit.deliver(order("o-1", ("SKU-1", 1, 1), ("SKU-2", 2, 1)))).one(
             StockRejected
         )
@@ -46,9 +48,7 @@ async def test_cancelling_releases_the_reservation_once_however_often_delivered(
     tmp_path: Path,
 ) -> None:
     cancel = OrderCancelled(order_id="o-1", reason=CancelReason.PAYMENT_DECLINED, detail="")
-    async with driven(
-        build(runtime("inventory", tmp_path), InventorySettings(catalog=CATALOG))
-    ) as kit:
+    async with drive(inventory(tmp_path)) as kit:
         await kit.deliver(order("o-1", ("SKU-1", 5, 1)))
         first = await kit.deliver(cancel, event_id="cancel-1")
         again = await kit.deliver(cancel, event_id="cancel-1")  # a redelivery: the inbox has it
@@ -60,9 +60,7 @@ async def test_cancelling_releases_the_reservation_once_however_often_delivered(
 
 async def test_cancelling_an_order_never_reserved_releases_nothing(tmp_path: Path) -> None:
     cancel = OrderCancelled(order_id="o-9", reason=CancelReason.OUT_OF_STOCK, detail="")
-    async with driven(
-        build(runtime("inventory", tmp_path), InventorySettings(catalog=CATALOG))
-    ) as kit:
+    async with drive(inventory(tmp_path)) as kit:
         handling = await kit.deliver(cancel)
     assert handling.complete
     assert handling.published == ()

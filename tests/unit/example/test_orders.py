@@ -14,11 +14,12 @@ from choreokit.services.example.contracts.payments import PaymentDeclined
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
 from choreokit.services.example.orders.app import build
 from choreokit.services.example.orders.settings import OrdersSettings
-from tests.unit.example.support import driven, order, runtime
+from choreokit.testing import drive
+from tests.unit.example.support import order, runtime
 
 
 async def test_stock_rejection_cancels_an_adopted_order_naming_the_sku(tmp_path: Path) -> None:
-    async with driven(build(runtime("orders", tmp_path), OrdersSettings())) as kit:
+    async with drive(build(runtime("orders", tmp_path), OrdersSettings())[1]) as kit:
         adopted = await kit.deliver(order("o-1", ("SKU-2", 3, 10)), correlation_id="flow-1")
         rejected = await kit.deliver(
             StockRejected(order_id="o-1", sku="SKU-2", requested=3, available=1),
@@ -33,7 +34,7 @@ async def test_stock_rejection_cancels_an_adopted_order_naming_the_sku(tmp_path:
 async def test_a_completed_shipment_confirms_the_order_and_a_later_failure_changes_nothing(
     tmp_path: Path,
 ) -> None:
-    async with driven(build(runtime("orders", tmp_path), OrdersSettings())) as kit:
+    async with drive(build(runtime("orders", tmp_path), OrdersSettings())[1]) as kit:
         await kit.deliver(order("o-1", ("SKU-1", 1, 10)))
         shipped = await kit.deliver(
             ShipmentCompleted(
@@ -47,7 +48,7 @@ async def test_a_completed_shipment_confirms_the_order_and_a_later_failure_chang
 
 
 async def test_an_unknown_order_is_neither_confirmed_nor_cancelled(tmp_path: Path) -> None:
-    async with driven(build(runtime("orders", tmp_path), OrdersSettings())) as kit:
+    async with drive(build(runtime("orders", tmp_path), OrdersSettings())[1]) as kit:
         handling = await kit.deliver(
             ShipmentFailed(order_id="nope", failed_step="quote", reason="unserved")
         )

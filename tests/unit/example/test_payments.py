@@ -13,7 +13,8 @@ from choreokit.services.example.contracts.payments import (
 )
 from choreokit.services.example.payments.app import build
 from choreokit.services.example.payments.settings import PaymentsSettings
-from tests.unit.example.support import driven, runtime
+from choreokit.testing import drive
+from tests.unit.example.support import runtime
 
 LIMIT = PaymentsSettings(credit_limit_cents=1_000)
 
@@ -28,7 +29,7 @@ def reserved(order_id: str, amount_cents: int) -> StockReserved:
 
 
 async def test_a_reservation_within_the_limit_is_authorized_in_its_flow(tmp_path: Path) -> None:
-    async with driven(build(runtime("payments", tmp_path), LIMIT)) as kit:
+    async with drive(build(runtime("payments", tmp_path), LIMIT)[1]) as kit:
         handling = await kit.deliver(reserved("o-1", 1_000), correlation_id="flow-1")
     authorized = handling.one(PaymentAuthorized)
     assert (authorized.payment_id, authorized.amount_cents) == ("pay-o-1", 1_000)
@@ -36,13 +37,13 @@ async def test_a_reservation_within_the_limit_is_authorized_in_its_flow(tmp_path
 
 
 async def test_a_reservation_over_the_limit_is_declined_saying_why(tmp_path: Path) -> None:
-    async with driven(build(runtime("payments", tmp_path), LIMIT)) as kit:
+    async with drive(build(runtime("payments", tmp_path), LIMIT)[1]) as kit:
         handling = await kit.deliver(reserved("o-1", 1_001))
     assert "credit limit" in handling.one(PaymentDeclined).reason
 
 
 async def test_a_cancelled_order_is_refunded_only_if_it_was_authorized(tmp_path: Path) -> None:
-    async with driven(build(runtime("payments", tmp_path), LIMIT)) as kit:
+    async with drive(build(runtime("payments", tmp_path), LIMIT)[1]) as kit:
         await kit.deliver(reserved("o-1", 500))
         await kit.deliver(reserved("o-2", 5_000))
         paid = await kit.deliver(

@@ -13,7 +13,8 @@ from choreokit.services.example.contracts.shipping import (
 )
 from choreokit.services.example.shipping.app import build
 from choreokit.services.example.shipping.settings import ShippingSettings
-from tests.unit.example.support import driven, order, runtime
+from choreokit.testing import drive
+from tests.unit.example.support import order, runtime
 
 RELIABLE = ShippingSettings(carrier_latency=timedelta(0), carrier_failure_rate=0.0)
 
@@ -23,7 +24,7 @@ def authorized(order_id: str) -> PaymentAuthorized:
 
 
 async def test_order_then_payment_ships_once_answering_the_payment(tmp_path: Path) -> None:
-    async with driven(build(runtime("shipping", tmp_path), RELIABLE)) as kit:
+    async with drive(build(runtime("shipping", tmp_path), RELIABLE)[1]) as kit:
         placed = await kit.deliver(order("o-1", ("SKU-1", 1, 100)), correlation_id="flow-1")
         paid = await kit.deliver(authorized("o-1"), correlation_id="flow-1")
     assert placed.published == ()  # waiting for the payment
@@ -34,7 +35,7 @@ async def test_order_then_payment_ships_once_answering_the_payment(tmp_path: Pat
 
 
 async def test_payment_before_the_order_still_names_the_payment_as_cause(tmp_path: Path) -> None:
-    async with driven(build(runtime("shipping", tmp_path), RELIABLE)) as kit:
+    async with drive(build(runtime("shipping", tmp_path), RELIABLE)[1]) as kit:
         paid = await kit.deliver(authorized("o-1"), correlation_id="flow-1")
         placed = await kit.deliver(order("o-1", ("SKU-1", 1, 100)), correlation_id="flow-1")
     assert paid.published == ()
@@ -43,7 +44,7 @@ async def test_payment_before_the_order_still_names_the_payment_as_cause(tmp_pat
 
 
 async def test_an_unserved_destination_fails_at_pickup_and_voids_the_label(tmp_path: Path) -> None:
-    async with driven(build(runtime("shipping", tmp_path), RELIABLE)) as kit:
+    async with drive(build(runtime("shipping", tmp_path), RELIABLE)[1]) as kit:
         await kit.deliver(
             order("o-1", ("SKU-1", 1, 100), postal_code=f"{UNSERVED_PREFIX}123"),
             correlation_id="flow-1",
