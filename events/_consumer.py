@@ -67,6 +67,10 @@ class ConsumerStats:
         skipped: Records of types no handler here wants, by type.
         redelivered_batches: Batches that could not be fully acknowledged and
             will be read again.
+        commit_failures: Offset commits the group refused (the records are
+            read again, here or by another member).
+        lag: Records behind the end of each ``(topic, partition)`` after the
+            last batch read from it.
     """
 
     handled: int = 0
@@ -74,6 +78,8 @@ class ConsumerStats:
     retries: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
     redelivered_batches: int = 0
+    commit_failures: int = 0
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class Committer(Protocol):
@@ -298,6 +304,7 @@ class BatchProcessor:
             try:
                 await consumer.commit(offsets)
             except KafkaError as exc:
+                self._dispatcher.stats.commit_failures += 1
                 # The partitions moved to another member, which reads them from the last
                 # committed offset: these records are handled again there, never lost.
                 logger.warning("offset commit failed (%s); the records will be redelivered", exc)

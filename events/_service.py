@@ -290,12 +290,23 @@ class Service:
             assert consumer is not None
             async with self._batch_lock:
                 complete = await processor.process(records, consumer)
+            self._note_lag(records, consumer)
             if not complete:
                 await asyncio.sleep(_REDELIVERY_PAUSE)
 
         subscriber(on_batch)
         self._broker = broker
         await broker.start()
+
+    def _note_lag(self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: Any) -> None:
+        """Record how far each partition of the batch is behind its end (for the lag metric)."""
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            last[record.topic, record.partition] = record.offset
+        for (topic, partition), offset in last.items():
+            end = consumer.highwater(TopicPartition(topic, partition))
+            if end is not None:
+                self.stats.lag[topic, partition] = max(end - offset - 1, 0)
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""

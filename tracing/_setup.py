@@ -193,7 +193,7 @@ def configure(
     reason = settings.off_because()
     if reason is not None:
         logger.info("tracing off (%s); incoming trace context is passed on", reason)
-        return Telemetry(middlewares=(TraceContextRelay(direct_w3c=settings.direct_w3c),))
+        return Telemetry(middlewares=(TraceContextRelay(),))
     named = OTELResourceDetector().detect().attributes.get(SERVICE_NAME)
     created = Resource.create({SERVICE_NAME: str(named or service_name)})
     resource = _HashedOnce(created.attributes, created.schema_url)

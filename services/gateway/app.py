@@ -76,6 +76,9 @@ class GatewayApp:
         on_ready: Called once the gateway listens and has reached Kafka.
     """
 
+    serves_http = True
+    """It answers ``/healthz`` and ``/metrics`` itself (``choreo run`` adds no status port)."""
+
     def __init__(
         self,
         settings: GatewaySettings,

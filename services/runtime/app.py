@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
+from choreokit.tracing import EventMetrics
 
 SERVICES_GROUP = "choreokit.services"
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
@@ -36,16 +38,24 @@ class Runtime:
         middlewares: Concerns every :class:`events.Service` of the app must use
             (tracing, logging context); :meth:`prepare` applies them.
         data_dir: Where local state lives when no database URL is configured.
+        metrics: The event layer's metrics; :meth:`prepare` gives them every
+            service (``choreo run`` sets them).
+        up: Set by :meth:`mark_ready` (``/healthz`` answers 200 from then on).
     """
 
     name: str
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     middlewares: tuple[Middleware, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get(DATA_DIR_ENV, ".choreo")))
+    metrics: EventMetrics | None = None
+    up: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def prepare(self, service: Service) -> Service:
-        """Give ``service`` the runtime's middlewares; return it."""
+        """Give ``service`` the runtime's middlewares and metrics; return it."""
         service.use(*self.middlewares)
+        if self.metrics is not None:
+            service.use(self.metrics)
+            self.metrics.observe(service)
         return service
 
     def mark_ready(self) -> None:
@@ -54,6 +64,7 @@ class Runtime:
         ``choreo dev`` and ``choreo health`` read it; ``choreo run`` then keeps
         touching it as a heartbeat.
         """
+        self.up.set()
         path = os.environ.get(READY_FILE_ENV)
         if path:
             Path(path).write_text(f"{os.getpid()}\n")
@@ -118,6 +129,8 @@ class ServiceApp:
             server); each gets the stop event and must return once it is set.
         teardown: Awaited after everything stopped (dispose engines).
         on_ready: Called once everything is up.
+        serves_http: The app answers ``/healthz`` and ``/metrics`` itself;
+            otherwise ``choreo run`` serves them on ``$CHOREO_METRICS_PORT``.
     """
 
     def __init__(
@@ -127,8 +140,10 @@ class ServiceApp:
         tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
         teardown: Sequence[Callable[[], Awaitable[None]]] = (),
         on_ready: Callable[[], None] | None = None,
+        serves_http: bool = False,
     ) -> None:
         self.services = services
+        self.serves_http = serves_http
         self._setup = setup
         self._tasks = tasks
         self._teardown = teardown

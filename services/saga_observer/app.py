@@ -82,6 +82,9 @@ class ObserverApp:
         access: Who may read and act; built from ``settings`` and the profile when omitted.
     """
 
+    serves_http = True
+    """It answers ``/healthz`` and ``/metrics`` itself (``choreo run`` adds no status port)."""
+
     def __init__(
         self,
         runtime: Runtime,

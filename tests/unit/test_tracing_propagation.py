@@ -124,9 +124,8 @@ async def test_with_the_default_propagators_both_paths_write_the_same_w3c_header
     assert sent.header("baggage") == BAGGAGE.decode()
 
 
-@pytest.mark.parametrize("direct", [True, False], ids=["direct-w3c", "propagator-api"])
-async def test_the_relay_passes_w3c_baggage_on_with_the_default_propagators(direct: bool) -> None:
-    hop = Hop([TraceContextRelay(direct_w3c=direct)])
+async def test_the_relay_passes_w3c_baggage_on_with_the_default_propagators() -> None:
+    hop = Hop([TraceContextRelay()])
     parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     await hop.handle_headers([("traceparent", parent.encode()), ("baggage", BAGGAGE)])
     sent = hop.producer.to("inventory")[0]

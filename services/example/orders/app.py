@@ -124,6 +124,7 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
         tasks=[relay, partial(serve, api, host=settings.host, port=settings.port)],
         teardown=[engine.dispose],
         on_ready=ready,
+        serves_http=True,
     )
     return service, app
 
