@@ -76,8 +76,8 @@ def run(service: str, name: str | None) -> None:
     runtime = Runtime(
         name=name,
         kafka=KafkaSettings(),
-        middlewares=telemetry.middlewares,
-        metrics=metrics.middleware,
+        middlewares=(*telemetry.middlewares, metrics.middleware),
+        metrics=metrics,
     )
 
     async def main() -> None:

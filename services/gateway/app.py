@@ -304,4 +304,5 @@ def create(runtime: Runtime) -> GatewayApp:
         middlewares=runtime.middlewares,
         dev_key_file=runtime.data_dir / DEV_KEY_FILE if local else None,
         on_ready=runtime.mark_ready,
+        metrics=runtime.prometheus_registry(),
     )

@@ -12,8 +12,10 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
+
 from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
-from choreokit.tracing import EventMetrics
+from choreokit.tracing import Metrics
 
 SERVICES_GROUP = "choreokit.services"
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
@@ -38,8 +40,10 @@ class Runtime:
         middlewares: Concerns every :class:`events.Service` of the app must use
             (tracing, logging context); :meth:`prepare` applies them.
         data_dir: Where local state lives when no database URL is configured.
-        metrics: The event layer's metrics; :meth:`prepare` gives them every
-            service (``choreo run`` sets them).
+        metrics: The event layer's metrics (``choreo run`` sets them, and puts
+            their middleware among :attr:`middlewares`); :meth:`prepare` has
+            them read each service's consumer counters, and apps with HTTP of
+            their own serve ``metrics.registry`` on their ``/metrics``.
         up: Set by :meth:`mark_ready` (``/healthz`` answers 200 from then on).
     """
 
@@ -47,16 +51,19 @@ class Runtime:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     middlewares: tuple[Middleware, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get(DATA_DIR_ENV, ".choreo")))
-    metrics: EventMetrics | None = None
+    metrics: Metrics | None = None
     up: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def prepare(self, service: Service) -> Service:
-        """Give ``service`` the runtime's middlewares and metrics; return it."""
+        """Give ``service`` the runtime's middlewares, report its counters; return it."""
         service.use(*self.middlewares)
         if self.metrics is not None:
-            service.use(self.metrics)
-            self.metrics.observe(service)
+            self.metrics.middleware.observe(service)
         return service
+
+    def prometheus_registry(self) -> CollectorRegistry:
+        """The registry an app's own ``/metrics`` serves: the runtime's, with the event metrics."""
+        return self.metrics.registry if self.metrics is not None else CollectorRegistry()
 
     def mark_ready(self) -> None:
         """Say the app is up: write ``$CHOREO_READY_FILE``, if set.

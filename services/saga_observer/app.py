@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import uvicorn
-from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreokit.events import ConfigurationError, Service
@@ -101,7 +100,7 @@ class ObserverApp:
         self._clock = clock
         self.group = settings.group or runtime.name
         self.client_id = f"{runtime.name}-{socket.gethostname()}-{os.getpid()}"
-        self.metrics = ObserverMetrics(CollectorRegistry())
+        self.metrics = ObserverMetrics(runtime.prometheus_registry())
         self.ready = asyncio.Event()
         self.port: int | None = None
         self.publisher = runtime.prepare(

@@ -117,3 +117,25 @@ def test_the_status_port_is_a_number_zero_or_off(monkeypatch: pytest.MonkeyPatch
         StatusSettings.from_env()
     monkeypatch.delenv("CHOREO_METRICS_PORT")
     assert StatusSettings.from_env().port == 9464
+
+
+async def test_the_runtime_reports_each_prepared_service_and_shares_its_registry() -> None:
+    from choreokit.services.runtime.app import Runtime
+
+    metrics = configure_metrics("ticker", otlp=False)
+    try:
+        runtime = Runtime(name="ticker", middlewares=(metrics.middleware,), metrics=metrics)
+        assert runtime.prometheus_registry() is metrics.registry
+        service = runtime.prepare(Service("ticker", registry=reg, publishes=[Tock]))
+
+        @service.handler(Tick)
+        async def tick(event: Tick) -> None:
+            pass
+
+        async with ServiceKit(service) as kit:
+            await kit.deliver(Tick())
+        text = generate_latest(runtime.prometheus_registry()).decode()
+    finally:
+        metrics.shutdown()
+    assert 'choreo_consumer_handled_total{messaging_consumer_group_name="ticker"' in text
+    assert Runtime(name="x").prometheus_registry() is not metrics.registry

@@ -105,7 +105,13 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
             )
 
     up = asyncio.Event()
-    api = create_api(settings, outbox=outbox, publisher=lambda: service.publisher, ready=up.is_set)
+    api = create_api(
+        settings,
+        outbox=outbox,
+        publisher=lambda: service.publisher,
+        ready=up.is_set,
+        registry=runtime.prometheus_registry(),
+    )
 
     async def setup() -> None:
         await create_tables(engine)
