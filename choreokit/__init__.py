@@ -15,7 +15,8 @@ service, retries, dead letters, inbox/outbox, orchestration, saga specs),
 ``choreokit.tracing`` (OpenTelemetry), ``choreokit.services.runtime`` (settings,
 HTTP kit, database, embedded broker, supervisor), the apps
 ``choreokit.services.saga_observer`` and ``choreokit.services.gateway``, and the
-command line ``choreokit.services.cli``.
+command line ``choreokit.services.cli``. ``choreokit.testing`` is the test kit
+(a service driven in memory, captured spans, a pytest plugin).
 """
 
 from choreokit.events import (

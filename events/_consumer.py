@@ -64,6 +64,10 @@ class ConsumerStats:
             will be read again.
         failure_events: Failure events published for dead-lettered steps
             (``on_dead_letter`` of :meth:`Service.handler`).
+        commit_failures: Offset commits the group refused (the records are
+            read again, here or by another member).
+        lag: Records behind the end of each ``(topic, partition)`` after the
+            last batch read from it.
     """
 
     handled: int = 0
@@ -72,6 +76,8 @@ class ConsumerStats:
     skipped: Counter[str] = field(default_factory=Counter)
     redelivered_batches: int = 0
     failure_events: int = 0
+    commit_failures: int = 0
+    lag: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 class Committer(Protocol):
@@ -334,6 +340,7 @@ class BatchProcessor:
             try:
                 await consumer.commit(offsets)
             except KafkaError as exc:
+                self._dispatcher.stats.commit_failures += 1
                 # The partitions moved to another member, which reads them from the last
                 # committed offset: these records are handled again there, never lost.
                 logger.warning("offset commit failed (%s); the records will be redelivered", exc)

@@ -25,6 +25,8 @@ class Outbound:
         value: The JSON payload.
         envelope: The CloudEvents attributes; headers are built from it at send time.
         event: The event being published.
+        headers: Headers sent besides the envelope's (trace propagation fields
+            such as ``baggage`` or ``b3``, which the tracing middleware adds).
     """
 
     topic: str
@@ -32,6 +34,7 @@ class Outbound:
     value: bytes
     envelope: Envelope
     event: Event
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 Send = Callable[[Outbound], Awaitable[SendFuture]]

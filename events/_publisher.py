@@ -121,7 +121,9 @@ class Publisher:
                 outbound.topic,
                 value=outbound.value,
                 key=outbound.key,
-                headers=encode_headers(outbound.envelope),
+                headers=encode_headers(outbound.envelope) + list(outbound.headers)
+                if outbound.headers
+                else encode_headers(outbound.envelope),
             )
         except KafkaError as exc:
             raise PublishError(f"cannot send {outbound.envelope.type}: {exc}") from exc

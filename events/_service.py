@@ -230,12 +230,7 @@ class Service:
             settings, [*topics, *(dead_letter_topic(t) for t in topics), *published]
         )
         self._producer = await start_producer(settings, client_id=self.name)
-        self._publisher = Publisher(
-            self._producer,
-            source=self.source,
-            middlewares=self._middlewares,
-            allowed=self._publishes or None,
-        )
+        self._bind(self._producer)
         if topics:
             try:
                 await self._start_consumer(settings)
@@ -244,19 +239,35 @@ class Service:
                 raise
         logger.info("service %s started; consuming %s", self.name, ", ".join(topics) or "nothing")
 
-    async def _start_consumer(self, settings: KafkaSettings) -> None:
-        assert self._publisher is not None
+    def _bind(self, producer: AIOKafkaProducer) -> Publisher:
+        """Publish through ``producer`` from now on (the runtime's, or the test kit's)."""
+        self._publisher = Publisher(
+            producer,
+            source=self.source,
+            middlewares=self._middlewares,
+            allowed=self._publishes or None,
+        )
+        return self._publisher
+
+    def _processor(self, *, retry: RetryPolicy | None = None) -> BatchProcessor:
+        """The consuming core over the bound publisher: what the runtime and the test kit run."""
         dispatcher = Dispatcher(
             routes=self._routes,
             registry=self.registry,
             group=self.name,
-            publisher=self._publisher,
+            publisher=self._require_publisher(),
             middlewares=self._middlewares,
-            retry=self._retry,
+            retry=retry or self._retry,
             unknown_types=self._unknown_types,
             stats=self.stats,
         )
-        processor = BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+        return BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+
+    def _unbind(self) -> None:
+        self._publisher = None
+
+    async def _start_consumer(self, settings: KafkaSettings) -> None:
+        processor = self._processor()
         broker = KafkaBroker(
             client_id=self.name,
             consumer_only=True,
@@ -296,12 +307,23 @@ class Service:
             assert consumer is not None
             async with self._batch_lock:
                 complete = await processor.process(records, consumer)
+            self._note_lag(records, consumer)
             if not complete:
                 await asyncio.sleep(_REDELIVERY_PAUSE)
 
         subscriber(on_batch)
         self._broker = broker
         await broker.start()
+
+    def _note_lag(self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: Any) -> None:
+        """Record how far each partition of the batch is behind its end (for the lag metric)."""
+        last: dict[tuple[str, int], int] = {}
+        for record in records:
+            last[record.topic, record.partition] = record.offset
+        for (topic, partition), offset in last.items():
+            end = consumer.highwater(TopicPartition(topic, partition))
+            if end is not None:
+                self.stats.lag[topic, partition] = max(end - offset - 1, 0)
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""

@@ -9,10 +9,15 @@ returns a :class:`Telemetry` whose middlewares a service uses; the runtime
     service.use(*telemetry.middlewares)
     ...
     telemetry.shutdown()  # flushes the spans still queued
+
+``configure_metrics(service_name)`` gives the event layer's metrics (OpenTelemetry
+messaging metrics, also as Prometheus text; see docs/metrics.md).
 """
 
 from choreokit.tracing._logs import JsonFormatter, LogFormat, TraceContextFilter, configure_logging
+from choreokit.tracing._metrics import EventMetrics, Metrics, configure_metrics
 from choreokit.tracing._middleware import TracingMiddleware
+from choreokit.tracing._propagation import KafkaHeaderGetter, KafkaHeaderSetter
 from choreokit.tracing._relay import TraceContextRelay
 from choreokit.tracing._setup import (
     OtlpProtocol,
@@ -24,8 +29,12 @@ from choreokit.tracing._setup import (
 from choreokit.tracing._traceparent import format_traceparent, parse_traceparent
 
 __all__ = [
+    "EventMetrics",
     "JsonFormatter",
+    "KafkaHeaderGetter",
+    "KafkaHeaderSetter",
     "LogFormat",
+    "Metrics",
     "OtlpProtocol",
     "Telemetry",
     "TraceContextFilter",
@@ -35,6 +44,7 @@ __all__ = [
     "TracingSettings",
     "configure",
     "configure_logging",
+    "configure_metrics",
     "format_traceparent",
     "parse_traceparent",
 ]

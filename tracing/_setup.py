@@ -76,6 +76,12 @@ class TracingSettings(BaseSettings):
     )
     """Protocol for traces; wins over ``protocol``."""
 
+    direct_w3c: bool = Field(default=True, validation_alias="CHOREO_TRACING_DIRECT_W3C")
+    """``CHOREO_TRACING_DIRECT_W3C``: with the default propagators (W3C trace context
+    and baggage), read and write those headers directly rather than through
+    ``propagate.inject``/``extract`` (same headers, less CPU per hop); ``false``
+    always goes through the propagator API. Other ``OTEL_PROPAGATORS`` always do."""
+
     @classmethod
     def from_env(cls) -> TracingSettings:
         """Read the environment.
@@ -202,7 +208,10 @@ def configure(
         settings.otlp_protocol if settings.traces_exporter is TracesExporter.OTLP else "console",
         provider.sampler.get_description(),
     )
-    return Telemetry(middlewares=(TracingMiddleware(provider),), tracer_provider=provider)
+    return Telemetry(
+        middlewares=(TracingMiddleware(provider, direct_w3c=settings.direct_w3c),),
+        tracer_provider=provider,
+    )
 
 
 class _HashedOnce(Resource):

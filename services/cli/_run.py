@@ -59,7 +59,8 @@ def run(service: str, name: str | None) -> None:
     """
     from choreokit.events import ChoreoError, KafkaSettings
     from choreokit.services.runtime.app import Runtime, default_name, load_factory
-    from choreokit.tracing import configure, configure_logging
+    from choreokit.services.runtime.status import StatusSettings, serve_status
+    from choreokit.tracing import configure, configure_logging, configure_metrics
 
     level = logging.getLogger().level
     name = name or default_name(service)
@@ -68,13 +69,32 @@ def run(service: str, name: str | None) -> None:
         configure_logging(name, level=min(level, logging.INFO) if level else logging.INFO)
         factory = load_factory(service)
         telemetry = configure(name)
+        status = StatusSettings.from_env()
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from None
-    runtime = Runtime(name=name, kafka=KafkaSettings(), middlewares=telemetry.middlewares)
+    metrics = configure_metrics(name)
+    runtime = Runtime(
+        name=name,
+        kafka=KafkaSettings(),
+        middlewares=(*telemetry.middlewares, metrics.middleware),
+        metrics=metrics,
+    )
 
     async def main() -> None:
         app = factory(runtime)
         stop = asyncio.Event()
+        serving = None
+        if not getattr(app, "serves_http", False):
+            # A consumer-only service still answers /healthz and /metrics, on a port of its own.
+            serving = asyncio.ensure_future(
+                serve_status(
+                    stop,
+                    settings=status,
+                    registry=metrics.registry,
+                    ready=runtime.up.is_set,
+                    name=name,
+                )
+            )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
@@ -83,7 +103,10 @@ def run(service: str, name: str | None) -> None:
         try:
             await app.run(stop)
         finally:
+            stop.set()
             beating.cancel()
+            if serving is not None:
+                await serving
         logger.info("%s stopped", name)
 
     try:
@@ -93,3 +116,4 @@ def run(service: str, name: str | None) -> None:
         raise SystemExit(1) from None
     finally:
         telemetry.shutdown()
+        metrics.shutdown()

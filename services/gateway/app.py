@@ -63,6 +63,9 @@ class GatewayApp:
             entry points).
     """
 
+    serves_http = True
+    """It answers ``/healthz`` and ``/metrics`` itself (``choreo run`` adds no status port)."""
+
     def __init__(
         self,
         settings: GatewaySettings,
@@ -302,4 +305,5 @@ def create(runtime: Runtime) -> GatewayApp:
         middlewares=runtime.middlewares,
         dev_key_file=runtime.data_dir / DEV_KEY_FILE if local else None,
         on_ready=runtime.mark_ready,
+        metrics=runtime.prometheus_registry(),
     )

@@ -5,13 +5,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
+from prometheus_client import CollectorRegistry
+
 from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
+from choreokit.tracing import Metrics
 
 SERVICES_GROUP = "choreokit.services"
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
@@ -36,17 +40,30 @@ class Runtime:
         middlewares: Concerns every :class:`events.Service` of the app must use
             (tracing, logging context); :meth:`prepare` applies them.
         data_dir: Where local state lives when no database URL is configured.
+        metrics: The event layer's metrics (``choreo run`` sets them, and puts
+            their middleware among :attr:`middlewares`); :meth:`prepare` has
+            them read each service's consumer counters, and apps with HTTP of
+            their own serve ``metrics.registry`` on their ``/metrics``.
+        up: Set by :meth:`mark_ready` (``/healthz`` answers 200 from then on).
     """
 
     name: str
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     middlewares: tuple[Middleware, ...] = ()
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get(DATA_DIR_ENV, ".choreo")))
+    metrics: Metrics | None = None
+    up: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def prepare(self, service: Service) -> Service:
-        """Give ``service`` the runtime's middlewares; return it."""
+        """Give ``service`` the runtime's middlewares, report its counters; return it."""
         service.use(*self.middlewares)
+        if self.metrics is not None:
+            self.metrics.middleware.observe(service)
         return service
+
+    def prometheus_registry(self) -> CollectorRegistry:
+        """The registry an app's own ``/metrics`` serves: the runtime's, with the event metrics."""
+        return self.metrics.registry if self.metrics is not None else CollectorRegistry()
 
     def mark_ready(self) -> None:
         """Say the app is up: write ``$CHOREO_READY_FILE``, if set.
@@ -54,6 +71,7 @@ class Runtime:
         ``choreo dev`` and ``choreo health`` read it; ``choreo run`` then keeps
         touching it as a heartbeat.
         """
+        self.up.set()
         path = os.environ.get(READY_FILE_ENV)
         if path:
             Path(path).write_text(f"{os.getpid()}\n")
@@ -118,6 +136,8 @@ class ServiceApp:
             server); each gets the stop event and must return once it is set.
         teardown: Awaited after everything stopped (dispose engines).
         on_ready: Called once everything is up.
+        serves_http: The app answers ``/healthz`` and ``/metrics`` itself;
+            otherwise ``choreo run`` serves them on ``$CHOREO_METRICS_PORT``.
     """
 
     def __init__(
@@ -127,12 +147,24 @@ class ServiceApp:
         tasks: Sequence[Callable[[asyncio.Event], Awaitable[None]]] = (),
         teardown: Sequence[Callable[[], Awaitable[None]]] = (),
         on_ready: Callable[[], None] | None = None,
+        serves_http: bool = False,
     ) -> None:
         self.services = services
+        self.serves_http = serves_http
         self._setup = setup
         self._tasks = tasks
         self._teardown = teardown
         self._on_ready = on_ready
+
+    @property
+    def setup(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        """The set-up steps, in order (the test kit runs them too)."""
+        return self._setup
+
+    @property
+    def teardown(self) -> Sequence[Callable[[], Awaitable[None]]]:
+        """The teardown steps, in order."""
+        return self._teardown
 
     async def run(self, stop: asyncio.Event) -> None:
         """Set up, start every service and task, wait for ``stop``, shut down in reverse."""

@@ -11,9 +11,17 @@ from pydantic_settings import BaseSettings
 
 from choreokit.events import KafkaSettings
 from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
+from choreokit.services.runtime.status import StatusSettings
 
 RUNTIME_VARIABLES = frozenset(
-    {DATA_DIR_ENV, READY_FILE_ENV, "CHOREO_LOG_LEVEL", "CHOREO_LOG_FORMAT", "CHOREO_EVENT_MODULES"}
+    {
+        DATA_DIR_ENV,
+        READY_FILE_ENV,
+        "CHOREO_LOG_LEVEL",
+        "CHOREO_LOG_FORMAT",
+        "CHOREO_EVENT_MODULES",
+        "CHOREO_TRACING_DIRECT_W3C",
+    }
 )
 """Read by ``choreo run`` itself, whatever the service."""
 
@@ -36,12 +44,12 @@ def variables_of(settings: type[BaseSettings]) -> frozenset[str]:
 
 
 def settings_of(service: str) -> tuple[type[BaseSettings], ...]:
-    """The settings classes of ``service``: its app module's ``SETTINGS`` and Kafka's."""
+    """The settings classes of ``service``: its app's ``SETTINGS``, Kafka's, the status port's."""
     for ep in entry_points(group=SERVICES_GROUP):
         if ep.name == service:
             module = importlib.import_module(ep.value.split(":", 1)[0])
             own: Iterable[type[BaseSettings]] = getattr(module, "SETTINGS", ())
-            return (KafkaSettings, *own)
+            return (KafkaSettings, StatusSettings, *own)
     raise KeyError(service)
 
 

@@ -228,6 +228,8 @@ class Supervisor:
         env.setdefault("OTEL_SERVICE_NAME", name)
         env["OTEL_SERVICE_NAME"] = name
         env["PYTHONUNBUFFERED"] = "1"
+        # Consumer-only services serve /metrics and /healthz; on one host, on any free port.
+        env["CHOREO_METRICS_PORT"] = "0"
         return env
 
     def _ready_file(self, name: str) -> Path:

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreokit.events import Service
@@ -81,6 +80,9 @@ class ObserverApp:
         access: Who may read and act; built from ``settings`` and the profile when omitted.
     """
 
+    serves_http = True
+    """It answers ``/healthz`` and ``/metrics`` itself (``choreo run`` adds no status port)."""
+
     def __init__(
         self,
         runtime: Runtime,
@@ -97,7 +99,7 @@ class ObserverApp:
         self._clock = clock
         self.group = settings.group or runtime.name
         self.client_id = f"{runtime.name}-{socket.gethostname()}-{os.getpid()}"
-        self.metrics = ObserverMetrics(CollectorRegistry())
+        self.metrics = ObserverMetrics(runtime.prometheus_registry())
         self.ready = asyncio.Event()
         self.port: int | None = None
         self.publisher = runtime.prepare(

@@ -48,7 +48,9 @@ class Chain:
         self.tmp = tmp
         self.processes: list[tuple[str, subprocess.Popen[bytes], Path, Path]] = []
 
-    def start(self, *, beta_env: dict[str, str] | None = None) -> None:
+    def start(
+        self, *, beta_env: dict[str, str] | None = None, env: dict[str, str] | None = None
+    ) -> None:
         hops = [
             [
                 "--source", self.topics[0], "--source-type", "chain.started",
@@ -60,6 +62,7 @@ class Chain:
             ],
             ["--source", self.topics[2], "--source-type", "chain.finished"],
         ]  # fmt: skip
+        extra = env
         for index, (name, args) in enumerate(zip(self.names, hops, strict=True)):
             env = {
                 **os.environ,
@@ -69,8 +72,14 @@ class Chain:
                 "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
                 "OTEL_BSP_SCHEDULE_DELAY": "100",
             }
-            for key in ("OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_TRACES_SAMPLER"):
+            for key in (
+                "OTEL_SDK_DISABLED",
+                "OTEL_SERVICE_NAME",
+                "OTEL_TRACES_SAMPLER",
+                "OTEL_PROPAGATORS",
+            ):
                 env.pop(key, None)
+            env.update(extra or {})
             if index == 1 and beta_env:
                 env.update(beta_env)
             out, err = self.tmp / f"{name}.out", self.tmp / f"{name}.log"
@@ -117,8 +126,13 @@ def chain(kafka: KafkaSettings, receiver: Receiver, tmp_path: Path) -> Iterator[
         running.kill()
 
 
-async def start_flow(chain: Chain, key: bytes) -> Envelope:
-    """Produce the first record as a foreign system would: no trace context, its own key."""
+async def start_flow(
+    chain: Chain, key: bytes, headers: list[tuple[str, bytes]] | None = None
+) -> Envelope:
+    """Produce the first record as a foreign system would: no trace context, its own key.
+
+    ``headers`` are added as they are (a foreign system's trace context).
+    """
     envelope = Envelope(
         id=unique("origin-"),
         source="/tests/origin",
@@ -128,7 +142,8 @@ async def start_flow(chain: Chain, key: bytes) -> Envelope:
         correlation_id=unique("flow-"),
     )
     value = json.dumps({"marker": SECRET}).encode()
-    await produce_raw(chain.bootstrap, chain.topics[0], [(key, value, encode_headers(envelope))])
+    record = (key, value, encode_headers(envelope) + (headers or []))
+    await produce_raw(chain.bootstrap, chain.topics[0], [record])
     return envelope
 
 
@@ -258,3 +273,49 @@ async def test_an_untraced_service_in_the_middle_keeps_the_trace_whole(
     [handled] = [line for line in chain.logs(1) if line["message"].startswith("handled")]
     assert handled["trace_id"] == alpha_send["trace_id"]
     assert handled["correlation_id"] == origin.correlation_id
+
+
+B3_TRACE = "80f198ee56343ba864fe8b2a57d3eff7"
+B3_SPAN = "e457b5a2e4d86bd1"
+
+
+@pytest.mark.parametrize("beta", ["traced", "untraced"])
+async def test_otel_propagators_b3_and_baggage_cross_two_hops(
+    chain: Chain, receiver: Receiver, beta: str
+) -> None:
+    """A b3 trace and a W3C baggage entry from a foreign producer reach the third service.
+
+    Every process runs with ``OTEL_PROPAGATORS=b3,baggage``; the middle one is
+    traced (its spans join the b3 trace) or not (it only relays the context).
+    """
+    chain.start(
+        env={"OTEL_PROPAGATORS": "b3,baggage"},
+        beta_env={"OTEL_SDK_DISABLED": "true"} if beta == "untraced" else None,
+    )
+    key = unique("origin-key-").encode()
+    foreign = [("b3", f"{B3_TRACE}-{B3_SPAN}-1".encode()), ("baggage", b"tenant=acme")]
+    await start_flow(chain, key, foreign)
+    alpha, beta_name, gamma = chain.names
+    t0, t1, t2 = chain.topics
+
+    wait_until(
+        lambda: any(s["service_name"] == gamma for s in receiver.spans()),
+        timeout=60,
+        what="gamma's span at the receiver",
+    )
+    chain.stop()
+    spans = [s for s in receiver.spans() if s["service_name"] in chain.names]
+    assert {s["trace_id"] for s in spans} == {B3_TRACE}
+    assert one(spans, alpha, f"process {t0}")["parent_span_id"] == B3_SPAN
+    upstream = (
+        one(spans, beta_name, f"send {t2}") if beta == "traced" else one(spans, alpha, f"send {t1}")
+    )
+    assert one(spans, gamma, f"process {t2}")["parent_span_id"] == upstream["span_id"]
+
+    for topic in (t1, t2):
+        [record] = await read_topic(chain.bootstrap, topic, 1)
+        headers = {k: (v or b"").decode() for k, v in record.headers}
+        assert headers["baggage"] == "tenant=acme", topic
+        assert headers["b3"].split("-")[0] == B3_TRACE, topic
+        assert "traceparent" not in headers  # only what OTEL_PROPAGATORS names is written
+    assert headers["b3"].split("-")[1] == upstream["span_id"]

@@ -41,8 +41,12 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_tracing_exports() -> None:
     assert sorted(tracing.__all__) == sorted(
         [
+            "EventMetrics",
             "JsonFormatter",
+            "KafkaHeaderGetter",
+            "KafkaHeaderSetter",
             "LogFormat",
+            "Metrics",
             "OtlpProtocol",
             "Telemetry",
             "TraceContextFilter",
@@ -54,6 +58,7 @@ def test_tracing_exports() -> None:
             "configure_logging",
             "format_traceparent",
             "parse_traceparent",
+            "configure_metrics",
         ]
     )
     for name in tracing.__all__:

@@ -81,15 +81,19 @@ def create_api(
     outbox: Outbox,
     publisher: Callable[[], Publisher],
     ready: Callable[[], bool],
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
-    """Build the intake API; ``publisher`` is looked up per request (the service starts first)."""
+    """Build the intake API; ``publisher`` is looked up per request (the service starts first).
+
+    Its ``/metrics`` serves ``registry`` (default: a new one) with the intake's counters.
+    """
     app = FastAPI(
         title="choreokit orders intake",
         version="1",
         description="Places orders: each one is recorded and published as order.placed.",
     )
     install_problem_handlers(app)
-    registry = CollectorRegistry()
+    registry = registry or CollectorRegistry()
     placed = Counter("choreo_orders_placed", "Orders accepted", ["version"], registry=registry)
     add_health_and_metrics(app, registry, ready)
 

@@ -120,7 +120,13 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
             )
 
     up = asyncio.Event()
-    api = create_api(settings, outbox=outbox, publisher=lambda: service.publisher, ready=up.is_set)
+    api = create_api(
+        settings,
+        outbox=outbox,
+        publisher=lambda: service.publisher,
+        ready=up.is_set,
+        registry=runtime.prometheus_registry(),
+    )
 
     async def setup() -> None:
         await create_tables(engine)
@@ -139,6 +145,7 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
         tasks=[relay, partial(serve, api, host=settings.host, port=settings.port)],
         teardown=[engine.dispose],
         on_ready=ready,
+        serves_http=True,
     )
     return service, app
 

@@ -1,0 +1,60 @@
+"""payments' handlers, in memory: authorize within the credit limit, refund on cancel."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from choreokit.services.example.contracts.inventory import ReservedLine, StockReserved
+from choreokit.services.example.contracts.orders import CancelReason, OrderCancelled
+from choreokit.services.example.contracts.payments import (
+    PaymentAuthorized,
+    PaymentDeclined,
+    PaymentRefunded,
+)
+from choreokit.services.example.payments.app import build
+from choreokit.services.example.payments.settings import PaymentsSettings
+from choreokit.testing import drive
+from tests.unit.example.support import runtime
+
+LIMIT = PaymentsSettings(credit_limit_cents=1_000)
+
+
+def reserved(order_id: str, amount_cents: int) -> StockReserved:
+    return StockReserved(
+        order_id=order_id,
+        reservation_id=f"res-{order_id}",
+        lines=(ReservedLine(sku="SKU-1", quantity=1),),
+        amount_cents=amount_cents,
+    )
+
+
+async def test_a_reservation_within_the_limit_is_authorized_in_its_flow(tmp_path: Path) -> None:
+    async with drive(build(runtime("payments", tmp_path), LIMIT)[1]) as kit:
+        handling = await kit.deliver(reserved("o-1", 1_000), correlation_id="flow-1")
+    authorized = handling.one(PaymentAuthorized)
+    assert (authorized.payment_id, authorized.amount_cents) == ("pay-o-1", 1_000)
+    assert handling.published[0].envelope.correlation_id == "flow-1"
+
+
+async def test_a_reservation_over_the_limit_is_declined_saying_why(tmp_path: Path) -> None:
+    async with drive(build(runtime("payments", tmp_path), LIMIT)[1]) as kit:
+        handling = await kit.deliver(reserved("o-1", 1_001))
+    assert "credit limit" in handling.one(PaymentDeclined).reason
+
+
+async def test_a_cancelled_order_is_refunded_only_if_it_was_authorized(tmp_path: Path) -> None:
+    async with drive(build(runtime("payments", tmp_path), LIMIT)[1]) as kit:
+        # One flow per order: the order id is bound to the flow that reserved it.
+        await kit.deliver(reserved("o-1", 500), correlation_id="flow-1")
+        await kit.deliver(reserved("o-2", 5_000), correlation_id="flow-2")
+        paid = await kit.deliver(
+            OrderCancelled(order_id="o-1", reason=CancelReason.SHIPPING_FAILED),
+            correlation_id="flow-1",
+        )
+        declined = await kit.deliver(
+            OrderCancelled(order_id="o-2", reason=CancelReason.PAYMENT_DECLINED),
+            correlation_id="flow-2",
+        )
+    refund = paid.one(PaymentRefunded)
+    assert (refund.payment_id, refund.amount_cents) == ("pay-o-1", 500)
+    assert declined.published == ()
