@@ -46,6 +46,7 @@ from choreokit.events._errors import (
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
+from choreokit.events._extras import MissingExtraError
 from choreokit.events._handling import Delivery, HandlerContext, HandlerSpec, RecordInfo
 from choreokit.events._ids import new_event_id
 from choreokit.events._kafka import client_options
@@ -57,6 +58,7 @@ from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
 from choreokit.events._service import Service
 from choreokit.events._settings import (
+    Duration,
     Idempotence,
     KafkaSettings,
     Profile,
@@ -72,6 +74,7 @@ __all__ = [
     "DecodeError",
     "DecodedRecord",
     "Delivery",
+    "Duration",
     "EmbeddedBrokerError",
     "Envelope",
     "Event",
@@ -84,6 +87,7 @@ __all__ = [
     "KafkaSettings",
     "MalformedJsonError",
     "Middleware",
+    "MissingExtraError",
     "MissingUpcasterError",
     "Outbound",
     "PermanentError",

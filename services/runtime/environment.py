@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from choreokit.events import KafkaSettings
-from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
+from choreokit.services.runtime import discovery
+from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV
 
 RUNTIME_VARIABLES = frozenset(
-    {DATA_DIR_ENV, READY_FILE_ENV, "CHOREO_LOG_LEVEL", "CHOREO_LOG_FORMAT", "CHOREO_EVENT_MODULES"}
+    {
+        DATA_DIR_ENV,
+        READY_FILE_ENV,
+        "CHOREO_LOG_LEVEL",
+        "CHOREO_LOG_FORMAT",
+        discovery.MODULES_ENV,
+        discovery.EXAMPLE_ENV,
+    }
 )
 """Read by ``choreo run`` itself, whatever the service."""
 
@@ -37,12 +43,12 @@ def variables_of(settings: type[BaseSettings]) -> frozenset[str]:
 
 def settings_of(service: str) -> tuple[type[BaseSettings], ...]:
     """The settings classes of ``service``: its app module's ``SETTINGS`` and Kafka's."""
-    for ep in entry_points(group=SERVICES_GROUP):
-        if ep.name == service:
-            module = importlib.import_module(ep.value.split(":", 1)[0])
-            own: Iterable[type[BaseSettings]] = getattr(module, "SETTINGS", ())
-            return (KafkaSettings, *own)
-    raise KeyError(service)
+    target = discovery.in_effect().services.get(service)
+    if target is None:
+        raise KeyError(service)
+    module = discovery.import_module(target.split(":", 1)[0])
+    own: Iterable[type[BaseSettings]] = getattr(module, "SETTINGS", ())
+    return (KafkaSettings, *own)
 
 
 def variables_read_by(service: str) -> frozenset[str]:

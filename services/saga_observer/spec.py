@@ -290,24 +290,32 @@ def load_yaml(path: Path) -> tuple[SagaSpec, ...]:
 
 
 def load_entry_points(group: str = SAGAS_GROUP) -> tuple[SagaSpec, ...]:
-    """Load the specs named by the ``choreokit.sagas`` entry points.
+    """Load the declared specs: the ``choreokit.sagas`` entry points and ``[tool.choreokit]``.
+
+    With the default group, the project's declarations are read as every
+    command reads them (``choreokit.services.runtime.discovery``: entry points,
+    ``[tool.choreokit] sagas``, and the example's saga when it is on); another
+    group reads that entry-point group only.
 
     Raises:
-        ConfigurationError: An entry point cannot be imported or is not a spec.
+        ConfigurationError: A declaration cannot be imported or is not a spec.
     """
+    from choreokit.services.runtime import discovery
+
+    if group == SAGAS_GROUP:
+        declared = sorted(discovery.in_effect().sagas.items())
+    else:
+        declared = sorted((ep.name, ep.value) for ep in entry_points(group=group))
     specs: list[SagaSpec] = []
-    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+    for name, target in declared:
         try:
-            value = ep.load()
+            value = discovery.load_object(target, "saga")
         except Exception as exc:
-            raise ConfigurationError(
-                f"cannot load saga entry point {ep.name!r} ({ep.value}): {exc}"
-            ) from exc
+            raise ConfigurationError(f"cannot load saga {name!r} ({target}): {exc}") from exc
         found = [value] if isinstance(value, SagaSpec) else value
         if not isinstance(found, Sequence) or not all(isinstance(s, SagaSpec) for s in found):
             raise ConfigurationError(
-                f"saga entry point {ep.name!r} ({ep.value}) must name a SagaSpec "
-                "or a sequence of them"
+                f"saga {name!r} ({target}) must name a SagaSpec or a sequence of them"
             )
         specs.extend(found)
     return tuple(specs)

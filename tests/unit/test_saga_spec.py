@@ -13,6 +13,7 @@ from choreokit.events import ConfigurationError
 from choreokit.services.example.contracts.inventory import StockReleased, StockReserved
 from choreokit.services.example.contracts.orders import OrderCancelled, OrderConfirmed, OrderPlaced
 from choreokit.services.example.contracts.saga import ORDER_SAGA
+from choreokit.services.runtime.discovery import EXAMPLE_ENV
 from choreokit.services.saga_observer import (
     SagaCatalog,
     SagaSpec,
@@ -142,7 +143,12 @@ def test_the_yaml_example_in_the_docs_is_the_order_saga(tmp_path: Path) -> None:
     assert spec == ORDER_SAGA
 
 
-def test_the_order_saga_is_published_as_an_entry_point() -> None:
+def test_the_order_saga_is_declared_only_when_the_example_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(EXAMPLE_ENV, "0")
+    assert ORDER_SAGA not in load_entry_points()
+    monkeypatch.setenv(EXAMPLE_ENV, "1")
     assert ORDER_SAGA in load_entry_points()
 
 

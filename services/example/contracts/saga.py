@@ -16,7 +16,7 @@ from choreokit.services.example.contracts.payments import (
     PaymentRefunded,
 )
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
-from choreokit.services.saga_observer.spec import SagaSpec
+from choreokit.services.saga_observer import SagaSpec
 
 ORDER_SAGA = SagaSpec.declare(
     "order",

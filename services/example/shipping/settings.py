@@ -7,7 +7,7 @@ from datetime import timedelta
 from pydantic import Field, PositiveInt
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from choreokit.events._settings import Duration
+from choreokit.events import Duration
 
 
 class ShippingSettings(BaseSettings):
