@@ -155,7 +155,8 @@ def dev(
                 return 130
             starting.result()
             urls = supervisor.urls()
-            click.echo(f"choreokit dev is up ({len(chosen)} services; Ctrl-C stops everything)")
+            count = f"{len(chosen)} service{'' if len(chosen) == 1 else 's'}"
+            click.echo(f"choreokit dev is up ({count}; Ctrl-C stops everything)")
             click.echo(f"  {'kafka':<16}{supervisor.kafka}")
             for name, url in urls.items():
                 click.echo(f"  {HTTP_SERVICES[name].label:<16}{url}")
