@@ -118,6 +118,7 @@ def install(wheel: Path, venv: Path) -> Installed:
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-compile",  # the tests import a fraction of it; byte-compiling all is slow
             "-c",
             str(ROOT / "constraints.txt"),
             f"choreokit[{EXTRAS}] @ {wheel.as_uri()}",

@@ -57,11 +57,9 @@ def commands() -> list[Command]:
 def test_the_tutorial_declares_a_whole_project() -> None:
     assert set(files()) == {
         "pyproject.toml",
-        "events/__init__.py",
-        "events/orders.py",
-        "events/notifications.py",
-        "services/__init__.py",
-        "services/notifications.py",
+        "shop/__init__.py",
+        "shop/events.py",
+        "shop/notifications.py",
     }
     text = TUTORIAL.read_text()
     for command in commands():

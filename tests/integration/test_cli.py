@@ -216,6 +216,7 @@ def test_run_marks_ready_beats_and_stops_cleanly_on_sigterm(
         "CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "CHOREO_DATA_DIR": str(tmp_path),
         "CHOREO_READY_FILE": str(ready),
+        "CHOREO_EXAMPLE": "1",  # payments is the example domain's
     }
     process = subprocess.Popen(
         [CHOREO, "run", "payments"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
