@@ -111,10 +111,18 @@ def load_factory(name: str) -> Factory:
         declared = discovery.in_effect().services
         if name not in declared:
             known = ", ".join(sorted(declared)) or "none"
+            if name in discovery.EXAMPLE.services:
+                raise ConfigurationError(
+                    f"{name!r} is a service of choreokit's example domain, which runs only "
+                    f"when asked: set {discovery.EXAMPLE_ENV}=1 (choreo dev and choreo demo "
+                    f"do when they run the example; known now: {known})"
+                )
+            example = ", ".join(discovery.EXAMPLE.services)
             raise ConfigurationError(
                 f"no service named {name!r} (known: {known}); declare it under "
                 f"[tool.choreokit.services] in pyproject.toml or the {SERVICES_GROUP!r} "
-                "entry points, or name it as MODULE:FACTORY"
+                f"entry points, or name it as MODULE:FACTORY ({discovery.EXAMPLE_ENV}=1 "
+                f"adds the example domain's {example})"
             )
         target = declared[name]
     factory = discovery.load_object(target, "service factory")

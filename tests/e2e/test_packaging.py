@@ -64,6 +64,8 @@ class InvoiceIssued(Event, type="invoice.issued", version=1, topic="shop-invoice
 LABEL = "shop-tracing"
 ''',
     "services/__init__.py": '"""The shop\'s services."""\n',
+    # A folder named like choreokit's package: `choreo dev`'s children must not import it.
+    "choreokit/__init__.py": 'raise ImportError("the working directory shadowed choreokit")\n',
     "services/billing.py": '''\
 """Bills each order: order.placed in, invoice.issued out."""
 

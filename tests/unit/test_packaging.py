@@ -218,3 +218,16 @@ def test_schemas_export_writes_only_the_named_modules_events(
     schemas = tmp_path / "schemas"
     written = sorted(p.relative_to(schemas).as_posix() for p in schemas.rglob("*") if p.is_file())
     assert written == ["asyncapi.yaml", "shop.order.placed/v1.json"]
+
+
+def test_running_an_example_service_unasked_says_how(monkeypatch: pytest.MonkeyPatch) -> None:
+    from choreokit.events import ConfigurationError
+    from choreokit.services.runtime.app import load_factory
+
+    monkeypatch.setenv(discovery.EXAMPLE_ENV, "0")
+    with pytest.raises(ConfigurationError, match="CHOREO_EXAMPLE=1"):
+        load_factory("payments")
+    with pytest.raises(ConfigurationError, match=r"\[tool.choreokit.services\]"):
+        load_factory("teleporter")
+    monkeypatch.setenv(discovery.EXAMPLE_ENV, "1")
+    assert callable(load_factory("payments"))
