@@ -64,6 +64,8 @@ def _contract(modules: tuple[str, ...], example: bool) -> _Contract:
     from choreokit.events import ConfigurationError, Registry, default_registry
     from choreokit.services.runtime import discovery
 
+    if example and modules:
+        _fail("--example and --module exclude each other: name the modules, or ask for the example")
     try:
         if example:
             names = tuple(discovery.EXAMPLE.events.values())
@@ -104,7 +106,7 @@ def _declared_services(targets: dict[str, str]) -> list[Service]:
     Each service's factory is called (nothing runs); a factory that cannot be
     built here is skipped with a note, and its operations are left out.
     """
-    from choreokit.events import ChoreoError, Service
+    from choreokit.events import ChoreoError, ConfigurationError, Service
     from choreokit.services.runtime import discovery
     from choreokit.services.runtime.app import Runtime
 
@@ -113,7 +115,8 @@ def _declared_services(targets: dict[str, str]) -> list[Service]:
         for name, target in sorted(targets.items()):
             try:
                 factory = discovery.load_object(target, "service factory")
-                assert callable(factory)
+                if not callable(factory):
+                    raise ConfigurationError(f"{target} is not callable")
                 app = factory(Runtime(name=name, data_dir=Path(scratch)))
             except (ChoreoError, ImportError, ValueError) as exc:
                 click.echo(f"note: service {name} left out of asyncapi.yaml ({exc})", err=True)
