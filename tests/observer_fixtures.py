@@ -217,6 +217,7 @@ class ObserverProcess:
             "CHOREO_DATA_DIR": str(data_dir),
             "CHOREO_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            "CHOREO_EXAMPLE": "1",  # the flows fed to it are the example's: judge its saga
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None
