@@ -4,15 +4,17 @@
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
+COPY choreokit ./choreokit
 COPY events ./events
 COPY tracing ./tracing
 COPY services ./services
-RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt .
+# The example domain and the toolkit's apps: what docker-compose.yml runs.
+RUN pip wheel --no-cache-dir --wheel-dir /wheels -c constraints.txt ".[example]"
 
 FROM python:3.11-slim
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin choreo
 COPY --from=build /wheels /wheels
-RUN pip install --no-cache-dir --no-index --find-links /wheels choreokit && rm -rf /wheels
+RUN pip install --no-cache-dir --no-index --find-links /wheels "choreokit[example]" && rm -rf /wheels
 USER choreo
 WORKDIR /home/choreo
 ENV PYTHONUNBUFFERED=1 \

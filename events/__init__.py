@@ -97,6 +97,7 @@ from choreokit.events._settings import (
     SecurityProtocol,
     millis,
 )
+from choreokit.events.extras import MissingExtraError, needs_extra
 
 __all__ = [
     "ASYNCAPI_FILE",
@@ -128,6 +129,7 @@ __all__ = [
     "KeyConflictError",
     "MalformedJsonError",
     "Middleware",
+    "MissingExtraError",
     "MissingUpcasterError",
     "Outbound",
     "PermanentError",
@@ -170,6 +172,7 @@ __all__ = [
     "is_dataversion",
     "is_dead_letter_topic",
     "millis",
+    "needs_extra",
     "new_event_id",
     "parse_event_time",
     "parse_time",

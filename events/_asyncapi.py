@@ -209,10 +209,16 @@ def _message(model: type[Event]) -> dict[str, Any]:
 
 def _operations(registry: Registry, services: Iterable[Service]) -> dict[str, Any]:
     operations: dict[str, Any] = {}
+
+    def known(model: type[Event]) -> bool:
+        # Another registry's models, or events outside the document's scope, have no channel here.
+        info = model.event_info()
+        if not registry.knows(info.type) or info.version not in registry.versions(info.type):
+            return False
+        return registry.model(info.type, info.version) is model
+
     for service in sorted(services, key=lambda s: s.name):
-        if service.registry is not registry:
-            continue
-        for model in sorted(service.publishes, key=message_id):
+        for model in sorted(filter(known, service.publishes), key=message_id):
             info = model.event_info()
             operations[f"{service.name}.send.{message_id(model)}"] = {
                 "action": "send",
@@ -221,7 +227,8 @@ def _operations(registry: Registry, services: Iterable[Service]) -> dict[str, An
                 "messages": [{"$ref": f"#/channels/{info.topic}/messages/{message_id(model)}"}],
                 "tags": [{"name": f"service:{service.name}"}],
             }
-        for spec in sorted(service.handlers, key=lambda h: message_id(h.model)):
+        handled = [h for h in service.handlers if known(h.model)]
+        for spec in sorted(handled, key=lambda h: message_id(h.model)):
             info = spec.model.event_info()
             versions = [v for v in registry.versions(info.type) if v <= info.version]
             operations[f"{service.name}.receive.{info.type}"] = {

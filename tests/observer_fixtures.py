@@ -168,7 +168,12 @@ async def running_observer(
     settings = ObserverSettings(
         db=db, port=free_port(), topic_refresh=timedelta(seconds=1), **overrides
     )
-    app = ObserverApp(Runtime(name="saga-observer", kafka=kafka, data_dir=data_dir), settings)
+    app = ObserverApp(
+        Runtime(name="saga-observer", kafka=kafka, data_dir=data_dir),
+        settings,
+        # The example's order saga, as `choreo dev` (CHOREO_EXAMPLE=1) gives it to the observer.
+        catalog=catalog().with_timeout(settings.timeout),
+    )
     stop = asyncio.Event()
     task = asyncio.ensure_future(app.run(stop))
     ready = asyncio.ensure_future(app.ready.wait())
@@ -217,6 +222,7 @@ class ObserverProcess:
             "CHOREO_DATA_DIR": str(data_dir),
             "CHOREO_LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            "CHOREO_EXAMPLE": "1",  # the flows fed to it are the example's: judge its saga
             **(env or {}),
         }
         self.process: subprocess.Popen[bytes] | None = None

@@ -18,8 +18,11 @@ a choreography::
 See ``docs/orchestration.md``.
 """
 
-from choreokit.events.orchestration._orchestration import Orchestration, Outcome
-from choreokit.events.orchestration._steps import Step, StepContext, StepFailedError
-from choreokit.events.orchestration._store import RunStatus
+from choreokit.events.extras import needs_extra
+
+with needs_extra("sql", "choreokit.events.orchestration"):
+    from choreokit.events.orchestration._orchestration import Orchestration, Outcome
+    from choreokit.events.orchestration._steps import Step, StepContext, StepFailedError
+    from choreokit.events.orchestration._store import RunStatus
 
 __all__ = ["Orchestration", "Outcome", "RunStatus", "Step", "StepContext", "StepFailedError"]

@@ -12,10 +12,13 @@ Both work on SQLite and PostgreSQL through SQLAlchemy's asyncio engine (see
 ``choreokit.services.runtime.database.create_engine``). See ``docs/persistence.md``.
 """
 
-from choreokit.events.sql._inbox import Inbox, transaction
-from choreokit.events.sql._keys import KeyBindings, bind_key
-from choreokit.events.sql._outbox import Outbox, OutboxRelay
-from choreokit.events.sql._tables import create_tables, metadata
+from choreokit.events.extras import needs_extra
+
+with needs_extra("sql", "choreokit.events.sql"):
+    from choreokit.events.sql._inbox import Inbox, transaction
+    from choreokit.events.sql._keys import KeyBindings, bind_key
+    from choreokit.events.sql._outbox import Outbox, OutboxRelay
+    from choreokit.events.sql._tables import create_tables, metadata
 
 __all__ = [
     "Inbox",

@@ -25,6 +25,49 @@ MARKER = ".choreo-dev"
 """Marks a data directory as ``choreo dev``'s, so it may be reset at start."""
 
 
+TOOLKIT_APPS = {"saga-observer": "observer", "gateway": "gateway"}
+"""choreokit's own apps and the extra each needs; ``choreo dev`` runs those installed."""
+
+
+def _choose_services(only: str | None, *, example: bool | None) -> tuple[list[str], list[str]]:
+    """Which services ``choreo dev`` runs, and every one it could; switches the example on.
+
+    The example is on with ``--example``, off with ``--no-example``, and else
+    when ``$CHOREO_EXAMPLE`` says so or the project declares no services. When
+    on, ``$CHOREO_EXAMPLE=1`` is set here, so the children see it too.
+    """
+    from choreokit.events import ConfigurationError
+    from choreokit.events.extras import MissingExtraError, has_extra, require_extra
+    from choreokit.services.runtime import discovery
+
+    try:
+        own = sorted(discovery.project().services)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
+    if example is None:
+        example = discovery.example_enabled() or not own
+    os.environ[discovery.EXAMPLE_ENV] = "1" if example else "0"
+    if example:
+        try:
+            require_extra("example", "the example domain")
+        except MissingExtraError as exc:
+            hint = "" if own else " (your project declares no services of its own)"
+            raise click.UsageError(f"{exc}{hint}") from None
+    names = sorted(discovery.in_effect().services)
+    if only:
+        chosen = [s.strip() for s in only.split(",") if s.strip()]
+        for name in chosen:
+            extra = TOOLKIT_APPS.get(name)
+            if extra is not None and not has_extra(extra):
+                raise click.UsageError(
+                    f"{name} needs the '{extra}' extra: pip install 'choreokit[{extra}]'"
+                )
+        return chosen, names
+    chosen = [n for n in names if n not in TOOLKIT_APPS or has_extra(TOOLKIT_APPS[n])]
+    # The toolkit's apps alone are no system to run.
+    return (chosen if set(chosen) - set(TOOLKIT_APPS) else []), names
+
+
 def _reset(data_dir: Path) -> None:
     if data_dir.exists() and any(data_dir.iterdir()):
         if not (data_dir / MARKER).exists():
@@ -35,6 +78,22 @@ def _reset(data_dir: Path) -> None:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / MARKER).write_text("state of 'choreo dev': reset at every start\n")
+
+
+def _checked_services(only: str | None, *, example: bool | None) -> list[str]:
+    """The services ``choreo dev`` runs, or a usage error saying what is wrong."""
+    chosen, known = _choose_services(only, example=example)
+    unknown = sorted(set(chosen) - set(known))
+    if unknown:
+        raise click.UsageError(
+            f"unknown service(s): {', '.join(unknown)} (known: {', '.join(known) or 'none'})"
+        )
+    if not chosen:
+        raise click.UsageError(
+            "no services to run: declare yours under [tool.choreokit.services] in "
+            "pyproject.toml (see docs/tutorial.md), or pass --example"
+        )
+    return list(chosen)
 
 
 @click.command()
@@ -50,25 +109,36 @@ def _reset(data_dir: Path) -> None:
 @click.option("--keep-data", is_flag=True, help="Keep the databases of the previous run.")
 @click.option("--bootstrap", default=None, help="Use this Kafka instead of the embedded broker.")
 @click.option("--only", default=None, help="Comma-separated services to run (default: all).")
+@click.option(
+    "--example/--no-example",
+    default=None,
+    help="Run the example domain (orders, inventory, payments, shipping) too, or never "
+    "[default: only when the project declares no services].",
+)
 def dev(
-    host: str, port: int, data_dir: Path, keep_data: bool, bootstrap: str | None, only: str | None
+    host: str,
+    port: int,
+    data_dir: Path,
+    keep_data: bool,
+    bootstrap: str | None,
+    only: str | None,
+    example: bool | None,
 ) -> None:
     """Run the embedded broker and every service as its own process, until Ctrl-C.
+
+    The services are the project's (declared in the working directory's
+    pyproject.toml under [tool.choreokit.services], or by the entry points of
+    an installed distribution), with the saga observer and the gateway when
+    their extras are installed. A project that declares no services gets the
+    example domain instead (--no-example: none).
 
     A service that dies is restarted (and it is said on stderr). Ctrl-C or
     SIGTERM stops every process it started. Logs: DATA_DIR/logs/.
     """
     from choreokit.services.cli._common import answers_somewhere
-    from choreokit.services.runtime.app import service_names
     from choreokit.services.runtime.supervisor import HTTP_SERVICES, Supervisor
 
-    known = service_names()
-    chosen = [s.strip() for s in only.split(",")] if only else list(known)
-    unknown = sorted(set(chosen) - set(known))
-    if unknown:
-        raise click.UsageError(
-            f"unknown service(s): {', '.join(unknown)} (known: {', '.join(known)})"
-        )
+    chosen = _checked_services(only, example=example)
     if bootstrap is not None and not answers_somewhere(bootstrap):
         click.echo(
             f"error: nothing answers Kafka at {bootstrap}; start it, or leave out --bootstrap "
@@ -103,7 +173,8 @@ def dev(
                 return 130
             starting.result()
             urls = supervisor.urls()
-            click.echo(f"choreokit dev is up ({len(chosen)} services; Ctrl-C stops everything)")
+            count = f"{len(chosen)} service{'' if len(chosen) == 1 else 's'}"
+            click.echo(f"choreokit dev is up ({count}; Ctrl-C stops everything)")
             click.echo(f"  {'kafka':<16}{supervisor.kafka}")
             for name, url in urls.items():
                 click.echo(f"  {HTTP_SERVICES[name].label:<16}{url}")
@@ -189,8 +260,16 @@ def demo(
     prints a summary and stops what it started. Exits 1 if any flow did not
     end the way its injected failure explains, or the observer disagrees.
     """
+    from choreokit.events.extras import MissingExtraError, require_extra
+    from choreokit.services.runtime.discovery import EXAMPLE
     from choreokit.services.runtime.embedded_broker import free_port
 
+    try:
+        require_extra("example", "choreo demo")
+        if bootstrap is None:
+            require_extra("dev", "choreo demo without --bootstrap")
+    except MissingExtraError as exc:
+        raise click.UsageError(str(exc)) from None
     started: subprocess.Popen[bytes] | None = None
     urls: dict[str, str] = {}
     if bootstrap is None:
@@ -206,9 +285,13 @@ def demo(
         started = subprocess.Popen(
             [
                 sys.executable,
+                "-P",
                 "-m",
                 "choreokit.services.cli",
                 "dev",
+                "--example",
+                "--only",
+                ",".join([*EXAMPLE.services, *TOOLKIT_APPS]),
                 "--port",
                 str(port),
                 "--data-dir",

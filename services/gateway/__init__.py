@@ -6,9 +6,18 @@ mode of the CloudEvents HTTP binding) on ``CHOREO_GATEWAY_HOST``:``PORT``
 ``docs/publishing-from-other-systems.md``.
 """
 
-from choreokit.services.gateway._keys import ApiKey, KeyStore, MintedKey, entry_document, mint_key
-from choreokit.services.gateway._settings import GatewaySettings
-from choreokit.services.gateway.app import GatewayApp, create
+from choreokit.events import needs_extra
+
+with needs_extra("gateway", "the gateway"):
+    from choreokit.services.gateway._keys import (
+        ApiKey,
+        KeyStore,
+        MintedKey,
+        entry_document,
+        mint_key,
+    )
+    from choreokit.services.gateway._settings import GatewaySettings
+    from choreokit.services.gateway.app import GatewayApp, create
 
 __all__ = [
     "ApiKey",

@@ -21,7 +21,6 @@ from choreokit.events import (
     Profile,
     Registry,
     Service,
-    sagas_from_entry_points,
 )
 from choreokit.services.gateway._api import build_api
 from choreokit.services.gateway._dedup import DedupWindow
@@ -35,6 +34,7 @@ from choreokit.services.gateway._settings import GatewaySettings
 from choreokit.services.gateway._tracecontext import TraceBridge
 from choreokit.services.runtime.access import FailedAuthLimit
 from choreokit.services.runtime.app import Runtime
+from choreokit.services.runtime.discovery import declared_sagas
 from choreokit.services.runtime.http import HttpServer
 from choreokit.services.runtime.limits import ConnectionLimits, server_config
 
@@ -171,7 +171,7 @@ class GatewayApp:
         if self._flow_ender_types is not None:
             return self._flow_ender_types
         # The saga specs are the event layer's declarations; the gateway reads only their ends.
-        specs = sagas_from_entry_points()
+        specs = declared_sagas()
         return frozenset(
             t
             for spec in specs

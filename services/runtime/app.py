@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
 from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
+from choreokit.services.runtime import discovery
+from choreokit.services.runtime.discovery import SERVICES_GROUP
 from choreokit.tracing import Metrics
 
-SERVICES_GROUP = "choreokit.services"
+__all__ = [
+    "DATA_DIR_ENV",
+    "READY_FILE_ENV",
+    "SERVICES_GROUP",
+    "App",
+    "Factory",
+    "Runtime",
+    "ServiceApp",
+    "default_name",
+    "load_factory",
+    "service_names",
+]
+
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
 READY_FILE_ENV = "CHOREO_READY_FILE"
 
@@ -95,35 +107,46 @@ def default_name(service: str) -> str:
 
 
 def service_names() -> Sequence[str]:
-    """Every service ``choreo run`` knows, from the ``choreokit.services`` entry points."""
-    return sorted({ep.name for ep in entry_points(group=SERVICES_GROUP)})
+    """Every service ``choreo run`` knows: the toolkit's apps, the project's, the example's if on.
+
+    See :mod:`choreokit.services.runtime.discovery` for where a project declares them.
+    """
+    return sorted(discovery.in_effect().services)
 
 
 def load_factory(name: str) -> Factory:
-    """Return the factory of service ``name``, or of ``module:factory`` (not installed).
+    """Return the factory of service ``name``, or of ``module:factory`` (not declared).
+
+    A ``module:factory`` is imported with the project's directory on ``sys.path``.
 
     Raises:
-        ConfigurationError: No service of that name is installed, or the
+        ConfigurationError: No service of that name is declared, or the
             ``module:factory`` path does not lead to a callable.
     """
     if ":" in name:
-        module_name, _, attribute = name.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:
-            raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from exc
-        factory = getattr(module, attribute, None)
-        if not callable(factory):
-            raise ConfigurationError(f"{name}: {module_name} has no callable {attribute!r}")
-        return factory  # type: ignore[no-any-return]
-    for ep in entry_points(group=SERVICES_GROUP):
-        if ep.name == name:
-            factory = ep.load()
-            if not callable(factory):
-                raise ConfigurationError(f"entry point {ep.value} is not callable")
-            return factory  # type: ignore[no-any-return]
-    known = ", ".join(service_names()) or "none"
-    raise ConfigurationError(f"no service named {name!r} (known: {known})")
+        target = name
+    else:
+        declared = discovery.in_effect().services
+        if name not in declared:
+            known = ", ".join(sorted(declared)) or "none"
+            if name in discovery.EXAMPLE.services:
+                raise ConfigurationError(
+                    f"{name!r} is a service of choreokit's example domain, which runs only "
+                    f"when asked: set {discovery.EXAMPLE_ENV}=1 (choreo dev and choreo demo "
+                    f"do when they run the example; known now: {known})"
+                )
+            example = ", ".join(discovery.EXAMPLE.services)
+            raise ConfigurationError(
+                f"no service named {name!r} (known: {known}); declare it under "
+                f"[tool.choreokit.services] in pyproject.toml or the {SERVICES_GROUP!r} "
+                f"entry points, or name it as MODULE:FACTORY ({discovery.EXAMPLE_ENV}=1 "
+                f"adds the example domain's {example})"
+            )
+        target = declared[name]
+    factory = discovery.load_object(target, "service factory")
+    if not callable(factory):
+        raise ConfigurationError(f"service factory {target!r} is not callable")
+    return factory
 
 
 class ServiceApp:

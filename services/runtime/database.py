@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.engine import make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from choreokit.events import ConfigurationError, needs_extra
 
-from choreokit.events import ConfigurationError
+with needs_extra("sql", "choreokit.services.runtime.database"):
+    from sqlalchemy import event
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 
 def async_url(url: str) -> str:
@@ -33,7 +34,8 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
     """Create an async engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
     resolved = async_url(url)
     if make_url(resolved).get_backend_name() == "sqlite":
-        engine = create_async_engine(resolved, connect_args={"timeout": 30}, **options)
+        with needs_extra("sql", "a SQLite database"):
+            engine = create_async_engine(resolved, connect_args={"timeout": 30}, **options)
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -44,4 +46,5 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
             cursor.close()
 
         return engine
-    return create_async_engine(resolved, pool_pre_ping=True, **options)
+    with needs_extra("sql", "a PostgreSQL database"):
+        return create_async_engine(resolved, pool_pre_ping=True, **options)

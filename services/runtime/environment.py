@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
-from importlib.metadata import entry_points
 
 from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from choreokit.events import KafkaSettings
-from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV, SERVICES_GROUP
+from choreokit.services.runtime import discovery
+from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV
 from choreokit.services.runtime.status import StatusSettings
 
 RUNTIME_VARIABLES = frozenset(
@@ -19,8 +18,9 @@ RUNTIME_VARIABLES = frozenset(
         READY_FILE_ENV,
         "CHOREO_LOG_LEVEL",
         "CHOREO_LOG_FORMAT",
-        "CHOREO_EVENT_MODULES",
         "CHOREO_TRACING_DIRECT_W3C",
+        discovery.MODULES_ENV,
+        discovery.EXAMPLE_ENV,
     }
 )
 """Read by ``choreo run`` itself, whatever the service."""
@@ -45,12 +45,12 @@ def variables_of(settings: type[BaseSettings]) -> frozenset[str]:
 
 def settings_of(service: str) -> tuple[type[BaseSettings], ...]:
     """The settings classes of ``service``: its app's ``SETTINGS``, Kafka's, the status port's."""
-    for ep in entry_points(group=SERVICES_GROUP):
-        if ep.name == service:
-            module = importlib.import_module(ep.value.split(":", 1)[0])
-            own: Iterable[type[BaseSettings]] = getattr(module, "SETTINGS", ())
-            return (KafkaSettings, StatusSettings, *own)
-    raise KeyError(service)
+    target = discovery.in_effect().services.get(service)
+    if target is None:
+        raise KeyError(service)
+    module = discovery.import_module(target.split(":", 1)[0])
+    own: Iterable[type[BaseSettings]] = getattr(module, "SETTINGS", ())
+    return (KafkaSettings, StatusSettings, *own)
 
 
 def variables_read_by(service: str) -> frozenset[str]:

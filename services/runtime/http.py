@@ -13,17 +13,20 @@ import socket
 from collections.abc import Callable, Generator
 from typing import Any
 
-import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from choreokit.events import ConfigurationError
-from choreokit.services.runtime.limits import ConnectionLimits, server_config
-from choreokit.services.runtime.problems import problem
+from choreokit.events import ConfigurationError, needs_extra
+
+with needs_extra("http", "choreokit.services.runtime.http"):
+    import uvicorn
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, PlainTextResponse, Response
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from choreokit.services.runtime.limits import ConnectionLimits, server_config
+    from choreokit.services.runtime.problems import problem
 
 
 def field_errors(exc: RequestValidationError) -> list[dict[str, str]]:

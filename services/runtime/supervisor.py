@@ -1,6 +1,8 @@
 """``choreo dev``'s engine: the embedded broker and every service as its own OS process.
 
-Children are started with ``python -m choreokit.services.cli run NAME``, each with its
+Children are started with ``python -P -m choreokit.services.cli run NAME`` (``-P``: the
+working directory is not put first on ``sys.path``, so no folder of a user's
+project can shadow what the child imports before its services), each with its
 log file, its ready file and ``PR_SET_PDEATHSIG`` (if the supervisor dies, so
 do they). A child that exits on its own is restarted, with a growing pause if
 it keeps dying. Stopping sends SIGTERM to every child, waits, then SIGKILLs
@@ -205,6 +207,7 @@ class Supervisor:
         try:
             child.process = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",
                 "-m",
                 "choreokit.services.cli",
                 "run",

@@ -11,26 +11,28 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from choreokit.events import Service, needs_extra
 
-from choreokit.events import Service
-from choreokit.services.runtime.access import AccessPolicy
-from choreokit.services.runtime.app import Runtime
-from choreokit.services.runtime.http import HttpServer
-from choreokit.services.runtime.limits import server_config
-from choreokit.services.saga_observer.access import access_policy
-from choreokit.services.saga_observer.api import build_api
-from choreokit.services.saga_observer.audit import AuditLog
-from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
-from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
-from choreokit.services.saga_observer.ingest import Ingest
-from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
-from choreokit.services.saga_observer.metrics import ObserverMetrics
-from choreokit.services.saga_observer.queries import Queries
-from choreokit.services.saga_observer.records import micros
-from choreokit.services.saga_observer.settings import ObserverSettings
-from choreokit.services.saga_observer.store import Store, open_engines
-from choreokit.services.saga_observer.sweeper import Sweeper
+with needs_extra("observer", "the saga observer"):
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from choreokit.services.runtime.access import AccessPolicy
+    from choreokit.services.runtime.app import Runtime
+    from choreokit.services.runtime.http import HttpServer
+    from choreokit.services.runtime.limits import server_config
+    from choreokit.services.saga_observer.access import access_policy
+    from choreokit.services.saga_observer.api import build_api
+    from choreokit.services.saga_observer.audit import AuditLog
+    from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
+    from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
+    from choreokit.services.saga_observer.ingest import Ingest
+    from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
+    from choreokit.services.saga_observer.metrics import ObserverMetrics
+    from choreokit.services.saga_observer.queries import Queries
+    from choreokit.services.saga_observer.records import micros
+    from choreokit.services.saga_observer.settings import ObserverSettings
+    from choreokit.services.saga_observer.store import Store, open_engines
+    from choreokit.services.saga_observer.sweeper import Sweeper
 
 logger = logging.getLogger("choreokit.observer")
 

@@ -15,9 +15,9 @@ from choreokit.events import (
     SAGAS_GROUP,
     ConfigurationError,
     SagaSpec,
-    sagas_from_entry_points,
     sagas_from_yaml,
 )
+from choreokit.services.runtime.discovery import declared_sagas
 
 logger = logging.getLogger("choreokit.observer")
 
@@ -87,7 +87,7 @@ def load_catalog(
         timeout: Overrides every spec's timeout when given.
         group: The entry-point group to read.
     """
-    by_name = {spec.name: spec for spec in sagas_from_entry_points(group)}
+    by_name = {spec.name: spec for spec in declared_sagas(group)}
     for path in yaml_paths:
         for spec in sagas_from_yaml(path):
             if spec.name in by_name:

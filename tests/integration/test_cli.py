@@ -216,6 +216,7 @@ def test_run_marks_ready_beats_and_stops_cleanly_on_sigterm(
         "CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap,
         "CHOREO_DATA_DIR": str(tmp_path),
         "CHOREO_READY_FILE": str(ready),
+        "CHOREO_EXAMPLE": "1",  # payments is the example domain's
     }
     process = subprocess.Popen(
         [CHOREO, "run", "payments"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -259,9 +260,11 @@ def test_run_refuses_an_unknown_service() -> None:
 def test_topics_create_makes_every_declared_topic_and_its_dead_letter_topic(
     kafka: KafkaSettings,
 ) -> None:
-    listed = choreo("topics", "list").stdout.split()
+    example = {"CHOREO_EXAMPLE": "1"}  # the example domain's topics, as in docker-compose.yml
+    assert set(choreo("topics", "list").stdout.split()) == {"sagas", "sagas.dlq"}
+    listed = choreo("topics", "list", env=example).stdout.split()
     assert {"orders", "orders.dlq", "payments", "shipping.dlq"} <= set(listed)
-    created = choreo("topics", "create", "--bootstrap", kafka.bootstrap)
+    created = choreo("topics", "create", "--bootstrap", kafka.bootstrap, env=example)
     assert created.returncode == 0, created.stderr
     import asyncio
 

@@ -75,7 +75,10 @@ def acme() -> Key:
 def gateway(
     docs_broker: EmbeddedBroker, acme: Key, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[GatewayProcess]:
-    with gateway_process(docs_broker.bootstrap, [acme], tmp_path_factory.mktemp("gw")) as running:
+    # The example domain's events (order.placed) are the ones the page publishes.
+    with gateway_process(
+        docs_broker.bootstrap, [acme], tmp_path_factory.mktemp("gw"), CHOREO_EXAMPLE="1"
+    ) as running:
         yield running
 
 
@@ -92,6 +95,7 @@ def inventory(
         "CHOREO_KAFKA_BOOTSTRAP": docs_broker.bootstrap,
         "CHOREO_DATA_DIR": str(tmp / "data"),
         "CHOREO_READY_FILE": str(ready),
+        "CHOREO_EXAMPLE": "1",  # inventory is the example domain's
     }
     with log.open("wb") as out:
         process = subprocess.Popen([CHOREO, "run", "inventory"], env=env, stdout=out, stderr=out)

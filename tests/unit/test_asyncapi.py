@@ -146,12 +146,13 @@ def test_choreo_schemas_check_fails_on_a_stale_asyncapi_document(tmp_path: Path)
     from choreokit.services.cli import cli
 
     runner = CliRunner()
-    exported = runner.invoke(cli, ["schemas", "export", "--dir", str(tmp_path)])
+    exported = runner.invoke(cli, ["schemas", "export", "--example", "--dir", str(tmp_path)])
     assert exported.exit_code == 0, exported.output
     assert f"wrote {tmp_path / ASYNCAPI_FILE}" in exported.output
-    assert runner.invoke(cli, ["schemas", "check", "--dir", str(tmp_path)]).exit_code == 0
+    checked = runner.invoke(cli, ["schemas", "check", "--example", "--dir", str(tmp_path)])
+    assert checked.exit_code == 0, checked.output
     target = tmp_path / ASYNCAPI_FILE
     target.write_text(target.read_text().replace("title: orders\n", "title: commandes\n"))
-    result = runner.invoke(cli, ["schemas", "check", "--dir", str(tmp_path)])
+    result = runner.invoke(cli, ["schemas", "check", "--example", "--dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "asyncapi.yaml: is stale" in result.output

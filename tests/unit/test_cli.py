@@ -56,18 +56,19 @@ def test_publish_refuses_data_that_is_not_json(runner: CliRunner, tmp_path: Path
 
 def test_schemas_check_passes_on_the_committed_schemas(runner: CliRunner) -> None:
     root = Path(__file__).resolve().parents[2]
-    result = runner.invoke(cli, ["schemas", "check", "--dir", str(root / "schemas")])
+    result = runner.invoke(cli, ["schemas", "check", "--example", "--dir", str(root / "schemas")])
     assert result.exit_code == 0, result.output
 
 
 def test_schemas_check_fails_on_a_tampered_copy(runner: CliRunner, tmp_path: Path) -> None:
     root = Path(__file__).resolve().parents[2]
-    assert runner.invoke(cli, ["schemas", "export", "--dir", str(tmp_path)]).exit_code == 0
+    exported = runner.invoke(cli, ["schemas", "export", "--example", "--dir", str(tmp_path)])
+    assert exported.exit_code == 0, exported.output
     target = tmp_path / "order.placed" / "v1.json"
     document = json.loads(target.read_text())
     document["properties"]["quantity"] = {"type": "string"}
     target.write_text(json.dumps(document))
-    result = runner.invoke(cli, ["schemas", "check", "--dir", str(tmp_path)])
+    result = runner.invoke(cli, ["schemas", "check", "--example", "--dir", str(tmp_path)])
     assert result.exit_code == 1
     assert "order.placed v1: field 'quantity' changed type" in result.output
     assert (root / "schemas" / "order.placed" / "v1.json").exists()

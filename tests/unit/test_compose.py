@@ -17,6 +17,7 @@ from sqlalchemy.engine import make_url
 
 from choreokit.services.runtime import KAFKA_VERSION, pinned_version
 from choreokit.services.runtime.app import service_names
+from choreokit.services.runtime.discovery import EXAMPLE_ENV
 from choreokit.services.runtime.environment import is_read_by, variables_read_by
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +25,20 @@ COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text
 SERVICES: dict[str, Any] = COMPOSE["services"]
 INFRASTRUCTURE = {"kafka", "postgres", "jaeger", "topics"}
 SCALABLE = {"orders", "inventory", "payments", "shipping"}
+SHARED: dict[str, Any] = COMPOSE["x-environment"]
+with pytest.MonkeyPatch.context() as patch:
+    # What `choreo run` knows in the containers, whose shared environment turns the example on.
+    patch.setenv(EXAMPLE_ENV, str(SHARED.get(EXAMPLE_ENV, "")))
+    NAMES = service_names()
+
+
+@pytest.fixture(autouse=True)
+def _as_in_the_containers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(EXAMPLE_ENV, str(SHARED.get(EXAMPLE_ENV, "")))
+
+
+def test_the_containers_run_the_example_domain() -> None:
+    assert set(NAMES) >= SCALABLE, f"{EXAMPLE_ENV} is not 1 in x-environment"
 
 
 def environment(name: str) -> dict[str, str]:
@@ -33,13 +48,13 @@ def environment(name: str) -> dict[str, str]:
 
 
 def test_every_service_runs_as_its_own_container() -> None:
-    for name in service_names():
+    for name in NAMES:
         assert name in SERVICES, f"{name} is missing from docker-compose.yml"
         assert SERVICES[name]["command"] == ["run", name]
-    assert set(SERVICES) - INFRASTRUCTURE == set(service_names())
+    assert set(SERVICES) - INFRASTRUCTURE == set(NAMES)
 
 
-@pytest.mark.parametrize("name", service_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_every_variable_set_is_read_by_the_service(name: str) -> None:
     unread = [v for v in environment(name) if not is_read_by(name, v)]
     assert unread == [], (
@@ -47,7 +62,7 @@ def test_every_variable_set_is_read_by_the_service(name: str) -> None:
     )
 
 
-@pytest.mark.parametrize("name", service_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_services_share_one_image_and_wait_for_what_they_need(name: str) -> None:
     service = SERVICES[name]
     assert service["image"] == SERVICES["topics"]["image"]
@@ -60,7 +75,7 @@ def test_services_share_one_image_and_wait_for_what_they_need(name: str) -> None
     assert environment(name)["CHOREO_PROFILE"] == "production"
 
 
-@pytest.mark.parametrize("name", service_names())
+@pytest.mark.parametrize("name", NAMES)
 def test_databases_are_postgres_databases_the_init_script_creates(name: str) -> None:
     created = set(
         re.findall(r"CREATE DATABASE (\w+);", (ROOT / "deploy/postgres/init.sql").read_text())
@@ -74,7 +89,7 @@ def test_databases_are_postgres_databases_the_init_script_creates(name: str) -> 
 
 
 def test_traces_go_to_the_jaeger_container() -> None:
-    for name in service_names():
+    for name in NAMES:
         assert environment(name)["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
     assert "4317" in {str(p).split(":")[-1] for p in SERVICES["jaeger"]["ports"]}
 

@@ -13,6 +13,7 @@ from choreokit.events import ConfigurationError, SagaSpec, sagas_from_entry_poin
 from choreokit.services.example.contracts.inventory import StockReleased, StockReserved
 from choreokit.services.example.contracts.orders import OrderCancelled, OrderConfirmed, OrderPlaced
 from choreokit.services.example.contracts.saga import ORDER_SAGA
+from choreokit.services.runtime.discovery import EXAMPLE_ENV, declared_sagas
 from choreokit.services.saga_observer import SagaCatalog, load_catalog
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "saga-observer.md"
@@ -136,8 +137,14 @@ def test_the_yaml_example_in_the_docs_is_the_order_saga(tmp_path: Path) -> None:
     assert spec == ORDER_SAGA
 
 
-def test_the_order_saga_is_published_as_an_entry_point() -> None:
-    assert ORDER_SAGA in sagas_from_entry_points()
+def test_the_order_saga_is_declared_only_when_the_example_is_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(EXAMPLE_ENV, "0")
+    assert ORDER_SAGA not in declared_sagas()
+    assert ORDER_SAGA not in sagas_from_entry_points()  # the distribution does not register it
+    monkeypatch.setenv(EXAMPLE_ENV, "1")
+    assert ORDER_SAGA in declared_sagas()
 
 
 def test_yaml_replaces_a_declared_saga_of_the_same_name(tmp_path: Path) -> None:
