@@ -64,6 +64,18 @@ from choreokit.events._outbound import Outbound
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
+from choreokit.events._sensitive import (
+    LOG_SAFE_KEY,
+    REDACTED,
+    SENSITIVE_KEY,
+    LogSafe,
+    Sensitive,
+    error_text,
+    has_sensitive,
+    log_safe_fields,
+    redact,
+    sensitive_fields,
+)
 from choreokit.events._service import Service
 from choreokit.events._settings import (
     Idempotence,
@@ -74,9 +86,12 @@ from choreokit.events._settings import (
 )
 
 __all__ = [
+    "LOG_SAFE_KEY",
     "MAX_ATTRIBUTE_LENGTH",
     "MAX_TIME",
     "MIN_TIME",
+    "REDACTED",
+    "SENSITIVE_KEY",
     "BrokerUnavailableError",
     "ChoreoError",
     "ConfigurationError",
@@ -96,6 +111,7 @@ __all__ = [
     "InvalidPayloadError",
     "KafkaSettings",
     "KeyConflictError",
+    "LogSafe",
     "MalformedJsonError",
     "Middleware",
     "MissingUpcasterError",
@@ -110,6 +126,7 @@ __all__ = [
     "SaslMechanism",
     "SchemaError",
     "SecurityProtocol",
+    "Sensitive",
     "Service",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
@@ -124,9 +141,14 @@ __all__ = [
     "default_registry",
     "encode_headers",
     "encode_payload",
+    "error_text",
+    "has_sensitive",
     "is_dead_letter_topic",
+    "log_safe_fields",
     "new_event_id",
     "parse_time",
+    "redact",
+    "sensitive_fields",
     "to_structured",
     "upcaster",
 ]

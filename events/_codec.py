@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from choreokit.events._envelope import (
     CE_HEADERS,
@@ -40,6 +40,7 @@ from choreokit.events._errors import (
     UnsupportedContentTypeError,
 )
 from choreokit.events._model import Event
+from choreokit.events._sensitive import error_text
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""
@@ -92,15 +93,18 @@ class DecodedRecord:
             errors = exc.errors(include_url=False)
             if errors and errors[0]["type"] == "json_invalid":
                 raise MalformedJsonError(info.type, info.version, errors[0]["msg"]) from None
-            raise InvalidPayloadError(info.type, info.version, describe(exc)) from None
+            raise InvalidPayloadError(info.type, info.version, describe(exc, model=model)) from None
 
 
-def describe(exc: ValidationError, limit: int = 5) -> str:
-    """Summarise a pydantic error as ``path: message [rule]`` items."""
+def describe(exc: ValidationError, limit: int = 5, model: type[BaseModel] | None = None) -> str:
+    """Summarise a pydantic error as ``path: message [rule]`` items.
+
+    No input value is repeated (see :func:`error_text`), so the summary may be logged.
+    """
     parts = []
     for error in exc.errors(include_url=False)[:limit]:
         path = ".".join(str(p) for p in error["loc"]) or "(root)"
-        parts.append(f"{path}: {error['msg']} [{error['type']}]")
+        parts.append(f"{path}: {error_text(error, model)} [{error['type']}]")
     extra = exc.error_count() - limit
     if extra > 0:
         parts.append(f"and {extra} more")

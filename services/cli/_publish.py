@@ -90,7 +90,7 @@ def publish(
         event = model.model_validate(payload)
     except ValidationError as exc:
         info = model.event_info()
-        click.echo(f"error: {info} is invalid: {describe(exc, limit=20)}", err=True)
+        click.echo(f"error: {info} is invalid: {describe(exc, limit=20, model=model)}", err=True)
         raise SystemExit(2) from None
 
     async def send() -> dict[str, Any]:
