@@ -18,7 +18,13 @@ from datetime import datetime
 
 from pydantic import ValidationError
 
-from choreokit.events import Event, Registry, UnknownEventTypeError, UnknownEventVersionError
+from choreokit.events import (
+    Event,
+    Registry,
+    UnknownEventTypeError,
+    UnknownEventVersionError,
+    error_text,
+)
 from choreokit.events._codec import encode_payload
 from choreokit.services.gateway._binding import MISSING, RawEvent
 from choreokit.services.gateway._keys import ApiKey, normalise_source
@@ -223,7 +229,8 @@ def _validate(model: type[Event], raw: RawEvent) -> Event:
         info = model.event_info()
         items = [
             ErrorItem(
-                f"{info}: {'.'.join(str(p) for p in error['loc']) or '(root)'}: {error['msg']}",
+                f"{info}: {'.'.join(str(p) for p in error['loc']) or '(root)'}: "
+                f"{error_text(error, model)}",
                 ProblemKind.INVALID_EVENT,
                 path=".".join(str(p) for p in error["loc"]) or "(root)",
                 rule=error["type"],

@@ -12,7 +12,17 @@ from datetime import UTC, datetime, timedelta
 
 from aiokafka import ConsumerRecord
 
-from choreokit.events import ChoreoError, Envelope, decode, is_dead_letter_topic
+from choreokit.events import (
+    ChoreoError,
+    Envelope,
+    Event,
+    Registry,
+    decode,
+    default_registry,
+    has_sensitive,
+    is_dead_letter_topic,
+    redact,
+)
 from choreokit.events._codec import DecodedRecord, header_value, record_time
 from choreokit.events._dead_letter import (
     H_ATTEMPTS,
@@ -117,11 +127,19 @@ def classify(
     *,
     lifecycle_types: frozenset[str],
     payload_limit: int,
+    registry: Registry | None = None,
 ) -> Seen:
-    """Say what ``record`` is; never raises (a record that breaks reading is a reject)."""
+    """Say what ``record`` is; never raises (a record that breaks reading is a reject).
+
+    The payload is kept with the fields that ``registry``'s model (by default, the
+    process's: every model the saga specs' packages declare) marks sensitive redacted.
+    A type or version the registry does not know is kept as it came.
+    """
     position = Position(record.topic, record.partition, record.offset)
     try:
-        return _classify(record, position, lifecycle_types, payload_limit)
+        return _classify(
+            record, position, lifecycle_types, payload_limit, registry or default_registry
+        )
     except Exception as exc:  # noqa: BLE001 - no record's content may stop ingest
         return _reject(record, position, exc)
 
@@ -131,6 +149,7 @@ def _classify(
     position: Position,
     lifecycle_types: frozenset[str],
     payload_limit: int,
+    registry: Registry,
 ) -> Seen:
     if is_dead_letter_topic(record.topic):
         return _dead_letter(record, position)
@@ -139,6 +158,9 @@ def _classify(
     except ChoreoError as exc:
         return _reject(record, position, exc)
     payload, size = _payload(decoded, payload_limit)
+    model = _model(registry, decoded.envelope)
+    if payload is not None and model is not None and has_sensitive(model):
+        payload = _redacted(model, payload)
     if decoded.envelope.type in lifecycle_types:
         return SeenLifecycle(decoded.envelope, position, payload)
     return SeenEvent(decoded.envelope, position, payload, size)
@@ -157,6 +179,24 @@ def _payload(decoded: DecodedRecord, limit: int) -> tuple[str | None, int]:
     if size > limit:
         return None, size
     return encoded.decode("utf-8", "replace"), size
+
+
+def _model(registry: Registry, envelope: Envelope) -> type[Event] | None:
+    if not registry.knows(envelope.type):
+        return None
+    try:
+        return registry.model(envelope.type, envelope.dataversion)
+    except ChoreoError:
+        return None
+
+
+def _redacted(model: type[Event], payload: str) -> str:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        # Not the JSON object the model reads: nothing of it can be told apart, keep none.
+        return json.dumps({"redacted": "the payload is not JSON; a sensitive type's is not kept"})
+    return json.dumps(redact(model, data), separators=(",", ":"), ensure_ascii=False)
 
 
 def rejected(seen: Seen, error: BaseException) -> SeenReject:
