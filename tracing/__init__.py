@@ -13,6 +13,7 @@ returns a :class:`Telemetry` whose middlewares a service uses; the runtime
 
 from choreokit.tracing._logs import JsonFormatter, LogFormat, TraceContextFilter, configure_logging
 from choreokit.tracing._middleware import TracingMiddleware
+from choreokit.tracing._naming import flow_label
 from choreokit.tracing._relay import TraceContextRelay
 from choreokit.tracing._setup import (
     OtlpProtocol,
@@ -34,4 +35,5 @@ __all__ = [
     "TracingSettings",
     "configure",
     "configure_logging",
+    "flow_label",
 ]
