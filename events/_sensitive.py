@@ -31,6 +31,8 @@ REDACTED: Final = "[redacted]"
 
 
 class _Mark:
+    """A field mark: adds its keyword to the field's JSON Schema; see :data:`Sensitive`."""
+
     __slots__ = ("_key", "_name")
 
     def __init__(self, name: str, key: str) -> None:

@@ -154,3 +154,33 @@ def test_spans_and_log_lines_name_a_flow_by_its_label() -> None:
     line = logging.makeLogRecord({"msg": "x", "correlation_id": EMAIL})
     TraceContextFilter().filter(line)
     assert line.correlation_id == label
+
+
+def test_exported_http_spans_carry_the_route_not_the_path_or_query() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from choreokit.tracing._scrub import REDACTED_PATH, ScrubbingProcessor
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(ScrubbingProcessor(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span(
+        "GET /api/flows/{correlation_id}",
+        attributes={
+            "url.path": f"/api/flows/{EMAIL}",
+            "url.query": f"q={EMAIL}",
+            "http.route": "/api/flows/{correlation_id}",
+        },
+    ):
+        pass
+    with tracer.start_as_current_span("GET", attributes={"url.path": f"/x/{EMAIL}"}):
+        pass
+    routed, unrouted = exporter.get_finished_spans()
+    assert dict(routed.attributes or {}) == {
+        "url.path": "/api/flows/{correlation_id}",
+        "http.route": "/api/flows/{correlation_id}",
+    }
+    assert dict(unrouted.attributes or {}) == {"url.path": REDACTED_PATH}
