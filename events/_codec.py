@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from choreokit.events._attributes import (
     MAX_TIME,
@@ -42,6 +42,7 @@ from choreokit.events._errors import (
     UnsupportedContentTypeError,
 )
 from choreokit.events._model import Event
+from choreokit.events._sensitive import error_text
 
 Headers = Sequence[tuple[str, bytes | None]]
 """Kafka record headers as aiokafka gives them: (name, value) pairs, repeats allowed."""
@@ -94,16 +95,21 @@ class DecodedRecord:
             if errors and errors[0]["type"] == "json_invalid":
                 raise MalformedJsonError(info.type, info.version, errors[0]["msg"]) from None
             raise InvalidPayloadError(
-                info.type, info.version, describe_validation_error(exc)
+                info.type, info.version, describe_validation_error(exc, model=model)
             ) from None
 
 
-def describe_validation_error(exc: ValidationError, limit: int = 5) -> str:
-    """Summarise a pydantic error as ``path: message [rule]`` items."""
+def describe_validation_error(
+    exc: ValidationError, limit: int = 5, model: type[BaseModel] | None = None
+) -> str:
+    """Summarise a pydantic error as ``path: message [rule]`` items.
+
+    No input value is repeated (see :func:`error_text`), so the summary may be logged.
+    """
     parts = []
     for error in exc.errors(include_url=False)[:limit]:
         path = ".".join(str(p) for p in error["loc"]) or "(root)"
-        parts.append(f"{path}: {error['msg']} [{error['type']}]")
+        parts.append(f"{path}: {error_text(error, model)} [{error['type']}]")
     extra = exc.error_count() - limit
     if extra > 0:
         parts.append(f"and {extra} more")

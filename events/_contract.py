@@ -24,7 +24,10 @@ from choreokit.events._model import Event
 from choreokit.events._registry import Registry
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
-_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "$comment"})
+_ANNOTATIONS = frozenset(
+    {"title", "description", "default", "examples", "$comment", "x-sensitive", "x-log-safe"}
+)
+"""Keywords that say something of a value but change no reader's or writer's shape."""
 _MAX_DEPTH = 32
 
 

@@ -17,6 +17,7 @@ messaging metrics, also as Prometheus text; see docs/metrics.md).
 from choreokit.tracing._logs import JsonFormatter, LogFormat, TraceContextFilter, configure_logging
 from choreokit.tracing._metrics import EventMetrics, Metrics, configure_metrics
 from choreokit.tracing._middleware import TracingMiddleware
+from choreokit.tracing._naming import flow_label
 from choreokit.tracing._propagation import KafkaHeaderGetter, KafkaHeaderSetter
 from choreokit.tracing._relay import TraceContextRelay
 from choreokit.tracing._setup import (
@@ -45,6 +46,7 @@ __all__ = [
     "configure",
     "configure_logging",
     "configure_metrics",
+    "flow_label",
     "format_traceparent",
     "parse_traceparent",
 ]

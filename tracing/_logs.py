@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreokit.events import ConfigurationError
 from choreokit.tracing._context import handling
+from choreokit.tracing._naming import flow_label
 
 TRACE_ID = "trace_id"
 SPAN_ID = "span_id"
@@ -59,8 +60,9 @@ class TraceContextFilter(logging.Filter):
     The ids come from the current span; when tracing is off, from the trace
     context of the record being handled, so the lines of one flow can still be
     found by trace id. The correlation id is that of the record being handled,
-    unless the log call passed its own in ``extra``. Attach it to a handler (a
-    logger's filters do not see its children's records).
+    unless the log call passed its own in ``extra``; either is written as its
+    :func:`~choreokit.tracing.flow_label`, never as the id (the record key).
+    Attach it to a handler (a logger's filters do not see its children's records).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -75,8 +77,11 @@ class TraceContextFilter(logging.Filter):
             trace_id, span_id = _ids(envelope.traceparent)
         record.trace_id = trace_id
         record.span_id = span_id
-        if getattr(record, CORRELATION_ID, None) is None:
-            record.correlation_id = envelope.correlation_id if envelope is not None else None
+        correlation_id = getattr(record, CORRELATION_ID, None)
+        if correlation_id is None and envelope is not None:
+            correlation_id = envelope.correlation_id
+        # The id may be personal data (it is the record key): lines name the flow by its label.
+        record.correlation_id = None if correlation_id is None else flow_label(str(correlation_id))
         return True
 
 

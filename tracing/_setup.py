@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from choreokit.events import ConfigurationError, Middleware
 from choreokit.tracing._middleware import TracingMiddleware
 from choreokit.tracing._relay import TraceContextRelay
+from choreokit.tracing._scrub import ScrubbingProcessor
 
 logger = logging.getLogger("choreokit.tracing")
 
@@ -198,7 +199,7 @@ def configure(
     created = Resource.create({SERVICE_NAME: str(named or service_name)})
     resource = _HashedOnce(created.attributes, created.schema_url)
     provider = TracerProvider(resource=resource)  # the sampler comes from OTEL_TRACES_SAMPLER
-    provider.add_span_processor(BatchSpanProcessor(_exporter(settings)))
+    provider.add_span_processor(ScrubbingProcessor(BatchSpanProcessor(_exporter(settings))))
     if set_global:
         trace.set_tracer_provider(provider)
     logger.info(

@@ -95,7 +95,8 @@ def publish(
     except ValidationError as exc:
         info = model.event_info()
         click.echo(
-            f"error: {info} is invalid: {describe_validation_error(exc, limit=20)}", err=True
+            f"error: {info} is invalid: {describe_validation_error(exc, limit=20, model=model)}",
+            err=True,
         )
         raise SystemExit(2) from None
 

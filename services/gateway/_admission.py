@@ -24,6 +24,7 @@ from choreokit.events import (
     UnknownEventTypeError,
     UnknownEventVersionError,
     encode_payload,
+    error_text,
 )
 from choreokit.services.gateway._binding import MISSING, RawEvent
 from choreokit.services.gateway._keys import ApiKey, normalise_source
@@ -228,7 +229,8 @@ def _validate(model: type[Event], raw: RawEvent) -> Event:
         info = model.event_info()
         items = [
             ErrorItem(
-                f"{info}: {'.'.join(str(p) for p in error['loc']) or '(root)'}: {error['msg']}",
+                f"{info}: {'.'.join(str(p) for p in error['loc']) or '(root)'}: "
+                f"{error_text(error, model)}",
                 ProblemKind.INVALID_EVENT,
                 path=".".join(str(p) for p in error["loc"]) or "(root)",
                 rule=error["type"],

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from choreokit.events import MAX_ATTRIBUTE_LENGTH
+from choreokit.events import MAX_ATTRIBUTE_LENGTH, error_text
 from choreokit.events.wire import BATCH_JSON, JSON, STRUCTURED_JSON
 from choreokit.services.gateway._binding import MAX_ID_LENGTH
 from choreokit.services.gateway._gateway import Gateway
@@ -111,7 +111,12 @@ def build_api(gateway: Gateway) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, exc: RequestValidationError) -> Response:
-        return Problem(ProblemKind.MALFORMED, str(exc)[:500]).response(request.url.path)
+        # str(exc) repeats each refused input; say where and which rule only.
+        detail = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc'])}: {error_text(error)}"
+            for error in exc.errors()[:5]
+        )
+        return Problem(ProblemKind.MALFORMED, detail[:500]).response(request.url.path)
 
     @app.exception_handler(Exception)
     async def internal(request: Request, exc: Exception) -> Response:

@@ -122,6 +122,10 @@ class ObserverApp:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then stop every part and return."""
         settings = self.settings
+        # The declared models tell which payload fields are sensitive (redacted at ingest).
+        from choreokit.services.runtime.discovery import load_event_modules
+
+        load_event_modules()
         catalog = self._catalog or load_catalog(settings.specs, timeout=settings.timeout)
         if len(catalog):
             logger.info(

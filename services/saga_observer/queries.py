@@ -42,6 +42,7 @@ from choreokit.services.saga_observer.views import (
     TopologyView,
     TraceView,
 )
+from choreokit.tracing import flow_label
 
 E, F, D, R, L, OFF, P = (
     schema.events,
@@ -547,7 +548,9 @@ class Queries:
 
     def _search_url(self, correlation_id: str, graph: FlowGraph, spec: SagaSpec | None) -> str:
         root = graph.root(spec.start if spec else None)
-        query = {"tags": json.dumps({"messaging.message.conversation_id": correlation_id})}
+        query = {
+            "tags": json.dumps({"messaging.message.conversation_id": flow_label(correlation_id)})
+        }
         if root is not None:
             query = {"service": root.service} | query
         return f"{self._jaeger}/search?{urlencode(query, quote_via=quote)}"

@@ -16,10 +16,15 @@ from choreokit.events import (
     ChoreoError,
     DecodedRecord,
     Envelope,
+    Event,
+    Registry,
     decode,
+    default_registry,
+    has_sensitive,
     header_value,
     is_dead_letter_topic,
     record_time,
+    redact,
 )
 from choreokit.events.wire import (
     DLQ_HEADER_PREFIX,
@@ -127,11 +132,19 @@ def classify(
     *,
     lifecycle_types: frozenset[str],
     payload_limit: int,
+    registry: Registry | None = None,
 ) -> Seen:
-    """Say what ``record`` is; never raises (a record that breaks reading is a reject)."""
+    """Say what ``record`` is; never raises (a record that breaks reading is a reject).
+
+    The payload is kept with the fields that ``registry``'s model (by default, the
+    process's: every model the saga specs' packages declare) marks sensitive redacted.
+    A type or version the registry does not know is kept as it came.
+    """
     position = Position(record.topic, record.partition, record.offset)
     try:
-        return _classify(record, position, lifecycle_types, payload_limit)
+        return _classify(
+            record, position, lifecycle_types, payload_limit, registry or default_registry
+        )
     except Exception as exc:  # noqa: BLE001 - no record's content may stop ingest
         return _reject(record, position, exc)
 
@@ -141,6 +154,7 @@ def _classify(
     position: Position,
     lifecycle_types: frozenset[str],
     payload_limit: int,
+    registry: Registry,
 ) -> Seen:
     if is_dead_letter_topic(record.topic):
         return _dead_letter(record, position)
@@ -149,6 +163,9 @@ def _classify(
     except ChoreoError as exc:
         return _reject(record, position, exc)
     payload, size = _payload(decoded, payload_limit)
+    model = _model(registry, decoded.envelope)
+    if payload is not None and model is not None and has_sensitive(model):
+        payload = _redacted(model, payload)
     if decoded.envelope.type in lifecycle_types:
         return SeenLifecycle(decoded.envelope, position, payload)
     return SeenEvent(decoded.envelope, position, payload, size)
@@ -167,6 +184,24 @@ def _payload(decoded: DecodedRecord, limit: int) -> tuple[str | None, int]:
     if size > limit:
         return None, size
     return encoded.decode("utf-8", "replace"), size
+
+
+def _model(registry: Registry, envelope: Envelope) -> type[Event] | None:
+    if not registry.knows(envelope.type):
+        return None
+    try:
+        return registry.model(envelope.type, envelope.dataversion)
+    except ChoreoError:
+        return None
+
+
+def _redacted(model: type[Event], payload: str) -> str:
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        # Not the JSON object the model reads: nothing of it can be told apart, keep none.
+        return json.dumps({"redacted": "the payload is not JSON; a sensitive type's is not kept"})
+    return json.dumps(redact(model, data), separators=(",", ":"), ensure_ascii=False)
 
 
 def rejected(seen: Seen, error: BaseException) -> SeenReject:

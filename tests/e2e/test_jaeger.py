@@ -25,6 +25,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from choreokit.tracing import flow_label
 from tests.e2e.system import run_demo, running_dev
 from tests.observer_fixtures import ARTIFACTS
 from tests.rig.jaeger import RELEASE, UI_PLACEHOLDER, Jaeger
@@ -117,7 +118,7 @@ def traces_of_flow(jaeger: Jaeger, correlation_id: str, since_us: int) -> set[st
         traces = jaeger.get(
             "/api/traces",
             service=service,
-            tags=json.dumps({CONVERSATION: correlation_id}),
+            tags=json.dumps({CONVERSATION: flow_label(correlation_id)}),
             start=str(since_us),
             end=str(int(time.time() * 1e6) + 60_000_000),
             limit="50",
@@ -129,6 +130,7 @@ def traces_of_flow(jaeger: Jaeger, correlation_id: str, since_us: int) -> set[st
 def flow_problems(jaeger: Jaeger, flow: dict[str, Any], since_us: int) -> list[str]:
     """What Jaeger lacks for this flow to be one whole trace; empty when it is."""
     cid = flow["correlation_id"]
+    label = flow_label(cid)  # what spans call the flow
     expected = {t["trace_id"] for t in flow["traces"]}
     found = traces_of_flow(jaeger, cid, since_us)
     if found != expected:
@@ -139,7 +141,7 @@ def flow_problems(jaeger: Jaeger, flow: dict[str, Any], since_us: int) -> list[s
     problems = [
         f"flow {cid}: {s.service} span {s.name!r} belongs to flow {s.attributes[CONVERSATION]}"
         for s in spans
-        if s.attributes.get(CONVERSATION, cid) != cid
+        if s.attributes.get(CONVERSATION, label) != label
     ]
     by_kind: dict[tuple[str, str, str], list[Span]] = defaultdict(list)
     for s in spans:
@@ -299,6 +301,6 @@ def test_the_observers_jaeger_link_opens_that_trace(
     conversation = {
         t["value"] for s in trace["spans"] for t in s["tags"] if t["key"] == CONVERSATION
     }
-    assert conversation == {cid}
+    assert conversation == {flow_label(cid)}
     with capsys.disabled():
         print("\nscreenshots:", *shots)

@@ -16,7 +16,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
 from choreokit.events import Event, HandlerContext, KafkaSettings, Registry, Service
-from choreokit.tracing import TracingMiddleware, configure
+from choreokit.tracing import TracingMiddleware, configure, flow_label
 from tests.integration.kafka_io import read_topic
 from tests.integration.otlp import ROOT, Receiver, otlp_receiver
 from tests.support import unique, wait_for, wait_until
@@ -159,7 +159,7 @@ async def test_trace_context_from_a_node_producer_is_continued_and_its_absence_s
     assert traced_context.trace_state.get("checkout") == "1"
     assert fresh.parent is None
     assert format_trace_id(fresh_context.trace_id) != caller_trace
-    assert dict(traced.attributes or {})["messaging.message.conversation_id"] == (
+    assert dict(traced.attributes or {})["messaging.message.conversation_id"] == flow_label(
         f"node-{base}-1"  # no ce_correlationid: the event starts its own flow
     )
 

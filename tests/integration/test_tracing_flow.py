@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from choreokit.events import Envelope, KafkaSettings, encode_headers
+from choreokit.tracing import flow_label
 from tests.integration.kafka_io import produce_raw, read_topic
 from tests.integration.otlp import ROOT, Receiver, otlp_receiver
 from tests.support import unique, wait_until
@@ -197,7 +198,7 @@ async def test_one_trace_runs_through_three_service_processes(
     [r1] = await read_topic(chain.bootstrap, t1, 1)
     [r2] = await read_topic(chain.bootstrap, t2, 1)
     ce_id = {r.topic: dict(r.headers)["ce_id"].decode() for r in (r1, r2)}
-    flow = origin.correlation_id
+    flow = flow_label(origin.correlation_id)  # spans name a flow by its label
     assert alpha_process["attributes"] == {
         "messaging.system": "kafka",
         "messaging.operation.name": "process",
@@ -272,7 +273,7 @@ async def test_an_untraced_service_in_the_middle_keeps_the_trace_whole(
     # Beta's log line still names the trace and the flow it handled.
     [handled] = [line for line in chain.logs(1) if line["message"].startswith("handled")]
     assert handled["trace_id"] == alpha_send["trace_id"]
-    assert handled["correlation_id"] == origin.correlation_id
+    assert handled["correlation_id"] == flow_label(origin.correlation_id)
 
 
 B3_TRACE = "80f198ee56343ba864fe8b2a57d3eff7"

@@ -25,7 +25,12 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from choreokit.events import Event, HandlerContext, Middleware, Publisher, Registry, RetryPolicy
 from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
 from choreokit.events._handling import HandlerSpec
-from choreokit.tracing import TraceContextRelay, TracingMiddleware, format_traceparent
+from choreokit.tracing import (
+    TraceContextRelay,
+    TracingMiddleware,
+    flow_label,
+    format_traceparent,
+)
 from choreokit.tracing import _naming as names
 from tests.support import FakeConsumer, FakeProducer, event_record
 
@@ -203,7 +208,7 @@ async def test_span_attributes_follow_the_conventions_and_never_carry_payload_or
         "messaging.kafka.offset": 7,
         "messaging.consumer.group.name": "inventory",
         "messaging.message.id": handled_id,
-        "messaging.message.conversation_id": "flow-1",
+        "messaging.message.conversation_id": flow_label("flow-1"),
         "cloudevents.event_id": handled_id,
         "cloudevents.event_source": "/tests",
         "cloudevents.event_type": "order.placed",
@@ -218,7 +223,7 @@ async def test_span_attributes_follow_the_conventions_and_never_carry_payload_or
         "messaging.destination.partition.id": "0",
         "messaging.kafka.offset": 0,
         "messaging.message.id": sent.header("ce_id"),
-        "messaging.message.conversation_id": "flow-1",
+        "messaging.message.conversation_id": flow_label("flow-1"),
         "cloudevents.event_id": sent.header("ce_id"),
         "cloudevents.event_source": "/services/inventory",
         "cloudevents.event_type": "stock.reserved",

@@ -26,6 +26,7 @@ from choreokit.tracing import (
     TracingSettings,
     configure,
     configure_logging,
+    flow_label,
 )
 from choreokit.tracing._context import handling
 from choreokit.tracing._setup import _exporter
@@ -59,6 +60,7 @@ def test_tracing_exports() -> None:
             "format_traceparent",
             "parse_traceparent",
             "configure_metrics",
+            "flow_label",
         ]
     )
     for name in tracing.__all__:
@@ -197,7 +199,7 @@ def test_json_lines_carry_the_current_spans_ids_and_the_flow() -> None:
     assert line["service"] == "inventory"
     assert line["trace_id"] == format_trace_id(ctx.trace_id)
     assert line["span_id"] == format_span_id(ctx.span_id)
-    assert line["correlation_id"] == "flow-42"
+    assert line["correlation_id"] == flow_label("flow-42")
     assert line["sku"] == "SKU-1"
 
 
@@ -211,7 +213,7 @@ def test_with_tracing_off_lines_carry_the_relayed_trace_context() -> None:
     line = json.loads(stream.getvalue())
     assert line["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
     assert line["span_id"] == "b7ad6b7169203331"
-    assert line["correlation_id"] == "flow-42"
+    assert line["correlation_id"] == flow_label("flow-42")
 
 
 def test_lines_outside_any_flow_have_null_ids_and_an_explicit_correlation_id_wins() -> None:
@@ -224,7 +226,7 @@ def test_lines_outside_any_flow_have_null_ids_and_an_explicit_correlation_id_win
         handling.reset(flow)
     first, second = (json.loads(x) for x in stream.getvalue().splitlines())
     assert (first["trace_id"], first["span_id"], first["correlation_id"]) == (None, None, None)
-    assert second["correlation_id"] == "flow-explicit"
+    assert second["correlation_id"] == flow_label("flow-explicit")
 
 
 def test_text_lines_append_the_ids_they_know() -> None:
@@ -236,7 +238,7 @@ def test_text_lines_append_the_ids_they_know() -> None:
         log.info("handled")
     finally:
         handling.reset(flow)
-    assert stream.getvalue().rstrip().endswith("handled correlation_id=flow-42")
+    assert stream.getvalue().rstrip().endswith(f"handled correlation_id={flow_label('flow-42')}")
 
 
 def test_configure_logging_reads_choreo_log_format(monkeypatch: pytest.MonkeyPatch) -> None:

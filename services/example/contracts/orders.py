@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Self
+from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from choreokit.events import Event, upcaster
+from choreokit.events import Event, Sensitive, upcaster
 from choreokit.services.example.contracts.bounds import MAX_CENTS, Cents, Currency, Id, Name, Text
 
 TOPIC = "orders"
@@ -29,7 +29,7 @@ class Address(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     country: str = Field(min_length=2, max_length=2)
-    postal_code: str = Field(min_length=1, max_length=16)
+    postal_code: Annotated[str, Sensitive] = Field(min_length=1, max_length=16)
 
 
 class OrderPlacedV1(Event, type="order.placed", version=1, topic=TOPIC):
@@ -41,7 +41,7 @@ class OrderPlacedV1(Event, type="order.placed", version=1, topic=TOPIC):
     quantity: int = Field(gt=0, le=1000)
     unit_price_cents: Cents
     country: str = Field(default="DE", min_length=2, max_length=2)
-    postal_code: str = Field(default="10115", min_length=1, max_length=16)
+    postal_code: Annotated[str, Sensitive] = Field(default="10115", min_length=1, max_length=16)
 
     @model_validator(mode="after")
     def _total_fits(self) -> Self:
@@ -57,6 +57,8 @@ class OrderPlaced(Event, type="order.placed", version=2, topic=TOPIC):
     lines: tuple[OrderLine, ...] = Field(min_length=1, max_length=100)
     ship_to: Address
     currency: Currency = "EUR"
+    email: Annotated[str | None, Sensitive] = Field(default=None, min_length=3, max_length=254)
+    """Where the customer hears about the order; personal data, so marked sensitive."""
 
     @model_validator(mode="after")
     def _total_fits(self) -> Self:
