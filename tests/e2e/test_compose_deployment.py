@@ -37,7 +37,7 @@ import pytest
 from choreokit.services.runtime import KafkaCluster
 from choreokit.services.runtime.app import service_names
 from tests.conftest import POSTGRES_DEFAULT, POSTGRES_ENV
-from tests.rig.compose import ROOT, ComposeRun, Rig, read_dockerfile
+from tests.rig.compose import METRICS_PORT, ROOT, ComposeRun, Rig, read_dockerfile
 from tests.rig.jaeger import Jaeger
 from tests.support import wait_until
 
@@ -107,6 +107,10 @@ def test_the_demo_runs_through_the_compose_deployment(
     for name in service_names():
         process = compose.processes[name]
         assert process.popen.poll() is None, f"{name} stopped:\n{process.tail()}"
+    for name in ("inventory", "payments", "shipping"):  # consumer-only: their own port
+        port = compose.processes[name].ports[METRICS_PORT]
+        health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
+        assert health.status_code == 200, f"{name}: {health.status_code} {health.text[:200]}"
     orders_port = compose.processes["orders"].ports[8082]
     observer_port = compose.published["saga-observer"][8080]
     observer = f"http://127.0.0.1:{observer_port}"

@@ -14,7 +14,8 @@ compose hostnames are rewritten to the rig's addresses (``kafka:9092``, ``postgr
 ``jaeger:4317``), databases are created as ``deploy/postgres/init.sql`` says (under a
 per-run prefix on the shared test server), container paths (``CHOREO_DATA_DIR``,
 ``CHOREO_READY_FILE``) move under a per-service directory, ``0.0.0.0`` binds become
-``127.0.0.1``, and every container port becomes a free local port.
+``127.0.0.1``, and every container port (the metrics port ``CHOREO_METRICS_PORT`` too)
+becomes a free local port.
 
 What this cannot check (the image build, container networking, volumes, restart policies) is
 listed in docs/deployment.md.
@@ -37,7 +38,11 @@ from typing import IO, Any, Self
 
 import yaml
 
+from choreokit.services.runtime.status import DEFAULT_PORT
+
 ROOT = Path(__file__).resolve().parents[2]
+METRICS_PORT = DEFAULT_PORT
+"""The image's /metrics and /healthz port of a consumer-only service (``CHOREO_METRICS_PORT``)."""
 INFRASTRUCTURE = frozenset({"kafka", "postgres", "jaeger"})
 """Compose services the rig provides instead of running their images."""
 
@@ -310,6 +315,9 @@ class ComposeRun:
             published[int(host or container)] = local
         for entry in service.get("expose", []) or []:
             ports.setdefault(int(entry), free_port())
+        # Each container has ports of its own: the consumer-only services' /metrics and
+        # /healthz port (the image's default, set by no compose entry) gets a free one each.
+        ports.setdefault(METRICS_PORT, free_port())
         self.published[name] = published
         return ports
 
@@ -330,6 +338,7 @@ class ComposeRun:
             compose_env = dict(str(item).partition("=")[::2] for item in compose_env)
         env.update({str(k): "" if v is None else str(v) for k, v in compose_env.items()})
         env = {key: self._rewrite(value, ports) for key, value in env.items()}
+        env.setdefault("CHOREO_METRICS_PORT", str(ports[METRICS_PORT]))
         env["CHOREO_DATA_DIR"] = str(state / "data")
         env["CHOREO_READY_FILE"] = str(state / "choreo.ready")
         env.update(self.overrides)
