@@ -216,6 +216,17 @@ def dev(
     show_default=True,
     help="Order intake of the running system (with --bootstrap).",
 )
+@click.option(
+    "--orders-token",
+    envvar="CHOREO_ORDERS_TOKEN",
+    default=None,
+    help="Bearer token of the order intake, if it asks for one (CHOREO_ORDERS_TOKEN).",
+)
+@click.option(
+    "--observer-url",
+    default=None,
+    help="Saga observer of the running system whose verdicts are checked (with --bootstrap).",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flows.")
 @click.option(
     "--concurrency",
@@ -245,6 +256,8 @@ def demo(
     as_json: bool,
     bootstrap: str | None,
     orders_url: str,
+    orders_token: str | None,
+    observer_url: str | None,
     timeout: float,
     concurrency: int,
     rate: float,
@@ -272,6 +285,8 @@ def demo(
         raise click.UsageError(str(exc)) from None
     started: subprocess.Popen[bytes] | None = None
     urls: dict[str, str] = {}
+    if bootstrap is not None and observer_url is not None:
+        urls["saga-observer"] = observer_url
     if bootstrap is None:
         _reset(data_dir)
         port = free_port()
@@ -332,6 +347,7 @@ def demo(
                         concurrency=concurrency,
                         rate=rate,
                         urls=urls,
+                        orders_token=orders_token,
                     )
                 )
         except ChoreoError as exc:

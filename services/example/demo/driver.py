@@ -31,17 +31,19 @@ async def drive(
     concurrency: int,
     rate: float,
     urls: Mapping[str, str],
+    orders_token: str | None = None,
 ) -> Summary:
     """Place ``count`` orders at ``rate`` per second (0: at once); follow every flow to its end.
 
-    Waits at most ``wait`` for the flows.
+    Waits at most ``wait`` for the flows. ``orders_token`` is the intake's bearer token
+    (``CHOREO_ORDERS_TOKEN`` of the orders service), if it asks for one.
     """
     planned = plan(count, seed)
     tracker = FlowTracker(KafkaSettings(bootstrap=bootstrap))
     began = datetime.now(UTC) - timedelta(seconds=1)  # the observer judges by start time
     await tracker.start(from_end=True)
     try:
-        correlation = await _place(planned, orders_url, concurrency, rate)
+        correlation = await _place(planned, orders_url, concurrency, rate, orders_token)
         await _follow(tracker, planned, correlation, wait)
     finally:
         await tracker.stop()
@@ -85,12 +87,17 @@ async def _observer_counts(
 
 
 async def _place(
-    planned: list[PlannedOrder], orders_url: str, concurrency: int, rate: float
+    planned: list[PlannedOrder],
+    orders_url: str,
+    concurrency: int,
+    rate: float,
+    token: str | None = None,
 ) -> dict[str, str]:
     correlation: dict[str, str] = {}
     gate = asyncio.Semaphore(concurrency)
     began = time.monotonic()
-    async with httpx.AsyncClient(base_url=orders_url, timeout=30) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=orders_url, timeout=30, headers=headers) as client:
 
         async def place(order: PlannedOrder) -> None:
             if rate > 0:

@@ -113,10 +113,13 @@ class FlowTracker:
         except KafkaError as exc:
             await consumer.stop()
             raise broker_unavailable(self._settings, exc, "following the demo's flows") from exc
-        await consumer.topics()  # fetches fresh metadata for every topic
+        # Fresh metadata for every topic. consumer.topics() would fetch it too, but leaves the
+        # consumer's own cache (partitions_for_topic) empty on Apache Kafka, which, unlike the
+        # embedded broker, answers the client's bootstrap metadata request with no topics.
+        cluster = await consumer._client.fetch_all_metadata()
         partitions = []
         for topic in self._topics:
-            found = consumer.partitions_for_topic(topic)
+            found = cluster.partitions_for_topic(topic)
             if not found:
                 await consumer.stop()
                 raise ChoreoError(f"topic {topic!r} does not exist: are the services running?")
