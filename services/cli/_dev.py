@@ -194,6 +194,18 @@ def dev(
     raise SystemExit(asyncio.run(main()))
 
 
+def _demo_extras(*, embedded: bool) -> None:
+    """A usage error naming the extra ``choreo demo`` lacks, if any."""
+    from choreokit.events.extras import MissingExtraError, require_extra
+
+    try:
+        require_extra("example", "choreo demo")
+        if embedded:
+            require_extra("dev", "choreo demo without --bootstrap")
+    except MissingExtraError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @click.command()
 @click.option(
     "--orders",
@@ -273,16 +285,10 @@ def demo(
     prints a summary and stops what it started. Exits 1 if any flow did not
     end the way its injected failure explains, or the observer disagrees.
     """
-    from choreokit.events.extras import MissingExtraError, require_extra
     from choreokit.services.runtime.discovery import EXAMPLE
     from choreokit.services.runtime.embedded_broker import free_port
 
-    try:
-        require_extra("example", "choreo demo")
-        if bootstrap is None:
-            require_extra("dev", "choreo demo without --bootstrap")
-    except MissingExtraError as exc:
-        raise click.UsageError(str(exc)) from None
+    _demo_extras(embedded=bootstrap is None)
     started: subprocess.Popen[bytes] | None = None
     urls: dict[str, str] = {}
     if bootstrap is not None and observer_url is not None:
