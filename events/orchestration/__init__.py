@@ -18,9 +18,9 @@ a choreography::
 See ``docs/orchestration.md``.
 """
 
-from choreokit.events.extras import needs_extra
+from choreokit.events.extras import needs_extra as _needs_extra
 
-with needs_extra("sql", "choreokit.events.orchestration"):
+with _needs_extra("sql", "choreokit.events.orchestration"):
     from choreokit.events.orchestration._orchestration import Orchestration, Outcome
     from choreokit.events.orchestration._steps import Step, StepContext, StepFailedError
     from choreokit.events.orchestration._store import RunStatus

@@ -12,9 +12,9 @@ Both work on SQLite and PostgreSQL through SQLAlchemy's asyncio engine (see
 ``choreokit.services.runtime.database.create_engine``). See ``docs/persistence.md``.
 """
 
-from choreokit.events.extras import needs_extra
+from choreokit.events.extras import needs_extra as _needs_extra
 
-with needs_extra("sql", "choreokit.events.sql"):
+with _needs_extra("sql", "choreokit.events.sql"):
     from choreokit.events.sql._inbox import Inbox, transaction
     from choreokit.events.sql._keys import KeyBindings, bind_key
     from choreokit.events.sql._outbox import Outbox, OutboxRelay

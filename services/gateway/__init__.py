@@ -6,9 +6,9 @@ mode of the CloudEvents HTTP binding) on ``CHOREO_GATEWAY_HOST``:``PORT``
 ``docs/publishing-from-other-systems.md``.
 """
 
-from choreokit.events import needs_extra
+from choreokit.events.extras import needs_extra as _needs_extra
 
-with needs_extra("gateway", "the gateway"):
+with _needs_extra("gateway", "the gateway"):
     from choreokit.services.gateway._keys import (
         ApiKey,
         KeyStore,

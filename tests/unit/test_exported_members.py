@@ -96,7 +96,6 @@ def test_events_exports() -> None:
             "DecodeError",
             "DecodedRecord",
             "Delivery",
-            "Duration",
             "EmbeddedBrokerError",
             "Envelope",
             "Event",
