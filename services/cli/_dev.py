@@ -37,6 +37,31 @@ def _reset(data_dir: Path) -> None:
     (data_dir / MARKER).write_text("state of 'choreo dev': reset at every start\n")
 
 
+def _check_bootstrap(bootstrap: str | None) -> None:
+    from choreokit.services.cli._common import answers_somewhere
+
+    if bootstrap is not None and not answers_somewhere(bootstrap):
+        click.echo(
+            f"error: nothing answers Kafka at {bootstrap}; start it, or leave out --bootstrap "
+            "('choreo dev' then runs the embedded broker)",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
+def _per_service_env(pattern: str | None, services: list[str]) -> dict[str, dict[str, str]]:
+    from choreokit.services.runtime.supervisor import load_service_env
+
+    if pattern is None:
+        return {}
+    if "{service}" not in pattern:
+        raise click.UsageError("--service-env must contain {service}, e.g. 'secrets/{service}.env'")
+    try:
+        return load_service_env(pattern, services)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Embedded broker interface.")
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
@@ -50,15 +75,27 @@ def _reset(data_dir: Path) -> None:
 @click.option("--keep-data", is_flag=True, help="Keep the databases of the previous run.")
 @click.option("--bootstrap", default=None, help="Use this Kafka instead of the embedded broker.")
 @click.option("--only", default=None, help="Comma-separated services to run (default: all).")
+@click.option(
+    "--service-env",
+    default=None,
+    envvar="CHOREO_DEV_SERVICE_ENV",
+    help="Per-service environment files, {service} in the path (e.g. 'secrets/{service}.env'): "
+    "each service's own KEY=VALUE lines (its Kafka principal) on top of the shared environment.",
+)
 def dev(
-    host: str, port: int, data_dir: Path, keep_data: bool, bootstrap: str | None, only: str | None
+    host: str,
+    port: int,
+    data_dir: Path,
+    keep_data: bool,
+    bootstrap: str | None,
+    only: str | None,
+    service_env: str | None,
 ) -> None:
     """Run the embedded broker and every service as its own process, until Ctrl-C.
 
     A service that dies is restarted (and it is said on stderr). Ctrl-C or
     SIGTERM stops every process it started. Logs: DATA_DIR/logs/.
     """
-    from choreokit.services.cli._common import answers_somewhere
     from choreokit.services.runtime.app import service_names
     from choreokit.services.runtime.supervisor import HTTP_SERVICES, Supervisor
 
@@ -69,20 +106,20 @@ def dev(
         raise click.UsageError(
             f"unknown service(s): {', '.join(unknown)} (known: {', '.join(known)})"
         )
-    if bootstrap is not None and not answers_somewhere(bootstrap):
-        click.echo(
-            f"error: nothing answers Kafka at {bootstrap}; start it, or leave out --bootstrap "
-            "('choreo dev' then runs the embedded broker)",
-            err=True,
-        )
-        raise SystemExit(1)
+    _check_bootstrap(bootstrap)
+    per_service = _per_service_env(service_env, chosen)
     if keep_data:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / MARKER).write_text("state of 'choreo dev'\n")
     else:
         _reset(data_dir)
     supervisor = Supervisor(
-        services=chosen, data_dir=data_dir, broker_host=host, broker_port=port, bootstrap=bootstrap
+        services=chosen,
+        data_dir=data_dir,
+        broker_host=host,
+        broker_port=port,
+        bootstrap=bootstrap,
+        service_env=per_service,
     )
 
     async def main() -> int:
