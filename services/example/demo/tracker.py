@@ -113,10 +113,14 @@ class FlowTracker:
         except KafkaError as exc:
             await consumer.stop()
             raise broker_unavailable(self._settings, exc, "following the demo's flows") from exc
-        await consumer.topics()  # fetches fresh metadata for every topic
+        # consumer.topics() fetches every topic's metadata but keeps it to itself: the
+        # consumer's own view (partitions_for_topic) is refreshed for *subscribed* topics
+        # only, so with none it may already be empty (seen on SASL_SSL, where the first
+        # refresh wins the race). Read the partitions from the fresh metadata itself.
+        cluster = await consumer._client.fetch_all_metadata()
         partitions = []
         for topic in self._topics:
-            found = consumer.partitions_for_topic(topic)
+            found = cluster.partitions_for_topic(topic)
             if not found:
                 await consumer.stop()
                 raise ChoreoError(f"topic {topic!r} does not exist: are the services running?")
