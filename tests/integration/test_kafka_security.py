@@ -70,15 +70,14 @@ def acl_rules() -> list[dict[str, str]]:
 
 def apply_acls(cluster: KafkaCluster, rules: list[dict[str, str]]) -> None:
     """Create ``rules`` as the admin (confluent-kafka's admin client), and wait until listed."""
-    from confluent_kafka.admin import (
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.admin._acl import (
         AclBinding,
         AclBindingFilter,
         AclOperation,
         AclPermissionType,
-        AdminClient,
-        ResourcePatternType,
-        ResourceType,
     )
+    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
 
     admin = AdminClient(admin_config(cluster))
     bindings = [
@@ -97,10 +96,10 @@ def apply_acls(cluster: KafkaCluster, rules: list[dict[str, str]]) -> None:
         future.result(timeout=30)
     every = AclBindingFilter(
         ResourceType.ANY,
-        None,
+        None,  # type: ignore[arg-type]  # None matches any name, principal and host
         ResourcePatternType.ANY,
-        None,
-        None,
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
         AclOperation.ANY,
         AclPermissionType.ANY,
     )
@@ -133,7 +132,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
         cluster.close()
 
 
-def admin_config(cluster: KafkaCluster) -> dict[str, str]:
+def admin_config(cluster: KafkaCluster) -> dict[str, str | int | float | bool]:
     """confluent-kafka's configuration of the rig's admin user."""
     assert cluster.security is not None
     assert cluster.tls is not None
