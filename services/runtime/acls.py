@@ -154,7 +154,7 @@ def _gateway_grant(name: str, principal: str, app: object) -> Grant:
 
     assert isinstance(app, GatewayApp)
     settings = app.settings
-    types = default_registry.types()
+    types = list(default_registry.types())
     if settings.keys_file is not None or settings.keys:
         keys = KeyStore.load(file=settings.keys_file, inline=settings.keys).entries()
         types = [t for t in types if any(key.may_publish(t) for key in keys)]
