@@ -38,6 +38,8 @@ from choreokit.services.runtime.kafka_security import (
 )
 from tests.support import wait_until
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[2]
 FAST = {"request_timeout": "5s"}
 """Bad connections fail within seconds, not the default 30."""
