@@ -206,9 +206,9 @@ def brokers_answering(settings: KafkaSettings, timeout: float = 5.0) -> set[int]
     from aiokafka.client import AIOKafkaClient
     from aiokafka.errors import KafkaError
 
-    from choreokit.events._kafka import bootstrap_servers, client_options
+    from choreokit.events import client_options
 
-    host, _, port = bootstrap_servers(settings)[0].rpartition(":")
+    host, _, port = settings.bootstrap.split(",")[0].strip().rpartition(":")
     try:  # nothing listens yet: say so without aiokafka logging a failed connection
         socket.create_connection((host, int(port)), timeout=timeout).close()
     except OSError:

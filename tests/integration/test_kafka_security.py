@@ -23,8 +23,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
-from choreokit.events import KafkaSettings, PublishError, Service
-from choreokit.events._kafka import client_options, ensure_topics
+from choreokit.events import KafkaSettings, PublishError, Service, client_options, ensure_topics
 from choreokit.services.cli._topics import declared_topics
 from choreokit.services.example.contracts.payments import PaymentAuthorized
 from choreokit.services.runtime import free_port
