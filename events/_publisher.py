@@ -8,7 +8,7 @@ from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from choreokit.events._codec import encode_headers, encode_payload
 from choreokit.events._envelope import Envelope
@@ -95,7 +95,10 @@ class Publisher:
         try:
             await future
         except KafkaError as exc:
-            raise PublishError(f"{outbound.envelope.type} was not acknowledged: {exc}") from exc
+            refused = _refused(outbound.topic, exc)
+            raise PublishError(
+                f"{outbound.envelope.type} was not acknowledged: {exc}{refused}"
+            ) from exc
         return outbound.envelope
 
     async def send_raw(
@@ -112,7 +115,9 @@ class Publisher:
                 topic, value=value, key=key, headers=headers
             )
         except KafkaError as exc:
-            raise PublishError(f"cannot send a record to {topic}: {exc}") from exc
+            raise PublishError(
+                f"cannot send a record to {topic}: {exc}{_refused(topic, exc)}"
+            ) from exc
         return future
 
     async def _send_record(self, outbound: Outbound) -> SendFuture:
@@ -126,5 +131,17 @@ class Publisher:
                 else encode_headers(outbound.envelope),
             )
         except KafkaError as exc:
-            raise PublishError(f"cannot send {outbound.envelope.type}: {exc}") from exc
+            raise PublishError(
+                f"cannot send {outbound.envelope.type}: {exc}{_refused(outbound.topic, exc)}"
+            ) from exc
         return future
+
+
+def _refused(topic: str, exc: KafkaError) -> str:
+    """What to do when the broker's ACLs refuse the write (empty for other errors)."""
+    if not isinstance(exc, TopicAuthorizationFailedError):
+        return ""
+    return (
+        f" (the broker refused this principal WRITE on topic {topic!r}: declare the event in "
+        "the service's publishes= and grant what 'choreo topics acls' prints)"
+    )

@@ -60,11 +60,26 @@ def run_async(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 
 
 def answers_somewhere(bootstrap: str) -> bool:
-    """Whether any of the ``host:port`` bootstrap servers answers Kafka's protocol."""
+    """Whether any of the ``host:port`` bootstrap servers answers Kafka's protocol.
+
+    A listener on TLS or SASL (``CHOREO_KAFKA_SECURITY_PROTOCOL`` other than
+    ``PLAINTEXT``) answers nothing before the handshake: accepting the connection
+    counts there, and the clients report a failed handshake themselves.
+    """
+    import os
+    import socket
+
     from choreokit.services.runtime import answers_kafka
 
+    secured = os.environ.get("CHOREO_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper() != "PLAINTEXT"
     for server in bootstrap.split(","):
         host, _, port = server.strip().rpartition(":")
-        if port.isdigit() and answers_kafka(host.strip("[]") or "127.0.0.1", int(port)):
+        if not port.isdigit():
+            continue
+        address = (host.strip("[]") or "127.0.0.1", int(port))
+        if not secured and answers_kafka(*address):
             return True
+        if secured:
+            with contextlib.suppress(OSError), socket.create_connection(address, timeout=1.0):
+                return True
     return False

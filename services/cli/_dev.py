@@ -96,6 +96,31 @@ def _checked_services(only: str | None, *, example: bool | None) -> list[str]:
     return list(chosen)
 
 
+def _check_bootstrap(bootstrap: str | None) -> None:
+    from choreokit.services.cli._common import answers_somewhere
+
+    if bootstrap is not None and not answers_somewhere(bootstrap):
+        click.echo(
+            f"error: nothing answers Kafka at {bootstrap}; start it, or leave out --bootstrap "
+            "('choreo dev' then runs the embedded broker)",
+            err=True,
+        )
+        raise SystemExit(1)
+
+
+def _per_service_env(pattern: str | None, services: list[str]) -> dict[str, dict[str, str]]:
+    from choreokit.services.runtime.supervisor import load_service_env
+
+    if pattern is None:
+        return {}
+    if "{service}" not in pattern:
+        raise click.UsageError("--service-env must contain {service}, e.g. 'secrets/{service}.env'")
+    try:
+        return load_service_env(pattern, services)
+    except FileNotFoundError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Embedded broker interface.")
 @click.option("--port", default=9092, show_default=True, type=click.IntRange(1, 65535))
@@ -115,6 +140,13 @@ def _checked_services(only: str | None, *, example: bool | None) -> list[str]:
     help="Run the example domain (orders, inventory, payments, shipping) too, or never "
     "[default: only when the project declares no services].",
 )
+@click.option(
+    "--service-env",
+    default=None,
+    envvar="CHOREO_DEV_SERVICE_ENV",
+    help="Per-service environment files, {service} in the path (e.g. 'secrets/{service}.env'): "
+    "each service's own KEY=VALUE lines (its Kafka principal) on top of the shared environment.",
+)
 def dev(
     host: str,
     port: int,
@@ -123,6 +155,7 @@ def dev(
     bootstrap: str | None,
     only: str | None,
     example: bool | None,
+    service_env: str | None,
 ) -> None:
     """Run the embedded broker and every service as its own process, until Ctrl-C.
 
@@ -135,24 +168,23 @@ def dev(
     A service that dies is restarted (and it is said on stderr). Ctrl-C or
     SIGTERM stops every process it started. Logs: DATA_DIR/logs/.
     """
-    from choreokit.services.cli._common import answers_somewhere
     from choreokit.services.runtime.supervisor import HTTP_SERVICES, Supervisor
 
     chosen = _checked_services(only, example=example)
-    if bootstrap is not None and not answers_somewhere(bootstrap):
-        click.echo(
-            f"error: nothing answers Kafka at {bootstrap}; start it, or leave out --bootstrap "
-            "('choreo dev' then runs the embedded broker)",
-            err=True,
-        )
-        raise SystemExit(1)
+    _check_bootstrap(bootstrap)
+    per_service = _per_service_env(service_env, chosen)
     if keep_data:
         data_dir.mkdir(parents=True, exist_ok=True)
         (data_dir / MARKER).write_text("state of 'choreo dev'\n")
     else:
         _reset(data_dir)
     supervisor = Supervisor(
-        services=chosen, data_dir=data_dir, broker_host=host, broker_port=port, bootstrap=bootstrap
+        services=chosen,
+        data_dir=data_dir,
+        broker_host=host,
+        broker_port=port,
+        bootstrap=bootstrap,
+        service_env=per_service,
     )
 
     async def main() -> int:

@@ -46,3 +46,69 @@ def create(bootstrap: str) -> None:
 
     run_async(go)
     click.echo(f"{len(wanted)} topics present")
+
+
+@topics.command(
+    epilog="""\b
+Example (every service's principal named like its SCRAM user, applied as an admin):
+  choreo topics acls --bootstrap kafka:9093 --command-config /etc/kafka/admin.properties > acls.sh
+  sh acls.sh
+  choreo topics acls --json --principal 'User:prod-{service}'
+"""
+)
+@bootstrap_option
+@click.option(
+    "--principal",
+    default="User:{service}",
+    show_default=True,
+    help="Principal of each service; {service} is replaced by the service's name.",
+)
+@click.option(
+    "--command-config",
+    default="admin.properties",
+    show_default=True,
+    help="The admin's client properties file the printed kafka-acls commands pass.",
+)
+@click.option(
+    "--service",
+    "only",
+    multiple=True,
+    help="Only this service (repeatable; default: every installed service).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the ACL rules as a JSON list.")
+def acls(
+    bootstrap: str, principal: str, command_config: str, only: tuple[str, ...], as_json: bool
+) -> None:
+    """Print the ACLs the services need: least privilege per service principal.
+
+    Each service may READ the topics it consumes and its consumer group, and
+    WRITE (and DESCRIBE) only the topics of the events it declares in
+    publishes= and the .dlq topics of what it consumes; the saga observer
+    reads every topic it observes; the gateway writes the topics of the
+    types its API keys (CHOREO_GATEWAY_KEYS, _KEYS_FILE) may publish. The
+    output is kafka-acls commands to run as an admin, or JSON with --json.
+    """
+    import json
+
+    from choreokit.events import ChoreoError
+    from choreokit.services.runtime.acls import deployment_grants
+
+    if "{service}" not in principal:
+        raise click.UsageError("--principal must contain {service}, e.g. 'User:{service}'")
+    try:
+        grants = deployment_grants(list(only) or None, principal)
+    except ChoreoError as exc:
+        click.echo(f"error: {exc}", err=True)
+        raise SystemExit(2) from None
+    if as_json:
+        rules = [rule.as_dict() for grant in grants for rule in grant.acls()]
+        click.echo(json.dumps(rules, indent=2))
+        return
+    click.echo(
+        "#!/bin/sh\n# ACLs of the choreokit services ('choreo topics acls'); run as an admin."
+    )
+    click.echo("set -e")
+    for grant in grants:
+        click.echo(f"# {grant.service}")
+        for line in grant.commands(bootstrap, command_config):
+            click.echo(line)

@@ -254,6 +254,10 @@ class KeyStore:
         """The configured key ids, sorted."""
         return tuple(sorted(self._keys))
 
+    def entries(self) -> tuple[ApiKey, ...]:
+        """The configured keys, by id (``choreo topics acls`` grants the topics they may write)."""
+        return tuple(self._keys[key_id] for key_id in sorted(self._keys))
+
     def authenticate(self, token: str) -> ApiKey | None:
         """Return the key whose token this is, or ``None``."""
         if len(token) > _MAX_TOKEN or not token.startswith(TOKEN_PREFIX):

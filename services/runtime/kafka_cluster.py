@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, TYPE_CHECKING, Self
 
 from aiokafka.protocol.metadata import MetadataRequest_v5
 
@@ -34,6 +34,18 @@ from choreokit.services.runtime.kafka_artifacts import (
     KafkaRigError,
     resolve_artifacts,
 )
+from choreokit.services.runtime.kafka_security import (
+    RigSecurity,
+    RigTls,
+    brokers_answering,
+    client_settings,
+    make_certificates,
+    scram_arguments,
+    server_properties,
+)
+
+if TYPE_CHECKING:
+    from choreokit.events import KafkaSettings
 
 CLUSTER_SIZES = (1, 3)
 """How many nodes a rig may have: one, or three controller voters."""
@@ -157,14 +169,22 @@ class KafkaNode:
             *args,
         ]
 
-    def format(self, cluster_id: str) -> None:
+    def format(self, cluster_id: str, extra: list[str] | None = None) -> None:
         """Format the node's KRaft storage (once, before its first start).
+
+        ``extra`` are more arguments of the storage tool (``--add-scram ...``).
 
         Raises:
             KafkaRigError: The storage tool failed.
         """
         command = self.java_command(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.properties)
+            "kafka.tools.StorageTool",
+            "format",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.properties),
+            *(extra or []),
         )
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
@@ -292,9 +312,11 @@ class KafkaCluster:
         heap: ``-Xmx`` of each node.
         artifacts: Java and the classpath; resolved (and cached) if omitted.
         properties: Extra ``server.properties`` entries for every node.
+        security: Run the (one) node on SASL_SSL with SCRAM users and ACLs enforced
+            (:mod:`choreokit.services.runtime.kafka_security`); plaintext if omitted.
 
     Raises:
-        KafkaRigError: ``nodes`` is not 1 or 3.
+        KafkaRigError: ``nodes`` is not 1 or 3, or ``security`` is asked of three nodes.
     """
 
     def __init__(
@@ -307,9 +329,15 @@ class KafkaCluster:
         heap: str = HEAP,
         artifacts: KafkaArtifacts | None = None,
         properties: dict[str, str] | None = None,
+        security: RigSecurity | None = None,
     ) -> None:
         if nodes not in CLUSTER_SIZES:
             raise KafkaRigError(f"a Kafka rig has 1 or 3 nodes, not {nodes}")
+        if security is not None and nodes != 1:
+            raise KafkaRigError("a secure Kafka rig (security=...) has one node; drop security")
+        self.security = security
+        self.tls: RigTls | None = None
+        """The run's CA and broker certificate (secure rigs, once started)."""
         self.host = host
         self.size = nodes
         self._first_port = port
@@ -345,12 +373,16 @@ class KafkaCluster:
         self._artifacts = artifacts
         self.nodes = self._plan(artifacts)
         voters = ",".join(f"{n.node_id}@{n.host}:{n.controller_port}" for n in self.nodes)
+        scram: list[str] = []
+        if self.security is not None:
+            self.tls = make_certificates(self.directory / "tls", self.host)
+            scram = scram_arguments(self.security)
         for node in self.nodes:
             node.directory.mkdir(parents=True, exist_ok=True)
             (node.directory / "log4j2.properties").write_text(_LOG4J2)
             node.properties.write_text(self._server_properties(node, voters))
         with ThreadPoolExecutor(len(self.nodes)) as pool:
-            list(pool.map(lambda n: n.format(self.cluster_id), self.nodes))
+            list(pool.map(lambda n: n.format(self.cluster_id, scram), self.nodes))
         try:
             for node in self.nodes:
                 node.launch()
@@ -371,9 +403,7 @@ class KafkaCluster:
             for node in self.nodes:
                 node.check_alive()
             want = {node.node_id for node in running}
-            if running and all(
-                brokers_in_metadata(node.host, node.port) == want for node in running
-            ):
+            if running and all(self._brokers_seen_by(node) == want for node in running):
                 return
             if time.monotonic() > deadline:
                 tails = "\n".join(
@@ -398,6 +428,27 @@ class KafkaCluster:
         for node in nodes or [n for n in self.nodes if not n.running]:
             node.launch()
         self.wait_ready(timeout)
+
+    def settings(self, user: str | None = None, **overrides: object) -> KafkaSettings:
+        """Client settings for this rig: plaintext, or ``user``'s SASL_SSL (default: the admin).
+
+        Raises:
+            KafkaRigError: The rig is not started, or ``user`` is not one of its users.
+        """
+        from choreokit.events import KafkaSettings
+
+        if not self.nodes:
+            raise KafkaRigError("start the rig first")
+        if self.security is None:
+            return KafkaSettings.model_validate({"bootstrap": self.bootstrap, **overrides})
+        assert self.tls is not None
+        values = {"bootstrap": self.bootstrap, **overrides}
+        return client_settings(self.security, self.tls, user or self.security.admin, **values)
+
+    def _brokers_seen_by(self, node: KafkaNode) -> set[int] | None:
+        if self.security is None:
+            return brokers_in_metadata(node.host, node.port)
+        return brokers_answering(self.settings(bootstrap=node.bootstrap))
 
     def stop(self) -> None:
         """Stop every node (SIGTERM in parallel); their data stays in :attr:`directory`."""
@@ -475,6 +526,17 @@ class KafkaCluster:
             "background.threads": "2",
             "auto.create.topics.enable": "true",
         }
+        if self.security is not None:
+            assert self.tls is not None
+            entries.update(
+                server_properties(
+                    self.security,
+                    self.tls,
+                    host=node.host,
+                    port=node.port,
+                    controller_port=node.controller_port,
+                )
+            )
         entries.update(self._extra)
         return "".join(f"{key}={value}\n" for key, value in entries.items())
 

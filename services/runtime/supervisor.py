@@ -73,6 +73,8 @@ class Supervisor:
         broker_port: Its port.
         bootstrap: Use this Kafka instead of starting the embedded broker.
         env: Extra environment for every child.
+        service_env: Extra environment of one child, by service name, on top of ``env``
+            (its own Kafka principal: ``CHOREO_KAFKA_SASL_USERNAME``, ``_PASSWORD``).
     """
 
     services: Sequence[str]
@@ -81,6 +83,7 @@ class Supervisor:
     broker_port: int = 9092
     bootstrap: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    service_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     children: dict[str, Child] = field(default_factory=dict)
     _broker: EmbeddedBroker | None = None
     _stopping: bool = False
@@ -224,7 +227,7 @@ class Supervisor:
         self._write_state(ready=False)
 
     def _child_env(self, name: str) -> dict[str, str]:
-        env = {**os.environ, **self.env}
+        env = {**os.environ, **self.env, **self.service_env.get(name, {})}
         env["CHOREO_KAFKA_BOOTSTRAP"] = self.kafka
         env[DATA_DIR_ENV] = str(self.data_dir.resolve())
         env[READY_FILE_ENV] = str(self._ready_file(name).resolve())
@@ -261,6 +264,26 @@ class Supervisor:
         temporary = path.with_suffix(".tmp")
         temporary.write_text(json.dumps(state, indent=2))
         temporary.replace(path)
+
+
+def load_service_env(pattern: str, services: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Each service's environment file (``KEY=VALUE`` lines), ``{service}`` in ``pattern``.
+
+    Raises:
+        FileNotFoundError: A service has no file, naming the one expected.
+    """
+    from dotenv import dotenv_values
+
+    out: dict[str, dict[str, str]] = {}
+    for name in services:
+        path = Path(pattern.replace("{service}", name))
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"no environment file {path} for service {name} (--service-env {pattern}): "
+                "create it, e.g. with CHOREO_KAFKA_SASL_USERNAME and CHOREO_KAFKA_SASL_PASSWORD"
+            )
+        out[name] = {k: v for k, v in dotenv_values(path).items() if v is not None}
+    return out
 
 
 def read_state(data_dir: Path) -> dict[str, object] | None:

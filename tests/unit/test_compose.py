@@ -8,6 +8,7 @@ read, the images and commands agree, and nothing stops `--scale`.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from choreokit.services.runtime.environment import is_read_by, variables_read_by
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
-INFRASTRUCTURE = {"kafka", "postgres", "jaeger", "topics"}
+INFRASTRUCTURE = {"kafka", "postgres", "jaeger", "topics", "acls"}
 SCALABLE = {"orders", "inventory", "payments", "shipping"}
 SHARED: dict[str, Any] = COMPOSE["x-environment"]
 with pytest.MonkeyPatch.context() as patch:
@@ -70,7 +71,7 @@ def test_services_share_one_image_and_wait_for_what_they_need(name: str) -> None
     needs = service["depends_on"]
     assert needs["kafka"]["condition"] == "service_healthy"
     assert needs["postgres"]["condition"] == "service_healthy"
-    assert needs["topics"]["condition"] == "service_completed_successfully"
+    assert needs["acls"]["condition"] == "service_completed_successfully"
     assert environment(name)["CHOREO_KAFKA_BOOTSTRAP"] == "kafka:9092"
     assert environment(name)["CHOREO_PROFILE"] == "production"
 
@@ -94,14 +95,74 @@ def test_traces_go_to_the_jaeger_container() -> None:
     assert "4317" in {str(p).split(":")[-1] for p in SERVICES["jaeger"]["ports"]}
 
 
-def test_topics_are_created_from_the_declared_events_before_services_start() -> None:
+def test_topics_and_acls_are_made_from_the_declared_services_before_services_start() -> None:
     topics = SERVICES["topics"]
-    assert topics["command"] == ["topics", "create"]
+    script = " ".join(topics["command"])
+    assert topics["entrypoint"] == ["sh", "-c"]
+    assert script.startswith("choreo topics create && choreo topics acls ")
+    assert "--command-config /tmp/admin.properties" in script
+    written = script.rsplit("> ", 1)[1].strip()
+    volume, _, mounted = next(v for v in topics["volumes"] if v.startswith("acls:")).partition(":")
+    assert written.startswith(mounted + "/")
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
     assert environment("topics")["CHOREO_KAFKA_BOOTSTRAP"] == "kafka:9092"
-    kafka = environment("kafka")
-    assert kafka["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
-    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"  # KRaft, no ZooKeeper
+    assert environment("topics")["CHOREO_KAFKA_SASL_USERNAME"] == "admin"  # the super user
+    assert topics["env_file"] == "deploy/secrets/admin.env"
+    acls = SERVICES["acls"]
+    assert acls["image"] == SERVICES["kafka"]["image"]  # it has kafka-acls.sh
+    assert acls["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    assert f"{volume}:/acls:ro" in acls["volumes"]
+    applier = (ROOT / "deploy/kafka/secure/apply-acls.sh").read_text()
+    assert f"/acls/{Path(written).name}" in applier
+    assert "> /tmp/admin.properties" in applier
+    kafka = server_properties()
+    assert kafka["auto.create.topics.enable"] == "false"
+    assert kafka["process.roles"] == "broker,controller"  # KRaft, no ZooKeeper
+
+
+def server_properties() -> dict[str, str]:
+    text = (ROOT / "deploy/kafka/secure/server.properties").read_text()
+    pairs = [line.split("=", 1) for line in text.splitlines() if line and not line.startswith("#")]
+    return dict(pairs)
+
+
+@pytest.mark.parametrize("name", service_names())
+def test_every_service_is_its_own_principal_on_sasl_ssl(name: str) -> None:
+    """Each service: SASL_SSL, SCRAM-SHA-512, user = its name, the CA from a compose secret,
+    its password from its own env file (never inline)."""
+    env = environment(name)
+    assert env["CHOREO_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["CHOREO_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+    assert env["CHOREO_KAFKA_SASL_USERNAME"] == name
+    assert "CHOREO_KAFKA_SASL_PASSWORD" not in env
+    assert SERVICES[name]["env_file"] == f"deploy/secrets/{name}.env"
+    assert "kafka-ca" in SERVICES[name]["secrets"]
+    assert env["CHOREO_KAFKA_SSL_CAFILE"] == "/run/secrets/kafka-ca"
+    assert COMPOSE["secrets"]["kafka-ca"]["file"] == "./deploy/secrets/ca.pem"
+
+
+def test_the_secrets_script_makes_every_file_compose_reads(tmp_path: Path) -> None:
+    """scripts/compose-secrets writes each env file (a password only), the CA and a broker
+    certificate for the name the clients connect to (kafka), signed by that CA."""
+    out = tmp_path / "secrets"
+    subprocess.run(["sh", str(ROOT / "scripts/compose-secrets"), str(out)], check=True, timeout=60)
+    for name in [*service_names(), "topics"]:
+        env_file = out / Path(SERVICES[name]["env_file"]).name
+        lines = env_file.read_text().splitlines()
+        assert len(lines) == 1
+        assert re.fullmatch(r"CHOREO_KAFKA_SASL_PASSWORD=[0-9a-f]{48}", lines[0])
+    passwords = {p.read_text() for p in out.glob("*.env")}
+    assert len(passwords) == len(service_names()) + 1  # every principal its own
+    certificate = tmp_path / "kafka.crt"
+    keystore = (out / "kafka-keystore.pem").read_text()
+    assert "PRIVATE KEY" in keystore
+    certificate.write_text(keystore[keystore.index("-----BEGIN CERTIFICATE-----") :])
+    verified = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(out / "ca.pem"), "-verify_hostname", "kafka",
+         str(certificate)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert verified.returncode == 0, verified.stderr
 
 
 def test_nothing_stops_scaling_out() -> None:
@@ -138,25 +199,39 @@ def test_compose_runs_the_kafka_version_the_rig_tests() -> None:
 
 def test_compose_kafka_has_the_settings_the_rig_relies_on() -> None:
     """KRaft with combined roles, a controller listener of its own, advertised to the
-    containers, and replication settings that one node can satisfy (the rig's one-node
-    values; its three-node cluster uses 3 and min ISR 2)."""
-    kafka = environment("kafka")
-    assert kafka["KAFKA_PROCESS_ROLES"] == "broker,controller"
-    node_id = kafka["KAFKA_NODE_ID"]
-    assert kafka["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node_id}@kafka:9093"
-    assert kafka["KAFKA_CONTROLLER_LISTENER_NAMES"] == "CONTROLLER"
-    assert set(kafka["KAFKA_LISTENERS"].split(",")) == {"PLAINTEXT://:9092", "CONTROLLER://:9093"}
-    assert kafka["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
-    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
-    assert protocols == {"CONTROLLER": "PLAINTEXT", "PLAINTEXT": "PLAINTEXT"}
-    for variable in (
-        "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR",
-        "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR",
-        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR",
-        "KAFKA_DEFAULT_REPLICATION_FACTOR",
-        "KAFKA_MIN_INSYNC_REPLICAS",
+    containers, the secure rig's security settings (kafka_security.py) but for the paths and
+    the JAAS entries start.sh adds, and replication settings one node can satisfy."""
+    from choreokit.services.runtime.kafka_security import RigSecurity, RigTls
+    from choreokit.services.runtime.kafka_security import server_properties as rig_properties
+
+    kafka = server_properties()
+    assert SERVICES["kafka"]["entrypoint"] == ["/etc/kafka/secure/start.sh"]
+    rig = rig_properties(
+        RigSecurity(), RigTls(Path("/x")), host="127.0.0.1", port=1, controller_port=2
+    )
+    for key, value in rig.items():
+        if key.endswith(".jaas.config"):
+            assert key not in kafka, f"{key} holds a password: start.sh adds it"
+            assert key in (ROOT / "deploy/kafka/secure/start.sh").read_text()
+        elif key.endswith(".location"):
+            assert kafka[key].startswith("/etc/kafka/secrets/")
+        elif "listeners" not in key:
+            assert kafka[key] == value, key
+    assert kafka["listeners"] == "SASL_SSL://:9092,CONTROLLER://:9093"
+    assert kafka["advertised.listeners"] == "SASL_SSL://kafka:9092"
+    assert kafka["controller.quorum.voters"] == f"{kafka['node.id']}@kafka:9093"
+    assert kafka["controller.listener.names"] == "CONTROLLER"
+    for key in (
+        "offsets.topic.replication.factor",
+        "transaction.state.log.replication.factor",
+        "transaction.state.log.min.isr",
+        "default.replication.factor",
+        "min.insync.replicas",
     ):
-        assert kafka[variable] == "1", f"{variable}: one node can only hold one replica"
-    assert kafka["KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS"] == "0"
+        assert kafka[key] == "1", f"{key}: one node can only hold one replica"
+    assert kafka["group.initial.rebalance.delay.ms"] == "0"
     for name in service_names():
         assert environment(name)["CHOREO_KAFKA_TOPIC_REPLICATION"] == "1"
+    healthcheck = " ".join(SERVICES["kafka"]["healthcheck"]["test"])
+    assert "--command-config /tmp/admin.properties" in healthcheck
+    assert "> /tmp/admin.properties" in (ROOT / "deploy/kafka/secure/start.sh").read_text()
