@@ -91,7 +91,7 @@ def acls(
     import json
 
     from choreokit.events import ChoreoError
-    from choreokit.services.runtime.acls import deployment_grants
+    from choreokit.services.cli._acls import deployment_grants
 
     if "{service}" not in principal:
         raise click.UsageError("--principal must contain {service}, e.g. 'User:{service}'")

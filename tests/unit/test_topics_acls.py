@@ -10,11 +10,17 @@ import pytest
 from click.testing import CliRunner
 
 from choreokit.services.cli import cli
+from choreokit.services.cli._acls import deployment_grants
 from choreokit.services.gateway import mint_key
 from choreokit.services.gateway._keys import entry_document
-from choreokit.services.runtime.acls import deployment_grants
 from choreokit.services.runtime.app import service_names
 from choreokit.services.runtime.supervisor import Supervisor, load_service_env
+
+
+@pytest.fixture(autouse=True)
+def example(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The example domain's services are the deployment these tests derive ACLs for."""
+    monkeypatch.setenv("CHOREO_EXAMPLE", "1")
 
 
 def grants() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]]:
