@@ -129,6 +129,23 @@ class PublishError(ChoreoError):
     retriable = True
 
 
+class PublishRejectedError(PublishError):
+    """The broker refused a record for good (too large, no such topic, not authorised).
+
+    Sending it again unchanged fails the same way, so the consumer dead-letters
+    the record that caused the send at once instead of retrying it.
+    """
+
+    retriable = False
+
+
+def publish_error(message: str, cause: BaseException) -> PublishError:
+    """Return the error of a failed send, keeping the cause's own ``retriable`` flag."""
+    if getattr(cause, "retriable", True):
+        return PublishError(message)
+    return PublishRejectedError(message)
+
+
 class BrokerUnavailableError(ChoreoError):
     """The Kafka cluster cannot be reached."""
 

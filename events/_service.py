@@ -17,8 +17,9 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
-from choreokit.events._dead_letter import dead_letter_topic
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher, UnknownTypePolicy
+from choreokit.events._dead_letter import AUDIT_TOPIC, dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._handling import HandlerSpec, current_context
@@ -103,6 +104,8 @@ class Service:
         self._publisher: Publisher | None = None
         self._broker: KafkaBroker | None = None
         self._batch_lock = asyncio.Lock()
+        self._processor: BatchProcessor | None = None
+        self._consumer: Callable[[], Any] = lambda: None
 
     # -- declaration -----------------------------------------------------------------------
 
@@ -210,7 +213,13 @@ class Service:
         topics = self.topics
         published = {model.event_info().topic for model in self._publishes}
         await ensure_topics(
-            settings, [*topics, *(dead_letter_topic(t) for t in topics), *published]
+            settings,
+            [
+                *topics,
+                *(dead_letter_topic(t) for t in topics),
+                *published,
+                *([AUDIT_TOPIC] if topics else []),
+            ],
         )
         self._producer = await start_producer(settings, client_id=self.name)
         self._publisher = Publisher(
@@ -239,7 +248,14 @@ class Service:
             unknown_types=self._unknown_types,
             stats=self.stats,
         )
-        processor = BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+        processor = BatchProcessor(
+            dispatcher,
+            concurrent_partitions=self._concurrent,
+            poll_budget=settings.max_poll_interval.total_seconds() / 2,
+            max_parked=settings.max_parked,
+        )
+        self._processor = processor
+        self._consumer = lambda: subscriber.consumer
         broker = KafkaBroker(
             client_id=self.name,
             consumer_only=True,
@@ -257,7 +273,7 @@ class Service:
             max_records=settings.max_batch,
             batch_timeout_ms=millis(settings.timing("poll_timeout")),
             ack_policy=AckPolicy.MANUAL,
-            listener=_FinishBatchOnRevoke(self._batch_lock),
+            listener=_FinishBatchOnRevoke(self._batch_lock, processor, lambda: subscriber.consumer),
             parser=_parse_batch,
             decoder=_raw_batch,
             **options,
@@ -288,8 +304,14 @@ class Service:
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""
-        broker, producer = self._broker, self._producer
+        broker, producer, processor = self._broker, self._producer, self._processor
         self._broker = self._producer = self._publisher = None
+        self._processor = None
+        if broker is not None and processor is not None:
+            consumer = self._consumer()
+            if consumer is not None:
+                async with self._batch_lock:
+                    await processor.close(consumer)
         if broker is not None:
             await broker.stop()
         if producer is not None:
@@ -317,14 +339,25 @@ class Service:
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move to another member, let the batch in hand finish and commit."""
+    """Before partitions move away: finish the batch in hand, stop their lanes, commit.
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    The retry lanes of the revoked partitions are stopped; their records were not
+    committed, so the next owner reads them again.
+    """
+
+    def __init__(
+        self, lock: asyncio.Lock, processor: BatchProcessor, consumer: Callable[[], Any]
+    ) -> None:
         self._lock = lock
+        self._processor = processor
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self._lock:
             logger.info("partitions revoked: %s", _names(revoked))
+            consumer = self._consumer()
+            if consumer is not None and revoked:
+                await self._processor.revoke(revoked, consumer)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         logger.info("partitions assigned: %s", _names(assigned))
