@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -239,8 +240,9 @@ def replay(
 ) -> None:
     r"""Replay dead letters to the one consumer group that failed on them.
 
-    Select by IDs, or by filters (a failure group: --fingerprint), or --all.
-    Exits 1 if any replay was not sent or, with --wait, failed again.
+    Select by IDs, or by filters (a failure group: --fingerprint), or --all;
+    filters pick dead letters still dead or failed again (--status or --force
+    to widen). Exits 1 if any replay was not sent or, with --wait, failed again.
 
     \b
     Examples:
@@ -253,6 +255,9 @@ def replay(
     payload = _read_data(data) if data is not None else None
     if not ids and not everything and not _selective(where):
         raise click.UsageError("give dead-letter IDs, filters (e.g. --fingerprint), or --all")
+    if not ids and not where.statuses and not force:
+        # A filter picks what still needs a replay; replayed ones are in flight already.
+        where = replace(where, statuses=frozenset({Status.DEAD, Status.FAILED}))
 
     async def act() -> list[ReplayResult] | list[DeadLetter]:
         from choreokit.events import default_registry

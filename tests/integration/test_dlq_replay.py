@@ -12,6 +12,7 @@ from typing import Any
 
 from choreokit.events import HandlerContext, KafkaSettings, PermanentError, RetryPolicy, Service
 from choreokit.events.dlq import DeadLetterFilter, DeadLetterStore
+from choreokit.services.saga_observer.access import DEV_TOKEN_FILE
 from tests import observer_fixtures
 from tests.integration.dlq_events import ItemAdded, ItemSeen
 from tests.observer_fixtures import CHOREO, ROOT, running_observer
@@ -93,24 +94,25 @@ async def test_dlq_replay_completes_flows_for_the_failed_group_only(
         producer,
     ):
         flows = {}
-        for n, label in ((1, "ok"), (2, "ok"), (3, "bad"), (4, "bad")):
+        for n, label in ((1, "ok"), (2, "ok"), (3, "bad"), (4, "bad"), (5, "ok")):
             envelope = await producer.publish(ItemAdded(n=n, label=label))
             flows[n] = envelope.correlation_id
-        await wait_for(lambda: fragile.stats.dead_lettered == 4, what="4 dead letters")
-        await wait_for(lambda: sum(bystander_saw.values()) == 4, what="the bystander")
+        await wait_for(lambda: fragile.stats.dead_lettered == 5, what="5 dead letters")
+        await wait_for(lambda: sum(bystander_saw.values()) == 5, what="the bystander")
         await observer.wait(
-            "4 dead letters in the observer",
-            lambda body: body["total"] == 4,
+            "5 dead letters in the observer",
+            lambda body: body["total"] == 5,
             path="/api/dead-letters?status=dead",
         )
 
-        listed = lines(await choreo(kafka, "dlq", "list", "--group", fragile.name, "--json"))
-        by_n = {_n(d, flows): d for d in listed}
-        assert sorted(by_n) == [1, 2, 3, 4]
+        everyone = lines(await choreo(kafka, "dlq", "list", "--group", fragile.name, "--json"))
+        by_n = {_n(d, flows): d for d in everyone}
+        assert sorted(by_n) == [1, 2, 3, 4, 5]
+        listed = [d for d in everyone if _n(d, flows) != 5]
         assert {d["status"] for d in listed} == {"dead"}
         assert by_n[1]["error_type"] == "RuntimeError"
         groups = lines(await choreo(kafka, "dlq", "groups", "--json"))
-        assert sorted(g["count"] for g in groups) == [2, 2], groups
+        assert sorted(g["count"] for g in groups) == [2, 3], groups
         [runtime_group] = [g for g in groups if g["error_type"] == "RuntimeError"]
         assert runtime_group["message"] == "no stock record for item <n>"
         assert runtime_group["frame"].endswith(":see")
@@ -125,8 +127,28 @@ async def test_dlq_replay_completes_flows_for_the_failed_group_only(
         )
         assert refused == ""
 
-        # The consuming service is "upgraded"; the whole failure group is replayed.
+        # The consuming service is "upgraded". The observer replays one dead letter (for an
+        # operator only, audited), then the CLI the rest of its failure group.
         upgraded = True
+        # The observer replays too, for an operator only, and audits who asked.
+        letter5 = by_n[5]
+        topic, partition, offset = letter5["id"].rsplit("/", 2)
+        path = f"/api/dead-letters/{topic}/{partition}/{offset}/replay"
+        assert (await observer.client.post(path, json={})).status_code == 401
+        token = (tmp_path / DEV_TOKEN_FILE).read_text().strip()
+        answer = await observer.client.post(
+            path, json={}, headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["group"] == fragile.name
+        assert answer.json()["operator"] == "developer"
+
+        await observer.wait(
+            "the observer's replay handled",
+            lambda body: body["total"] == 1,
+            path="/api/dead-letters?status=resolved",
+        )
+
         replayed = lines(
             await choreo(
                 kafka,
@@ -160,7 +182,7 @@ async def test_dlq_replay_completes_flows_for_the_failed_group_only(
         purged = await choreo(kafka, "dlq", "purge", by_n[4]["id"], "--reason", "test data")
         assert "purged 1" in purged
 
-        for n in (1, 2, 3):
+        for n in (1, 2, 3, 5):
             detail = await observer.wait(
                 f"flow {n} completed",
                 lambda body: body["status"] == "completed" and body["dead_letters"] == 0,
@@ -175,17 +197,23 @@ async def test_dlq_replay_completes_flows_for_the_failed_group_only(
         assert still == [], still
 
         after = lines(await choreo(kafka, "dlq", "list", "--json"))
-        assert sorted(d["status"] for d in after) == ["resolved"] * 3
+        assert sorted(d["status"] for d in after) == ["resolved"] * 4
         everything = lines(await choreo(kafka, "dlq", "list", "--include-purged", "--json"))
-        assert len(everything) == 4
+        assert len(everything) == 5
         [gone] = [d for d in everything if d["status"] == "purged"]
         assert gone["purged_by"] == "test-operator: test data"
         again = await choreo(kafka, "dlq", "replay", by_n[1]["id"], expect=2)
         assert again == ""
         # The bystander, on the same topic, never saw a second copy: it skipped the replays.
-        assert bystander_saw == Counter({1: 1, 2: 1, 3: 1, 4: 1})
-        assert bystander.stats.replays_skipped == 3
-        assert fragile.stats.replays_handled == 3
+        assert bystander_saw == Counter({1: 1, 2: 1, 3: 1, 4: 1, 5: 1})
+        assert bystander.stats.replays_skipped == 4
+        assert fragile.stats.replays_handled == 4
+        audit = await observer.client.get(
+            "/api/audit", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert [(e["action"], e["target"], e["result"]) for e in audit.json()["items"]] == [
+            ("dlq.replay", letter5["id"], "sent")
+        ]
 
     async with DeadLetterStore(kafka) as store:
         [audited] = await store.read(DeadLetterFilter(correlation_id=flows[3]))
