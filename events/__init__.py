@@ -26,6 +26,7 @@ from choreokit.events._codec import (
     to_structured,
 )
 from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
+from choreokit.events._consumer_metrics import ConsumerMetrics
 from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import (
@@ -40,6 +41,7 @@ from choreokit.events._errors import (
     MissingUpcasterError,
     PermanentError,
     PublishError,
+    PublishRejectedError,
     SchemaError,
     UnknownEventTypeError,
     UnknownEventVersionError,
@@ -68,6 +70,7 @@ __all__ = [
     "BrokerUnavailableError",
     "ChoreoError",
     "ConfigurationError",
+    "ConsumerMetrics",
     "ConsumerStats",
     "DecodeError",
     "DecodedRecord",
@@ -89,6 +92,7 @@ __all__ = [
     "PermanentError",
     "Profile",
     "PublishError",
+    "PublishRejectedError",
     "Publisher",
     "RecordInfo",
     "Registry",

@@ -61,6 +61,8 @@ class _Partition:
     """Offsets taken and not yet committed, in order; ``True`` once done."""
     lanes: dict[bytes | None, _KeyLane] = field(default_factory=dict)
     committed: int | None = None
+    held_at: int | None = None
+    """Where the partition was last rewound to without taking the record (budget, bound)."""
     paused: bool = False
     rewind_to: int | None = None
 
@@ -118,6 +120,25 @@ class BatchProcessor:
         """Records held in retry lanes, over every partition."""
         return sum(p.parked() for p in self._partitions.values())
 
+    def lag(self) -> int:
+        """Records on the assigned partitions not done yet: highwater minus watermark.
+
+        Partitions whose highwater is not known yet (nothing fetched) count 0.
+        """
+        consumer = self._consumer
+        highwater = getattr(consumer, "highwater", None)
+        if consumer is None or highwater is None:
+            return 0
+        total = 0
+        for tp, partition in self._partitions.items():
+            end = highwater(tp)
+            mark = partition.watermark()
+            if mark is None:
+                mark = partition.held_at if partition.held_at is not None else partition.committed
+            if end is not None and mark is not None:
+                total += max(0, end - mark)
+        return total
+
     async def process(self, records: Sequence[Record], consumer: Committer) -> bool:
         """Handle ``records`` and commit; return whether no partition had to be rewound.
 
@@ -162,16 +183,19 @@ class BatchProcessor:
     async def revoke(self, partitions: Iterable[TopicPartition], consumer: Committer) -> None:
         """Before ``partitions`` move to another member: stop their lanes, commit what is done."""
         self._dispatcher.stats.rebalances += 1
+        await self._release(partitions, consumer)
+
+    async def close(self, consumer: Committer) -> None:
+        """Stop every lane and commit every watermark (the service is stopping)."""
+        await self._release(list(self._partitions), consumer)
+
+    async def _release(self, partitions: Iterable[TopicPartition], consumer: Committer) -> None:
         revoked = [self._partitions[tp] for tp in partitions if tp in self._partitions]
         for partition in revoked:
             await self._cancel_lanes(partition)
         await self._commit(consumer, [p.tp for p in revoked])
         for partition in revoked:
             del self._partitions[partition.tp]
-
-    async def close(self, consumer: Committer) -> None:
-        """Stop every lane and commit every watermark (the service is stopping)."""
-        await self.revoke(list(self._partitions), consumer)
 
     # -- one partition's batch ------------------------------------------------------------
 
@@ -206,6 +230,7 @@ class BatchProcessor:
 
     def _hold_back(self, partition: _Partition, offset: int, consumer: Committer) -> None:
         consumer.seek(partition.tp, offset)
+        partition.held_at = offset
         if partition.parked() >= self._max_parked and not partition.paused:
             logger.warning(
                 "%s[%d] holds %d parked records; paused until a retry lane drains",

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import chain
 from types import TracebackType
@@ -206,7 +207,7 @@ class Service:
         """Connect, create missing topics, and start consuming."""
         if self._publisher is not None:
             return
-        settings = self._settings or KafkaSettings()
+        settings = self._settings = self._settings or KafkaSettings()
         for spec in self.handlers:
             info = spec.model.event_info()
             self.registry.check_upcast_path(info.type, info.version)
@@ -228,6 +229,7 @@ class Service:
             middlewares=self._middlewares,
             allowed=self._publishes or None,
         )
+        self.stats.last_progress = time.monotonic()
         if topics:
             try:
                 await self._start_consumer(settings)
@@ -301,6 +303,41 @@ class Service:
         subscriber(on_batch)
         self._broker = broker
         await broker.start()
+
+    # -- liveness --------------------------------------------------------------------------
+
+    def lag(self) -> int:
+        """Records on this member's partitions not done yet (0 before anything was fetched)."""
+        return self._processor.lag() if self._processor is not None else 0
+
+    def parked(self) -> int:
+        """Records waiting in retry lanes (a retry's backoff, or a slow handler)."""
+        return self._processor.parked() if self._processor is not None else 0
+
+    def healthy(self) -> bool:
+        """Whether the service is started and its consumer makes progress.
+
+        Not healthy: not started, or records are waiting (lag) and none was
+        finished for ``KafkaSettings.stall_after`` (a handler hanging on a
+        dependency, a partition paused for good). ``/healthz`` answers with it.
+        """
+        if self._publisher is None:
+            return False
+        if not self.topics:
+            return True
+        settings = self._settings or KafkaSettings()
+        idle = time.monotonic() - self.stats.last_progress
+        return self.lag() == 0 or idle < settings.stall_after.total_seconds()
+
+    def health(self) -> dict[str, Any]:
+        """What :meth:`healthy` is based on, for ``/healthz`` bodies and logs."""
+        return {
+            "service": self.name,
+            "healthy": self.healthy(),
+            "lag": self.lag(),
+            "parked": self.parked(),
+            "seconds_since_progress": round(time.monotonic() - self.stats.last_progress, 3),
+        }
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""

@@ -141,6 +141,9 @@ class KafkaSettings(BaseSettings):
     (``max.poll.interval.ms``). A batch returns to the poll loop within half of it:
     a handler slower than that goes on in its key's lane, in the background."""
 
+    stall_after: Duration = timedelta(minutes=2)
+    """A consumer with lag that has finished no record for this long is not healthy."""
+
     max_parked: PositiveInt = 1000
     """Most records a partition holds in retry lanes before it is paused."""
 

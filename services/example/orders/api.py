@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from prometheus_client import CollectorRegistry, Counter
+from prometheus_client.registry import Collector
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import IntegrityError
 
@@ -81,8 +82,12 @@ def create_api(
     outbox: Outbox,
     publisher: Callable[[], Publisher],
     ready: Callable[[], bool],
+    collectors: Sequence[Collector] = (),
 ) -> FastAPI:
-    """Build the intake API; ``publisher`` is looked up per request (the service starts first)."""
+    """Build the intake API; ``publisher`` is looked up per request (the service starts first).
+
+    ``collectors`` join ``/metrics`` (the service's consumer metrics).
+    """
     app = FastAPI(
         title="choreokit orders intake",
         version="1",
@@ -90,6 +95,8 @@ def create_api(
     )
     install_problem_handlers(app)
     registry = CollectorRegistry()
+    for collector in collectors:
+        registry.register(collector)
     placed = Counter("choreo_orders_placed", "Orders accepted", ["version"], registry=registry)
     add_health_and_metrics(app, registry, ready)
 

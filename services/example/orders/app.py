@@ -13,7 +13,7 @@ import asyncio
 import logging
 from functools import partial
 
-from choreokit.events import HandlerContext, Service
+from choreokit.events import ConsumerMetrics, HandlerContext, Service
 from choreokit.events.sql import Inbox, Outbox, OutboxRelay, create_tables, transaction
 from choreokit.services.example.contracts.inventory import StockRejected
 from choreokit.services.example.contracts.orders import (
@@ -105,7 +105,13 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
             )
 
     up = asyncio.Event()
-    api = create_api(settings, outbox=outbox, publisher=lambda: service.publisher, ready=up.is_set)
+    api = create_api(
+        settings,
+        outbox=outbox,
+        publisher=lambda: service.publisher,
+        ready=lambda: up.is_set() and service.healthy(),
+        collectors=[ConsumerMetrics(service)],
+    )
 
     async def setup() -> None:
         await create_tables(engine)
