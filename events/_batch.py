@@ -33,6 +33,7 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from choreokit.events._consumer import Committer, ConsumerStats, DeadLetterSends, Dispatcher
+from choreokit.events._errors import refused_for_good
 from choreokit.events._outbound import SendFuture
 from choreokit.events._retry import is_retriable
 
@@ -294,7 +295,7 @@ class BatchProcessor:
     ) -> None:
         for record, futures in sends:
             error = await _first_failure(futures)
-            if error is not None and not is_retriable(error) and not _is_dead_letter(futures):
+            if error is not None and not _retriable_send(error) and not _is_dead_letter(futures):
                 # The broker refused a send for good: trying again cannot help.
                 logger.error(
                     "a send caused by %s@%d was refused: %s", partition.tp, record.offset, error
@@ -365,7 +366,7 @@ class BatchProcessor:
                 outcome = await self._dead_letter_until_sent(
                     record, outcome.error, attempts=outcome.attempts
                 )
-            elif not is_retriable(error):
+            elif not _retriable_send(error):
                 logger.error(
                     "a send caused by %s@%d was refused: %s", partition.tp, record.offset, error
                 )
@@ -447,6 +448,15 @@ async def _first_failure(futures: Sequence[SendFuture]) -> BaseException | None:
         return None
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
     return next((o for o in outcomes if isinstance(o, BaseException)), None)
+
+
+def _retriable_send(error: BaseException) -> bool:
+    """Whether a failed send may succeed if tried again."""
+    if refused_for_good(error):
+        return False
+    if isinstance(error, KafkaError):
+        return True
+    return is_retriable(error)
 
 
 def _is_dead_letter(futures: Sequence[SendFuture]) -> bool:

@@ -42,6 +42,7 @@ MAX_CHAIN_BYTES = 4096
 MAX_TRACEBACK_BYTES = 8192
 MAX_CHAIN_LINKS = 8
 TRACEBACK_FRAMES = 8
+_MAX_LINE = 512
 
 
 def dead_letter_topic(topic: str) -> str:
@@ -95,7 +96,11 @@ def top_frame(error: BaseException) -> str:
 
 def last_frames(error: BaseException) -> str:
     """Return the last :data:`TRACEBACK_FRAMES` frames of each error of the chain, formatted."""
-    lines = traceback.format_exception(error, limit=-TRACEBACK_FRAMES)
+    lines = [
+        line if len(line) <= _MAX_LINE else line[: _MAX_LINE - 4] + "...\n"
+        for chunk in traceback.format_exception(error, limit=-TRACEBACK_FRAMES)
+        for line in chunk.splitlines(keepends=True)
+    ]
     text = "".join(lines)
     encoded = text.encode("utf-8", "replace")
     if len(encoded) > MAX_TRACEBACK_BYTES:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
 from choreokit.events import Envelope, Event, encode_headers, encode_payload
@@ -122,6 +122,8 @@ class FakeProducer:
 
     sent: list[Sent] = field(default_factory=list)
     failing_topics: set[str] = field(default_factory=set)
+    refusing_topics: set[str] = field(default_factory=set)
+    """Sends to these fail as the broker fails a record it will never take (too large)."""
 
     async def send(
         self,
@@ -134,6 +136,8 @@ class FakeProducer:
         self.sent.append(Sent(topic, key, value, list(headers or [])))
         if topic in self.failing_topics:
             future.set_exception(KafkaTimeoutError())
+        elif topic in self.refusing_topics:
+            future.set_exception(MessageSizeTooLargeError())
         else:
             tp = TopicPartition(topic, 0)
             future.set_result(RecordMetadata(topic, 0, tp, len(self.sent) - 1, -1, 0, -1))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -118,6 +119,9 @@ def dlq() -> None:
     single records); list hides them unless --include-purged. Who acts:
     $CHOREO_OPERATOR, else the login name.
     """
+    if logging.getLogger().getEffectiveLevel() > logging.INFO:
+        # aiokafka logs each failed connection at ERROR; our own error says it in one line.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 
 @dlq.command(name="list")
