@@ -368,10 +368,7 @@ async def _read_to_end(
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
     ends = await consumer.end_offsets(partitions)
-    remaining = {tp for tp in partitions if ends[tp] > 0}
-    for tp in partitions:
-        if tp in remaining and await consumer.position(tp) >= ends[tp]:
-            remaining.discard(tp)
+    remaining = set(partitions)
     found: list[ConsumerRecord[bytes, bytes]] = []
     deadline = time.monotonic() + within
     while remaining:
@@ -380,10 +377,13 @@ async def _read_to_end(
                 f"reading dead letters took over {within:.0f}s; is the cluster overloaded?"
             )
         batch = await consumer.getmany(*remaining, timeout_ms=200)
-        for tp, records in batch.items():
-            found.extend(r for r in records if r.offset < ends[tp])
+        for records in batch.values():
+            found.extend(records)
         for tp in list(remaining):
-            if await consumer.position(tp) >= ends[tp]:
+            # The end listed at the start, or the highwater a fetch reported since, if later
+            # (a broker may list the end of a partition before its newest batch).
+            end = max(ends[tp], consumer.highwater(tp) or 0)
+            if await consumer.position(tp) >= end:
                 remaining.discard(tp)
     found.sort(key=lambda r: (r.topic != AUDIT_TOPIC, r.timestamp, r.topic, r.partition, r.offset))
     return found

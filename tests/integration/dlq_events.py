@@ -17,3 +17,10 @@ class ItemSeen(Event, type="dlqtest.item.seen", version=1, topic="dlqtest.seen")
     """The item was looked at: the end of its flow."""
 
     n: int
+
+
+class ChargeRequested(Event, type="dlqdoc.charge.requested", version=1, topic="payments"):
+    """docs/reliability.md's example: a payment to take."""
+
+    order_id: str
+    amount_cents: int

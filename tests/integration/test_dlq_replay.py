@@ -98,6 +98,7 @@ async def test_dlq_replay_completes_flows_for_the_failed_group_only(
             envelope = await producer.publish(ItemAdded(n=n, label=label))
             flows[n] = envelope.correlation_id
         await wait_for(lambda: fragile.stats.dead_lettered == 5, what="5 dead letters")
+        await wait_for(lambda: fragile.lag() == 0, what="the dead letters acknowledged")
         await wait_for(lambda: sum(bystander_saw.values()) == 5, what="the bystander")
         await observer.wait(
             "5 dead letters in the observer",
