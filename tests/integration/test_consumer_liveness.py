@@ -8,12 +8,15 @@ import time
 from datetime import timedelta
 
 import httpx
+import pytest
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
 from choreokit.events import ConsumerMetrics, HandlerContext, KafkaSettings, Service
 from choreokit.services.runtime.http import add_health_and_metrics
 from tests.support import catalog, unique, wait_for
+
+pytestmark = pytest.mark.engines("tansu", "kafka")
 
 POLL_INTERVAL = timedelta(seconds=3)
 

@@ -7,9 +7,13 @@ import json
 import time
 from datetime import timedelta
 
+import pytest
+
 from choreokit.events import HandlerContext, KafkaSettings, RetryPolicy, Service, encode_headers
 from tests.integration.kafka_io import headers_of, produce_raw, read_topic
 from tests.support import catalog, envelope_for, unique, wait_for
+
+pytestmark = pytest.mark.engines("tansu", "kafka")
 
 TOTAL = 1000
 POISON = 10
