@@ -134,8 +134,9 @@ class BatchProcessor:
         for tp, partition in self._partitions.items():
             end = highwater(tp)
             mark = partition.watermark()
-            if mark is None:
-                mark = partition.held_at if partition.held_at is not None else partition.committed
+            if mark is None:  # nothing in hand: the next record to read
+                known = [m for m in (partition.held_at, partition.committed) if m is not None]
+                mark = max(known) if known else None
             if end is not None and mark is not None:
                 total += max(0, end - mark)
         return total

@@ -16,7 +16,7 @@ from choreokit.events import KafkaSettings, RetryPolicy, Service
 from choreokit.services.runtime import EmbeddedBroker, free_port
 from choreokit.services.saga_observer.access import DEV_TOKEN_FILE
 from tests.e2e.test_observer_ui import browser, watch_errors
-from tests.integration.dlq_events import ItemAdded, ItemSeen
+from tests.integration.dlq_events import ItemAdded, ItemSeen, registry
 from tests.observer_fixtures import ObserverProcess
 from tests.support import unique, wait_until
 
@@ -41,6 +41,7 @@ class Consumer(threading.Thread):
         self.flow: str | None = None
         self.service = Service(
             unique("fragile"),
+            registry=registry,
             settings=kafka,
             retry=RetryPolicy(max_attempts=1),
             publishes=[ItemSeen],
@@ -60,7 +61,7 @@ class Consumer(threading.Thread):
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._loop_stop = asyncio.Event()
-        producer = Service(unique("producer"), settings=self.kafka)
+        producer = Service(unique("producer"), registry=registry, settings=self.kafka)
         async with self.service, producer:
             envelope = await producer.publish(ItemAdded(n=1, label="ok"))
             self.flow = envelope.correlation_id
@@ -117,7 +118,9 @@ def test_a_dead_letter_is_replayed_from_its_flow_page(
     page.locator("#token-form button").click()
     page.get_by_role("tab", name="Dead letters (1) & lifecycle").click()
     page.get_by_test_id("replay").click()
-    expect(page.get_by_test_id("replay")).to_have_text(f"Replayed to {consumer.service.name}")
+    expect(page.get_by_test_id("replay")).to_have_text(
+        f"Replayed to {consumer.service.name}", timeout=30_000
+    )
 
     def resolved() -> bool:
         flow = observer.try_get(f"/api/flows/{consumer.flow}")
@@ -126,5 +129,5 @@ def test_a_dead_letter_is_replayed_from_its_flow_page(
     wait_until(resolved, timeout=60, what="the flow completed")
     page.reload()
     page.get_by_role("tab", name="Dead letters (1) & lifecycle").click()
-    expect(page.get_by_test_id("dead-letter-status")).to_contain_text("resolved")
+    expect(page.get_by_test_id("dead-letter-status")).to_contain_text("resolved", timeout=30_000)
     assert [e for e in errors if "401" not in e] == []

@@ -14,7 +14,7 @@ from choreokit.events import HandlerContext, KafkaSettings, PermanentError, Retr
 from choreokit.events.dlq import DeadLetterFilter, DeadLetterStore
 from choreokit.services.saga_observer.access import DEV_TOKEN_FILE
 from tests import observer_fixtures
-from tests.integration.dlq_events import ItemAdded, ItemSeen
+from tests.integration.dlq_events import ItemAdded, ItemSeen, registry
 from tests.observer_fixtures import CHOREO, ROOT, running_observer
 from tests.support import unique, wait_for
 
@@ -64,10 +64,14 @@ async def test_dlq_replay_completes_flows_for_the_failed_group_only(
     spec.write_text(SPEC)
     upgraded = False
     fragile = Service(
-        unique("fragile"), settings=kafka, retry=RetryPolicy(max_attempts=1), publishes=[ItemSeen]
+        unique("fragile"),
+        registry=registry,
+        settings=kafka,
+        retry=RetryPolicy(max_attempts=1),
+        publishes=[ItemSeen],
     )
-    bystander = Service(unique("bystander"), settings=kafka)
-    producer = Service(unique("producer"), settings=kafka)
+    bystander = Service(unique("bystander"), registry=registry, settings=kafka)
+    producer = Service(unique("producer"), registry=registry, settings=kafka)
     bystander_saw: Counter[int] = Counter()
 
     @fragile.handler(ItemAdded)

@@ -13,7 +13,7 @@ from typing import Any
 
 from choreokit.events import KafkaSettings, PermanentError, RetryPolicy, Service
 from tests import observer_fixtures
-from tests.integration.dlq_events import ChargeRequested
+from tests.integration.dlq_events import ChargeRequested, registry
 from tests.observer_fixtures import CHOREO, ROOT
 from tests.support import unique, wait_for
 
@@ -68,8 +68,10 @@ async def test_the_repair_session_runs_as_written(private_kafka: KafkaSettings) 
     kafka = private_kafka.model_copy(update={"topic_partitions": 1})
     deployed = False
     charged: list[str] = []
-    payments = Service("payments", settings=kafka, retry=RetryPolicy(max_attempts=1))
-    producer = Service(unique("shop"), settings=kafka)
+    payments = Service(
+        "payments", registry=registry, settings=kafka, retry=RetryPolicy(max_attempts=1)
+    )
+    producer = Service(unique("shop"), registry=registry, settings=kafka)
 
     @payments.handler(ChargeRequested)
     async def charge(event: ChargeRequested) -> None:
