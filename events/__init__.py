@@ -60,6 +60,7 @@ from choreokit.events._errors import (
     MissingUpcasterError,
     PermanentError,
     PublishError,
+    PublishRejectedError,
     SchemaError,
     UnknownEventTypeError,
     UnknownEventVersionError,
@@ -96,6 +97,7 @@ from choreokit.events._settings import (
     SaslMechanism,
     SecurityProtocol,
     millis,
+    parse_duration,
 )
 
 __all__ = [
@@ -133,6 +135,7 @@ __all__ = [
     "PermanentError",
     "Profile",
     "PublishError",
+    "PublishRejectedError",
     "Publisher",
     "RecordInfo",
     "Registry",
@@ -171,6 +174,7 @@ __all__ = [
     "is_dead_letter_topic",
     "millis",
     "new_event_id",
+    "parse_duration",
     "parse_event_time",
     "parse_time",
     "record_time",

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError
 
 from choreokit.events._codec import encode_headers, encode_payload
 from choreokit.events._envelope import Envelope
-from choreokit.events._errors import ConfigurationError, PublishError
+from choreokit.events._errors import ConfigurationError, publish_error
 from choreokit.events._ids import new_event_id
 from choreokit.events._middleware import Middleware, overrides
 from choreokit.events._model import Event
@@ -95,7 +95,9 @@ class Publisher:
         try:
             await future
         except KafkaError as exc:
-            raise PublishError(f"{outbound.envelope.type} was not acknowledged: {exc}") from exc
+            raise publish_error(
+                f"{outbound.envelope.type} was not acknowledged: {exc}", exc
+            ) from exc
         return outbound.envelope
 
     async def send_raw(
@@ -112,7 +114,7 @@ class Publisher:
                 topic, value=value, key=key, headers=headers
             )
         except KafkaError as exc:
-            raise PublishError(f"cannot send a record to {topic}: {exc}") from exc
+            raise publish_error(f"cannot send a record to {topic}: {exc}", exc) from exc
         return future
 
     async def _send_record(self, outbound: Outbound) -> SendFuture:
@@ -126,5 +128,5 @@ class Publisher:
                 else encode_headers(outbound.envelope),
             )
         except KafkaError as exc:
-            raise PublishError(f"cannot send {outbound.envelope.type}: {exc}") from exc
+            raise publish_error(f"cannot send {outbound.envelope.type}: {exc}", exc) from exc
         return future

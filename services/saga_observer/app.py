@@ -13,7 +13,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreokit.events import Service
+from choreokit.events import KafkaSettings, Service, default_registry
+from choreokit.events.dlq import DeadLetterStore, ReplayResult
 from choreokit.services.runtime.access import AccessPolicy
 from choreokit.services.runtime.app import Runtime
 from choreokit.services.runtime.http import HttpServer
@@ -36,6 +37,29 @@ logger = logging.getLogger("choreokit.observer")
 
 SETTINGS = (ObserverSettings,)
 """The settings classes the observer reads (``choreo`` tools list their variables)."""
+
+
+class _KafkaReplayer:
+    """Replays dead letters through :class:`DeadLetterStore`, one store per request."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+
+    async def replay(
+        self,
+        dead_letter_id: str,
+        *,
+        data: bytes | None,
+        to_topic: str | None,
+        force: bool,
+        operator: str,
+    ) -> ReplayResult:
+        async with DeadLetterStore(self._kafka, operator=operator) as store:
+            letter = await store.get(dead_letter_id)
+            [result] = await store.replay(
+                [letter], data=data, registry=default_registry, to_topic=to_topic, force=force
+            )
+        return result
 
 
 def create(runtime: Runtime) -> ObserverApp:
@@ -203,6 +227,7 @@ class ObserverApp:
             max_page_size=settings.max_page_size,
             access=access,
             audit=audit,
+            replayer=_KafkaReplayer(self.runtime.kafka),
         )
         server = HttpServer(
             server_config(api, host=settings.host, port=settings.port),

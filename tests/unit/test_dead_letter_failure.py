@@ -14,7 +14,8 @@ from choreokit.events import (
     RetryPolicy,
     UnknownTypePolicy,
 )
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher
 from choreokit.events._handling import DeadLetterEvent, HandlerSpec
 from tests.support import FakeConsumer, FakeProducer, event_record, record
 
