@@ -328,7 +328,7 @@ class Service:
             assert consumer is not None
             async with self._batch_lock:
                 complete = await processor.process(records, consumer)
-            self._note_lag()
+            self.lag_by_partition()  # the lag metric, as of this batch
             if not complete:
                 await asyncio.sleep(_REDELIVERY_PAUSE)
 
@@ -336,20 +336,21 @@ class Service:
         self._broker = broker
         await broker.start()
 
-    def _note_lag(self) -> None:
-        """Record how far each partition is behind its end (for the lag metric and :meth:`lag`).
-
-        Counted from the partition's watermark (the later of the committed and the
-        held-back offset when nothing is in hand), so records parked in retry lanes count.
-        """
-        if self._batch is not None:
-            self.stats.lag.update(self._batch.lag_by_partition())
-
     # -- liveness --------------------------------------------------------------------------
 
     def lag(self) -> int:
         """Records on this member's partitions not done yet (0 before anything was fetched)."""
         return self._batch.lag() if self._batch is not None else 0
+
+    def lag_by_partition(self) -> dict[tuple[str, int], int]:
+        """:meth:`lag` per ``(topic, partition)``, as of now; also kept in ``stats.lag``.
+
+        Counted from each partition's watermark (the later of the committed and the
+        held-back offset when nothing is in hand), so records in retry lanes count.
+        """
+        if self._batch is not None:
+            self.stats.lag.update(self._batch.lag_by_partition())
+        return dict(self.stats.lag)
 
     def parked(self) -> int:
         """Records waiting in retry lanes (a retry's backoff, or a slow handler)."""

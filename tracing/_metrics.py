@@ -208,7 +208,7 @@ class EventMetrics(Middleware):
                 },
             )
             for s in self._services
-            for (topic, partition), lag in sorted(s.stats.lag.items())
+            for (topic, partition), lag in sorted(s.lag_by_partition().items())
         ]
 
 
