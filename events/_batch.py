@@ -24,7 +24,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -368,9 +368,13 @@ class BatchProcessor:
                 logger.error(
                     "the dead letter of %s@%d failed: %s", partition.tp, record.offset, error
                 )
-                outcome = await self._dead_letter_until_sent(
-                    record, outcome.error, attempts=outcome.attempts
-                )
+                cause, attempts, follow_up = outcome.error, outcome.attempts, outcome.follow_up
+                outcome = await self._dead_letter_until_sent(record, cause, attempts=attempts)
+                if follow_up is not None:
+                    # The step's failure event too (its flow must still fail).
+                    outcome = DeadLetterSends([*outcome, *await self._until_sent(follow_up)])
+                    outcome.error, outcome.attempts = cause, attempts
+                    outcome.follow_up = follow_up
             elif not _retriable_send(error):
                 logger.error(
                     "a send caused by %s@%d was refused: %s", partition.tp, record.offset, error
@@ -390,6 +394,19 @@ class BatchProcessor:
                     return futures
             except Exception:
                 logger.exception("cannot dead-letter %s@%d yet", record.topic, record.offset)
+            await asyncio.sleep(_DEAD_LETTER_BACKOFF[min(n, len(_DEAD_LETTER_BACKOFF) - 1)])
+        raise AssertionError("unreachable")
+
+    async def _until_sent(
+        self, send: Callable[[], Awaitable[list[SendFuture]]]
+    ) -> list[SendFuture]:
+        for n in range(1_000_000):
+            try:
+                futures = await send()
+                if await _first_failure(futures) is None:
+                    return futures
+            except Exception:
+                logger.exception("cannot send a failure event yet")
             await asyncio.sleep(_DEAD_LETTER_BACKOFF[min(n, len(_DEAD_LETTER_BACKOFF) - 1)])
         raise AssertionError("unreachable")
 

@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
@@ -129,15 +129,19 @@ Routes = Mapping[str, Mapping[str, HandlerSpec]]
 
 
 class DeadLetterSends(list[SendFuture]):
-    """The sends of a dead letter (and of a failed replay's outcome record).
+    """The sends of a dead letter, a failed replay's outcome and the step's failure event.
 
     Attributes:
         error: The error the record was dead-lettered with.
         attempts: How many times its handler ran.
+        follow_up: Sends the failure event again, should one of these sends fail
+            (the dead letter is sent again first; the event's derived id makes a
+            repeat harmless).
     """
 
     error: BaseException
     attempts: int
+    follow_up: Callable[[], Awaitable[list[SendFuture]]] | None = None
 
 
 class Dispatcher:
@@ -240,6 +244,8 @@ class Dispatcher:
         except Exception as exc:  # noqa: BLE001 - every failure has one answer: the dead-letter topic
             sent = await self.dead_letter(record, exc, attempts=delivery.attempt)
             sent.extend(await self._failure_event(delivery, exc))
+            if delivery.handler.on_dead_letter is not None:
+                sent.follow_up = partial(self._failure_event, delivery, exc)
             return sent
         finally:
             self._on_retry.pop(id(delivery), None)
