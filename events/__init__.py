@@ -60,6 +60,7 @@ from choreokit.events._errors import (
     MissingUpcasterError,
     PermanentError,
     PublishError,
+    PublishRejectedError,
     SchemaError,
     UnknownEventTypeError,
     UnknownEventVersionError,
@@ -108,6 +109,7 @@ from choreokit.events._settings import (
     SaslMechanism,
     SecurityProtocol,
     millis,
+    parse_duration,
 )
 from choreokit.events.extras import MissingExtraError, needs_extra
 
@@ -151,6 +153,7 @@ __all__ = [
     "PermanentError",
     "Profile",
     "PublishError",
+    "PublishRejectedError",
     "Publisher",
     "RecordInfo",
     "Registry",
@@ -194,6 +197,7 @@ __all__ = [
     "millis",
     "needs_extra",
     "new_event_id",
+    "parse_duration",
     "parse_event_time",
     "parse_time",
     "record_time",

@@ -1,28 +1,36 @@
-"""The consuming core: route each record, handle or dead-letter it, commit what is done.
+"""The consuming core: route each record to its handler, a skip or the dead-letter topic.
 
-Nothing here knows FastStream: :class:`BatchProcessor` takes a batch of aiokafka
-records and a consumer to commit on, so the same code runs under the service
-runtime and in the in-memory unit tests.
+Nothing here knows FastStream: the :class:`Dispatcher` takes one aiokafka record
+at a time (``_batch.BatchProcessor`` feeds it and commits), so the same code runs
+under the service runtime and in the in-memory unit tests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections import Counter, defaultdict
-from collections.abc import Mapping, Sequence
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import partial
-from typing import Any, Protocol
+from typing import Protocol
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from choreokit.events._codec import DecodedRecord, decode, header_value, record_time
 from choreokit.events._context import HandlerContext, current_context
-from choreokit.events._dead_letter import dead_letter_headers, dead_letter_topic
+from choreokit.events._dead_letter import (
+    AUDIT_TOPIC,
+    H_REPLAY_GROUP,
+    H_REPLAY_ID,
+    H_REPLAY_OF,
+    dead_letter_headers,
+    dead_letter_topic,
+)
 from choreokit.events._envelope import H_TYPE
 from choreokit.events._errors import (
     ChoreoError,
@@ -67,7 +75,16 @@ class ConsumerStats:
         commit_failures: Offset commits the group refused (the records are
             read again, here or by another member).
         lag: Records behind the end of each ``(topic, partition)`` after the
-            last batch read from it.
+            last batch read from it (from the later of the committed and the
+            held-back offset while records wait in retry lanes).
+        parked: Records handed to their key's retry lane (a retry with backoff, or a
+            handler slower than the poll budget), so that other keys went on.
+        replays_handled: Replayed dead letters this group handled.
+        replays_skipped: Replayed dead letters meant for another consumer group.
+        rebalances: Partition revocations seen.
+        paused: Times a partition was paused because its retry lanes were full.
+        last_progress: ``time.monotonic()`` when a record was last done (handled,
+            skipped, dead-lettered).
     """
 
     handled: int = 0
@@ -78,6 +95,13 @@ class ConsumerStats:
     failure_events: int = 0
     commit_failures: int = 0
     lag: dict[tuple[str, int], int] = field(default_factory=dict)
+    parked: int = 0
+    replays_handled: int = 0
+    replays_skipped: int = 0
+    rebalances: int = 0
+    paused: int = 0
+    last_progress: float = field(default_factory=time.monotonic)
+    """``time.monotonic()`` when a record was last done (handled, skipped, dead-lettered)."""
 
 
 class Committer(Protocol):
@@ -91,13 +115,43 @@ class Committer(Protocol):
         """Read ``partition`` from ``offset`` on the next fetch."""
         ...
 
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Stop fetching ``partitions`` (the group membership is kept)."""
+        ...
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Fetch ``partitions`` again."""
+        ...
+
 
 Routes = Mapping[str, Mapping[str, HandlerSpec]]
 """topic -> event type -> handler."""
 
 
+class DeadLetterSends(list[SendFuture]):
+    """The sends of a dead letter, a failed replay's outcome and the step's failure event.
+
+    Attributes:
+        error: The error the record was dead-lettered with.
+        attempts: How many times its handler ran.
+        follow_up: Sends the failure event again, should one of these sends fail
+            (the dead letter is sent again first; the event's derived id makes a
+            repeat harmless).
+    """
+
+    error: BaseException
+    attempts: int
+    follow_up: Callable[[], Awaitable[list[SendFuture]]] | None = None
+
+
 class Dispatcher:
-    """Decides, for one record, between its handler, a skip and the dead-letter topic."""
+    """Decides, for one record, between its handler, a skip and the dead-letter topic.
+
+    :meth:`dispatch` takes an ``on_retry`` callback, called when the first try
+    failed and a retry will follow after its backoff: the batch processor then
+    parks the record's key and lets the retries go on in the background, so
+    that the partition's other keys are not held up.
+    """
 
     def __init__(
         self,
@@ -118,6 +172,8 @@ class Dispatcher:
         self._retry = retry
         self._unknown_types = unknown_types
         self.stats = stats
+        # Per delivery in flight (keyed by id): who to tell when it starts retrying.
+        self._on_retry: dict[int, Callable[[], None]] = {}
         attempt: Next = self._invoke
         for middleware in reversed(middlewares):
             if overrides(middleware, "on_attempt"):
@@ -129,14 +185,35 @@ class Dispatcher:
                 deliver = partial(middleware.on_delivery, call_next=deliver)
         self._chain = deliver
 
-    async def dispatch(self, record: ConsumerRecord[bytes, bytes]) -> list[SendFuture]:
+    @property
+    def group(self) -> str:
+        """The consumer group this dispatcher handles records for."""
+        return self._group
+
+    async def dispatch(  # noqa: PLR0911 - one return per way a record can end
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        *,
+        on_retry: Callable[[], None] | None = None,
+    ) -> list[SendFuture]:
         """Handle, skip or dead-letter ``record``.
+
+        Args:
+            record: The record.
+            on_retry: Called once, when a try failed and the next one waits for
+                its backoff.
 
         Returns:
             Futures of every send the record caused (its handler's events or its
-            dead letter); the record is done once they all resolve.
+            dead letter, as :class:`DeadLetterSends`); the record is done once
+            they all resolve.
         """
         route = self._routes.get(record.topic, {})
+        target = header_value(record.headers, H_REPLAY_GROUP)
+        if target is not None and target != self._group:
+            # A replay for another group: that group failed on it, this one did not.
+            self.stats.replays_skipped += 1
+            return []
         peeked = header_value(record.headers, H_TYPE)
         if peeked is not None and peeked not in route:
             return await self._unwanted(record, peeked)
@@ -145,14 +222,14 @@ class Dispatcher:
                 record.headers, record.value, fallback_time=record_time(record.timestamp)
             )
         except ChoreoError as exc:
-            return [await self._dead_letter(record, exc, attempts=0)]
+            return await self.dead_letter(record, exc, attempts=0)
         spec = route.get(decoded.envelope.type)
         if spec is None:
             return await self._unwanted(record, decoded.envelope.type)
         try:
             event = self._event(decoded, spec)
         except ChoreoError as exc:
-            return [await self._dead_letter(record, exc, attempts=0)]
+            return await self.dead_letter(record, exc, attempts=0)
         delivery = Delivery(
             record=_info(record),
             envelope=decoded.envelope,
@@ -160,13 +237,25 @@ class Dispatcher:
             handler=spec,
             group=self._group,
         )
+        if on_retry is not None:
+            self._on_retry[id(delivery)] = on_retry
         try:
             await self._chain(delivery)
         except Exception as exc:  # noqa: BLE001 - every failure has one answer: the dead-letter topic
-            sent = [await self._dead_letter(record, exc, attempts=delivery.attempt)]
-            return sent + await self._failure_event(delivery, exc)
+            sent = await self.dead_letter(record, exc, attempts=delivery.attempt)
+            sent.extend(await self._failure_event(delivery, exc))
+            if delivery.handler.on_dead_letter is not None:
+                sent.follow_up = partial(self._failure_event, delivery, exc)
+            return sent
+        finally:
+            self._on_retry.pop(id(delivery), None)
         self.stats.handled += 1
-        return delivery.pending
+        pending = delivery.pending
+        replay = header_value(record.headers, H_REPLAY_ID)
+        if replay is not None:
+            self.stats.replays_handled += 1
+            pending = [*pending, await self._replay_outcome(record, replay, "handled", None)]
+        return pending
 
     async def _failure_event(self, delivery: Delivery, error: BaseException) -> list[SendFuture]:
         """Publish the failure event the handler declares for a dead-lettered step, if any."""
@@ -213,12 +302,14 @@ class Dispatcher:
         event = decoded.event(self._registry.model(envelope.type, envelope.dataversion))
         return self._registry.upcast(event, wanted)
 
-    async def _unwanted(self, record: ConsumerRecord[bytes, bytes], event_type: str) -> list[Any]:
+    async def _unwanted(
+        self, record: ConsumerRecord[bytes, bytes], event_type: str
+    ) -> list[SendFuture]:
         if self._unknown_types is UnknownTypePolicy.SKIP or self._registry.knows(event_type):
             self.stats.skipped[event_type] += 1
             return []
         error = UnknownEventTypeError(event_type, self._registry.types())
-        return [await self._dead_letter(record, error, attempts=0)]
+        return await self.dead_letter(record, error, attempts=0)
 
     async def _deliver(self, delivery: Delivery) -> None:
         backoffs = self._retry.backoffs()
@@ -241,6 +332,9 @@ class Dispatcher:
                     backoff,
                     extra={"correlation_id": delivery.envelope.correlation_id},
                 )
+                on_retry = self._on_retry.pop(id(delivery), None)
+                if on_retry is not None:
+                    on_retry()
                 await asyncio.sleep(backoff)
         for outbound in delivery.outputs:
             delivery.pending.append(await self._publisher.send(outbound))
@@ -258,9 +352,10 @@ class Dispatcher:
             current_context.reset(token)
         delivery.outputs = context.outputs
 
-    async def _dead_letter(
+    async def dead_letter(
         self, record: ConsumerRecord[bytes, bytes], error: BaseException, *, attempts: int
-    ) -> SendFuture:
+    ) -> DeadLetterSends:
+        """Send ``record`` to its dead-letter topic with ``error``; return the sends to await."""
         topic = dead_letter_topic(record.topic)
         logger.error(
             "dead-lettering %s[%d]@%d to %s after %d attempt(s): %s: %s",
@@ -282,11 +377,47 @@ class Dispatcher:
             group=self._group,
             attempts=attempts,
         )
-        future = await self._publisher.send_raw(
-            topic, key=record.key, value=record.value, headers=headers
+        futures = DeadLetterSends(
+            [
+                await self._publisher.send_raw(
+                    topic, key=record.key, value=record.value, headers=headers
+                )
+            ]
         )
+        futures.error, futures.attempts = error, attempts
         self.stats.dead_lettered += 1
-        return future
+        replay = header_value(record.headers, H_REPLAY_ID)
+        if replay is not None:
+            futures.append(await self._replay_outcome(record, replay, "failed", error))
+        return futures
+
+    async def _replay_outcome(
+        self,
+        record: ConsumerRecord[bytes, bytes],
+        replay: str,
+        result: str,
+        error: BaseException | None,
+    ) -> SendFuture:
+        # The operator's tools and the observer learn from this record that the replay is over.
+        of = header_value(record.headers, H_REPLAY_OF) or ""
+        value = {
+            "action": "outcome",
+            "replay_id": replay,
+            "dead_letter": of,
+            "group": self._group,
+            "result": result,
+            "error": f"{type(error).__name__}: {error}"[:1024] if error else None,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "at": time.time(),
+        }
+        return await self._publisher.send_raw(
+            AUDIT_TOPIC,
+            key=of.encode() or None,
+            value=json.dumps(value).encode(),
+            headers=[("content-type", b"application/json")],
+        )
 
 
 def _info(record: ConsumerRecord[bytes, bytes]) -> RecordInfo:
@@ -299,80 +430,3 @@ def _info(record: ConsumerRecord[bytes, bytes]) -> RecordInfo:
         headers=tuple(record.headers),
         value=record.value,
     )
-
-
-class BatchProcessor:
-    """Handles a batch partition by partition and commits what is fully acknowledged.
-
-    Records of one partition are handled in order; partitions run side by side.
-    A record counts as done once every send it caused has been acknowledged; the
-    committed offset of a partition stops before its first record that is not
-    done, and the consumer is rewound there, so that record and those after it
-    are read again (at-least-once; ids derived from the cause let the next hop
-    drop the repeats).
-    """
-
-    def __init__(self, dispatcher: Dispatcher, *, concurrent_partitions: bool = True) -> None:
-        self._dispatcher = dispatcher
-        self._concurrent = concurrent_partitions
-
-    async def process(
-        self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: Committer
-    ) -> bool:
-        """Handle ``records`` and commit; return whether every record was done."""
-        by_partition: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = defaultdict(list)
-        for record in records:
-            by_partition[TopicPartition(record.topic, record.partition)].append(record)
-        jobs = [self._partition(tp, batch, consumer) for tp, batch in by_partition.items()]
-        if self._concurrent and len(jobs) > 1:
-            results = await asyncio.gather(*jobs)
-        else:
-            results = [await job for job in jobs]
-        offsets = {
-            tp: OffsetAndMetadata(offset, "")
-            for tp, (offset, _) in zip(by_partition, results, strict=True)
-            if offset is not None
-        }
-        complete = all(done for _, done in results)
-        if not complete:
-            self._dispatcher.stats.redelivered_batches += 1
-        if offsets:
-            try:
-                await consumer.commit(offsets)
-            except KafkaError as exc:
-                self._dispatcher.stats.commit_failures += 1
-                # The partitions moved to another member, which reads them from the last
-                # committed offset: these records are handled again there, never lost.
-                logger.warning("offset commit failed (%s); the records will be redelivered", exc)
-                return False
-        return complete
-
-    async def _partition(
-        self,
-        tp: TopicPartition,
-        records: list[ConsumerRecord[bytes, bytes]],
-        consumer: Committer,
-    ) -> tuple[int | None, bool]:
-        sends: list[tuple[int, list[SendFuture]]] = []
-        failed_at: int | None = None
-        for record in records:
-            try:
-                sends.append((record.offset, await self._dispatcher.dispatch(record)))
-            except Exception:
-                # Not even a dead letter could be sent (or a bug): stop here, read it again.
-                logger.exception("cannot finish %s@%d; it will be read again", tp, record.offset)
-                failed_at = record.offset
-                break
-        commit_to: int | None = None
-        for offset, futures in sends:
-            if futures:
-                outcomes = await asyncio.gather(*futures, return_exceptions=True)
-                error = next((o for o in outcomes if isinstance(o, BaseException)), None)
-                if error is not None:
-                    logger.error("a send caused by %s@%d failed: %s", tp, offset, error)
-                    failed_at = offset
-                    break
-            commit_to = offset + 1
-        if failed_at is not None:
-            consumer.seek(tp, failed_at)
-        return commit_to, failed_at is None

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
+from aiokafka import errors as kafka_errors
+
 
 class ChoreoError(Exception):
     """Root of every error choreokit raises."""
@@ -147,6 +149,41 @@ class PublishError(ChoreoError):
     """The broker did not acknowledge a record."""
 
     retriable = True
+
+
+class PublishRejectedError(PublishError):
+    """The broker refused a record for good (too large, no such topic, not authorised).
+
+    Sending it again unchanged fails the same way, so the consumer dead-letters
+    the record that caused the send at once instead of retrying it.
+    """
+
+    retriable = False
+
+
+_REFUSED_FOR_GOOD = (
+    kafka_errors.MessageSizeTooLargeError,
+    kafka_errors.RecordListTooLargeError,
+    kafka_errors.InvalidTopicError,
+    kafka_errors.TopicAuthorizationFailedError,
+    kafka_errors.ClusterAuthorizationFailedError,
+    kafka_errors.UnsupportedForMessageFormatError,
+    kafka_errors.CorruptRecordException,
+)
+"""Broker answers to a send that the same record can never overcome. (aiokafka's own
+``retriable`` flag is False for timeouts and lost connections too, so it cannot decide.)"""
+
+
+def refused_for_good(cause: BaseException) -> bool:
+    """Whether a send failed in a way that sending the same record again cannot change."""
+    return isinstance(cause, (*_REFUSED_FOR_GOOD, PublishRejectedError))
+
+
+def publish_error(message: str, cause: BaseException) -> PublishError:
+    """Return the error of a failed send: :class:`PublishRejectedError` if it can never pass."""
+    if refused_for_good(cause):
+        return PublishRejectedError(message)
+    return PublishError(message)
 
 
 class BrokerUnavailableError(ChoreoError):

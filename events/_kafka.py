@@ -78,6 +78,7 @@ def consumer_options(settings: KafkaSettings) -> dict[str, Any]:
         "heartbeat_interval_ms": millis(settings.timing("heartbeat_interval")),
         "fetch_max_wait_ms": millis(settings.timing("fetch_max_wait")),
         "max_poll_records": settings.max_batch,
+        "max_poll_interval_ms": millis(settings.max_poll_interval),
     }
 
 

@@ -12,7 +12,7 @@ from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from choreokit.events._codec import encode_headers, encode_payload
 from choreokit.events._envelope import Envelope
-from choreokit.events._errors import ConfigurationError, PublishError
+from choreokit.events._errors import ConfigurationError, publish_error
 from choreokit.events._ids import new_event_id
 from choreokit.events._middleware import Middleware, overrides
 from choreokit.events._model import Event
@@ -96,8 +96,8 @@ class Publisher:
             await future
         except KafkaError as exc:
             refused = _refused(outbound.topic, exc)
-            raise PublishError(
-                f"{outbound.envelope.type} was not acknowledged: {exc}{refused}"
+            raise publish_error(
+                f"{outbound.envelope.type} was not acknowledged: {exc}{refused}", exc
             ) from exc
         return outbound.envelope
 
@@ -115,8 +115,8 @@ class Publisher:
                 topic, value=value, key=key, headers=headers
             )
         except KafkaError as exc:
-            raise PublishError(
-                f"cannot send a record to {topic}: {exc}{_refused(topic, exc)}"
+            raise publish_error(
+                f"cannot send a record to {topic}: {exc}{_refused(topic, exc)}", exc
             ) from exc
         return future
 
@@ -131,8 +131,8 @@ class Publisher:
                 else encode_headers(outbound.envelope),
             )
         except KafkaError as exc:
-            raise PublishError(
-                f"cannot send {outbound.envelope.type}: {exc}{_refused(outbound.topic, exc)}"
+            raise publish_error(
+                f"cannot send {outbound.envelope.type}: {exc}{_refused(outbound.topic, exc)}", exc
             ) from exc
         return future
 

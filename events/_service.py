@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import chain
 from types import TracebackType
@@ -17,9 +18,10 @@ from faststream.kafka import KafkaBroker
 from faststream.kafka.message import KafkaMessage
 from faststream.middlewares import AckPolicy
 
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher, UnknownTypePolicy
 from choreokit.events._context import current_context
-from choreokit.events._dead_letter import dead_letter_topic
+from choreokit.events._dead_letter import AUDIT_TOPIC, dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._handling import HandlerSpec
@@ -104,6 +106,8 @@ class Service:
         self._publisher: Publisher | None = None
         self._broker: KafkaBroker | None = None
         self._batch_lock = asyncio.Lock()
+        self._batch: BatchProcessor | None = None
+        self._consumer: Callable[[], Any] = lambda: None
 
     # -- declaration -----------------------------------------------------------------------
 
@@ -220,17 +224,24 @@ class Service:
         """Connect, create missing topics, and start consuming."""
         if self._publisher is not None:
             return
-        settings = self._settings or KafkaSettings()
+        settings = self._settings = self._settings or KafkaSettings()
         for spec in self.handlers:
             info = spec.model.event_info()
             self.registry.check_upcast_path(info.type, info.version)
         topics = self.topics
         published = {model.event_info().topic for model in self._publishes}
         await ensure_topics(
-            settings, [*topics, *(dead_letter_topic(t) for t in topics), *published]
+            settings,
+            [
+                *topics,
+                *(dead_letter_topic(t) for t in topics),
+                *published,
+                *([AUDIT_TOPIC] if topics else []),
+            ],
         )
         self._producer = await start_producer(settings, client_id=self.name)
         self._bind(self._producer)
+        self.stats.last_progress = time.monotonic()
         if topics:
             try:
                 await self._start_consumer(settings)
@@ -249,7 +260,9 @@ class Service:
         )
         return self._publisher
 
-    def _processor(self, *, retry: RetryPolicy | None = None) -> BatchProcessor:
+    def _processor(
+        self, *, retry: RetryPolicy | None = None, settings: KafkaSettings | None = None
+    ) -> BatchProcessor:
         """The consuming core over the bound publisher: what the runtime and the test kit run."""
         dispatcher = Dispatcher(
             routes=self._routes,
@@ -261,13 +274,20 @@ class Service:
             unknown_types=self._unknown_types,
             stats=self.stats,
         )
-        return BatchProcessor(dispatcher, concurrent_partitions=self._concurrent)
+        settings = settings or self._settings or KafkaSettings()
+        return BatchProcessor(
+            dispatcher,
+            concurrent_partitions=self._concurrent,
+            poll_budget=settings.max_poll_interval.total_seconds() / 2,
+            max_parked=settings.max_parked,
+        )
 
     def _unbind(self) -> None:
         self._publisher = None
 
     async def _start_consumer(self, settings: KafkaSettings) -> None:
-        processor = self._processor()
+        processor = self._processor(settings=settings)
+        self._batch = processor
         broker = KafkaBroker(
             client_id=self.name,
             consumer_only=True,
@@ -285,11 +305,12 @@ class Service:
             max_records=settings.max_batch,
             batch_timeout_ms=millis(settings.timing("poll_timeout")),
             ack_policy=AckPolicy.MANUAL,
-            listener=_FinishBatchOnRevoke(self._batch_lock),
+            listener=_FinishBatchOnRevoke(self._batch_lock, processor, lambda: subscriber.consumer),
             parser=_parse_batch,
             decoder=_raw_batch,
             **options,
         )
+        self._consumer = lambda: subscriber.consumer
 
         poll_ms = millis(settings.timing("poll_timeout"))
 
@@ -307,7 +328,7 @@ class Service:
             assert consumer is not None
             async with self._batch_lock:
                 complete = await processor.process(records, consumer)
-            self._note_lag(records, consumer)
+            self.lag_by_partition()  # the lag metric, as of this batch
             if not complete:
                 await asyncio.sleep(_REDELIVERY_PAUSE)
 
@@ -315,20 +336,61 @@ class Service:
         self._broker = broker
         await broker.start()
 
-    def _note_lag(self, records: Sequence[ConsumerRecord[bytes, bytes]], consumer: Any) -> None:
-        """Record how far each partition of the batch is behind its end (for the lag metric)."""
-        last: dict[tuple[str, int], int] = {}
-        for record in records:
-            last[record.topic, record.partition] = record.offset
-        for (topic, partition), offset in last.items():
-            end = consumer.highwater(TopicPartition(topic, partition))
-            if end is not None:
-                self.stats.lag[topic, partition] = max(end - offset - 1, 0)
+    # -- liveness --------------------------------------------------------------------------
+
+    def lag(self) -> int:
+        """Records on this member's partitions not done yet (0 before anything was fetched)."""
+        return self._batch.lag() if self._batch is not None else 0
+
+    def lag_by_partition(self) -> dict[tuple[str, int], int]:
+        """:meth:`lag` per ``(topic, partition)``, as of now; also kept in ``stats.lag``.
+
+        Counted from each partition's watermark (the later of the committed and the
+        held-back offset when nothing is in hand), so records in retry lanes count.
+        """
+        if self._batch is not None:
+            self.stats.lag.update(self._batch.lag_by_partition())
+        return dict(self.stats.lag)
+
+    def parked(self) -> int:
+        """Records waiting in retry lanes (a retry's backoff, or a slow handler)."""
+        return self._batch.parked() if self._batch is not None else 0
+
+    def healthy(self) -> bool:
+        """Whether the service is started and its consumer makes progress.
+
+        Not healthy: not started, or records are waiting (lag) and none was
+        finished for ``KafkaSettings.stall_after`` (a handler hanging on a
+        dependency, a partition paused for good). ``/healthz`` answers with it.
+        """
+        if self._publisher is None:
+            return False
+        if not self.topics:
+            return True
+        settings = self._settings or KafkaSettings()
+        idle = time.monotonic() - self.stats.last_progress
+        return self.lag() == 0 or idle < settings.stall_after.total_seconds()
+
+    def health(self) -> dict[str, Any]:
+        """What :meth:`healthy` is based on, for ``/healthz`` bodies and logs."""
+        return {
+            "service": self.name,
+            "healthy": self.healthy(),
+            "lag": self.lag(),
+            "parked": self.parked(),
+            "seconds_since_progress": round(time.monotonic() - self.stats.last_progress, 3),
+        }
 
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""
-        broker, producer = self._broker, self._producer
+        broker, producer, processor = self._broker, self._producer, self._batch
         self._broker = self._producer = self._publisher = None
+        self._batch = None
+        if broker is not None and processor is not None:
+            consumer = self._consumer()
+            if consumer is not None:
+                async with self._batch_lock:
+                    await processor.close(consumer)
         if broker is not None:
             await broker.stop()
         if producer is not None:
@@ -356,14 +418,25 @@ class Service:
 
 
 class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Before partitions move to another member, let the batch in hand finish and commit."""
+    """Before partitions move away: finish the batch in hand, stop their lanes, commit.
 
-    def __init__(self, lock: asyncio.Lock) -> None:
+    The retry lanes of the revoked partitions are stopped; their records were not
+    committed, so the next owner reads them again.
+    """
+
+    def __init__(
+        self, lock: asyncio.Lock, processor: BatchProcessor, consumer: Callable[[], Any]
+    ) -> None:
         self._lock = lock
+        self._processor = processor
+        self._consumer = consumer
 
     async def on_partitions_revoked(self, revoked: Sequence[TopicPartition]) -> None:
         async with self._lock:
             logger.info("partitions revoked: %s", _names(revoked))
+            consumer = self._consumer()
+            if consumer is not None and revoked:
+                await self._processor.revoke(revoked, consumer)
 
     async def on_partitions_assigned(self, assigned: Sequence[TopicPartition]) -> None:
         logger.info("partitions assigned: %s", _names(assigned))

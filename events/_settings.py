@@ -136,6 +136,17 @@ class KafkaSettings(BaseSettings):
     poll_timeout: Duration | None = None
     """How long one poll waits for records before the consumer loop looks again."""
 
+    max_poll_interval: Duration = timedelta(minutes=5)
+    """Longest time between two polls before the group evicts the member
+    (``max.poll.interval.ms``). A batch returns to the poll loop within half of it:
+    a handler slower than that goes on in its key's lane, in the background."""
+
+    stall_after: Duration = timedelta(minutes=2)
+    """A consumer with lag that has finished no record for this long is not healthy."""
+
+    max_parked: PositiveInt = 1000
+    """Most records a partition holds in retry lanes before it is paused."""
+
     max_batch: PositiveInt = 500
     """Most records handled between two offset commits."""
 

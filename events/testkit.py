@@ -23,8 +23,9 @@ from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
+from choreokit.events._batch import BatchProcessor
 from choreokit.events._codec import decode, encode_headers, encode_payload, header_value
-from choreokit.events._consumer import BatchProcessor, ConsumerStats
+from choreokit.events._consumer import ConsumerStats
 from choreokit.events._dead_letter import (
     H_ATTEMPTS,
     H_CONSUMER_GROUP,
@@ -196,6 +197,8 @@ class MemoryConsumer:
         """The group's committed offset per partition (the next offset to read)."""
         self.rewinds: dict[TopicPartition, int] = {}
         """Partitions to be read again, from the offset given."""
+        self.paused: set[TopicPartition] = set()
+        """Partitions paused because their retry lanes are full."""
 
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         """Record the group's new offsets."""
@@ -205,6 +208,14 @@ class MemoryConsumer:
     def seek(self, partition: TopicPartition, offset: int) -> None:
         """Note that ``partition`` must be read again from ``offset``."""
         self.rewinds[partition] = offset
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        """Note that ``partitions`` are not fetched until resumed."""
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        """Note that ``partitions`` are fetched again."""
+        self.paused.difference_update(partitions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -509,6 +520,9 @@ class ServiceKit:
         processor = self._require_processor()
         before = self.log.ends()
         complete = await processor.process([r.consumer_record() for r in stored], self.consumer)
+        # Records parked in their key's retry lane finish in the background in the runtime;
+        # the kit waits for them, so the handling it reports is the whole of it.
+        await processor.settle()
         published, dead = self._since(before)
         return Handling(
             records=tuple(stored),

@@ -6,9 +6,12 @@ contract is described in ``docs/events.md``.
 """
 
 from choreokit.events._dead_letter import (
+    AUDIT_TOPIC,
     DLQ_SUFFIX,
     H_ATTEMPTS,
     H_CONSUMER_GROUP,
+    H_ERROR_CHAIN,
+    H_ERROR_FRAME,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_FAILED_AT,
@@ -16,6 +19,10 @@ from choreokit.events._dead_letter import (
     H_ORIGINAL_PARTITION,
     H_ORIGINAL_TIMESTAMP,
     H_ORIGINAL_TOPIC,
+    H_REPLAY_GROUP,
+    H_REPLAY_ID,
+    H_REPLAY_OF,
+    H_TRACEBACK,
 )
 from choreokit.events._dead_letter import HEADER_PREFIX as DLQ_HEADER_PREFIX
 from choreokit.events._envelope import (
@@ -38,6 +45,7 @@ from choreokit.events._envelope import (
 )
 
 __all__ = [
+    "AUDIT_TOPIC",
     "BATCH_JSON",
     "CE_HEADERS",
     "DLQ_HEADER_PREFIX",
@@ -48,6 +56,8 @@ __all__ = [
     "H_CONTENT_TYPE",
     "H_CORRELATION",
     "H_DATAVERSION",
+    "H_ERROR_CHAIN",
+    "H_ERROR_FRAME",
     "H_ERROR_MESSAGE",
     "H_ERROR_TYPE",
     "H_FAILED_AT",
@@ -56,9 +66,13 @@ __all__ = [
     "H_ORIGINAL_PARTITION",
     "H_ORIGINAL_TIMESTAMP",
     "H_ORIGINAL_TOPIC",
+    "H_REPLAY_GROUP",
+    "H_REPLAY_ID",
+    "H_REPLAY_OF",
     "H_SOURCE",
     "H_SPECVERSION",
     "H_TIME",
+    "H_TRACEBACK",
     "H_TRACEPARENT",
     "H_TRACESTATE",
     "H_TYPE",

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaTimeoutError
+from aiokafka.errors import KafkaTimeoutError, MessageSizeTooLargeError
 from aiokafka.structs import OffsetAndMetadata, RecordMetadata
 
 from choreokit.events import Envelope, Event, encode_headers, encode_payload
@@ -122,6 +122,8 @@ class FakeProducer:
 
     sent: list[Sent] = field(default_factory=list)
     failing_topics: set[str] = field(default_factory=set)
+    refusing_topics: set[str] = field(default_factory=set)
+    """Sends to these fail as the broker fails a record it will never take (too large)."""
 
     async def send(
         self,
@@ -134,6 +136,8 @@ class FakeProducer:
         self.sent.append(Sent(topic, key, value, list(headers or [])))
         if topic in self.failing_topics:
             future.set_exception(KafkaTimeoutError())
+        elif topic in self.refusing_topics:
+            future.set_exception(MessageSizeTooLargeError())
         else:
             tp = TopicPartition(topic, 0)
             future.set_result(RecordMetadata(topic, 0, tp, len(self.sent) - 1, -1, 0, -1))
@@ -149,12 +153,19 @@ class FakeConsumer:
 
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
     seeks: list[tuple[TopicPartition, int]] = field(default_factory=list)
+    paused: set[TopicPartition] = field(default_factory=set)
 
     async def commit(self, offsets: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         self.commits.append({tp: meta.offset for tp, meta in offsets.items()})
 
     def seek(self, partition: TopicPartition, offset: int) -> None:
         self.seeks.append((partition, offset))
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused.difference_update(partitions)
 
 
 async def gather_all(awaitables: Sequence[Awaitable[Any]]) -> list[Any]:

@@ -4,7 +4,8 @@ One set of OpenTelemetry instruments, named per the messaging semantic
 conventions where they name something (``messaging.process.duration``,
 ``messaging.client.consumed.messages``, ``messaging.client.sent.messages``)
 and ``choreo.consumer.*`` for what they do not (retries, dead letters, skips,
-redelivered batches, commit failures, lag). A Prometheus reader turns them
+redelivered batches, commit failures, records parked in retry lanes, replays,
+rebalances, pauses, lag, progress and health). A Prometheus reader turns them
 into Prometheus text for ``/metrics`` (``messaging_process_duration_seconds``,
 ``choreo_consumer_dead_lettered_total``, ...); ``OTEL_METRICS_EXPORTER=otlp``
 also pushes them to the OTLP endpoint. See docs/metrics.md.
@@ -46,6 +47,14 @@ SKIPPED = "choreo.consumer.skipped"
 REDELIVERED_BATCHES = "choreo.consumer.redelivered_batches"
 COMMIT_FAILURES = "choreo.consumer.commit_failures"
 LAG = "choreo.consumer.lag"
+PARKED = "choreo.consumer.parked"
+REPLAYS_HANDLED = "choreo.consumer.replays_handled"
+REPLAYS_SKIPPED = "choreo.consumer.replays_skipped"
+REBALANCES = "choreo.consumer.rebalances"
+PAUSED = "choreo.consumer.paused"
+PARKED_RECORDS = "choreo.consumer.parked_records"
+SECONDS_SINCE_PROGRESS = "choreo.consumer.idle"
+HEALTHY = "choreo.consumer.healthy"
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10)
 """The semantic conventions' advised buckets for messaging durations (seconds)."""
@@ -88,12 +97,17 @@ class EventMetrics(Middleware):
             (DEAD_LETTERED, "Records sent to a dead-letter topic.", _dead_lettered),
             (REDELIVERED_BATCHES, "Batches to be read again.", _redelivered),
             (COMMIT_FAILURES, "Offset commits the group refused.", _commit_failures),
+            (PARKED, "Records handed to their key's retry lane (the partition went on).", _parked),
+            (REPLAYS_HANDLED, "Replayed dead letters this group handled.", _replays_handled),
+            (REPLAYS_SKIPPED, "Replayed dead letters meant for another group.", _replays_skipped),
+            (REBALANCES, "Partition revocations this member took part in.", _rebalances),
+            (PAUSED, "Times a partition was paused: its retry lanes were full.", _paused),
         )
         for name, description, read in counters:
             meter.create_observable_counter(
                 name,
                 callbacks=[partial(self._observe_counter, read)],
-                unit="{record}" if "batch" not in name and "commit" not in name else "1",
+                unit="{record}" if name in _RECORD_COUNTERS else "1",
                 description=description,
             )
         meter.create_observable_counter(
@@ -106,8 +120,20 @@ class EventMetrics(Middleware):
             LAG,
             callbacks=[self._observe_lag],
             unit="{record}",
-            description="Records behind the partition's end after the last batch.",
+            description="Records behind the partition's end not done yet (retry lanes count).",
         )
+        gauges: tuple[tuple[str, str, str, Callable[[Service], float]], ...] = (
+            (PARKED_RECORDS, "{record}", "Records in retry lanes now.", _parked_now),
+            (SECONDS_SINCE_PROGRESS, "s", "Seconds since a record was last done.", _idle),
+            (HEALTHY, "1", "1 if the consumer makes progress (see /healthz).", _healthy),
+        )
+        for name, unit, description, value in gauges:
+            meter.create_observable_gauge(
+                name,
+                callbacks=[partial(self._observe_gauge, value)],
+                unit=unit,
+                description=description,
+            )
 
     def observe(self, service: Service) -> None:
         """Report ``service``'s consumer counters and lag."""
@@ -153,6 +179,14 @@ class EventMetrics(Middleware):
             for s in self._services
         ]
 
+    def _observe_gauge(
+        self, read: Callable[[Service], float], _options: CallbackOptions
+    ) -> Iterable[Observation]:
+        return [
+            Observation(read(s), {names.MESSAGING_SYSTEM: names.KAFKA, _GROUP: s.name})
+            for s in self._services
+        ]
+
     def _observe_skipped(self, _options: CallbackOptions) -> Iterable[Observation]:
         return [
             Observation(
@@ -174,7 +208,7 @@ class EventMetrics(Middleware):
                 },
             )
             for s in self._services
-            for (topic, partition), lag in sorted(s.stats.lag.items())
+            for (topic, partition), lag in sorted(s.lag_by_partition().items())
         ]
 
 
@@ -196,6 +230,43 @@ def _redelivered(s: Service) -> int:
 
 def _commit_failures(s: Service) -> int:
     return s.stats.commit_failures
+
+
+def _parked(s: Service) -> int:
+    return s.stats.parked
+
+
+def _replays_handled(s: Service) -> int:
+    return s.stats.replays_handled
+
+
+def _replays_skipped(s: Service) -> int:
+    return s.stats.replays_skipped
+
+
+def _rebalances(s: Service) -> int:
+    return s.stats.rebalances
+
+
+def _paused(s: Service) -> int:
+    return s.stats.paused
+
+
+def _parked_now(s: Service) -> float:
+    return float(s.parked())
+
+
+def _idle(s: Service) -> float:
+    return float(s.health()["seconds_since_progress"])
+
+
+def _healthy(s: Service) -> float:
+    return 1.0 if s.healthy() else 0.0
+
+
+_RECORD_COUNTERS = frozenset(
+    {HANDLED, RETRIES, DEAD_LETTERED, PARKED, REPLAYS_HANDLED, REPLAYS_SKIPPED}
+)
 
 
 @dataclass

@@ -9,6 +9,7 @@ import click
 
 from choreokit.services.cli._broker import broker
 from choreokit.services.cli._dev import demo, dev
+from choreokit.services.cli._dlq import dlq
 from choreokit.services.cli._gateway import gateway_key
 from choreokit.services.cli._health import health
 from choreokit.services.cli._observer import observer_token
@@ -53,6 +54,7 @@ for command in (
     run,
     publish,
     tail,
+    dlq,
     schemas,
     topics,
     health,

@@ -91,7 +91,7 @@ def run(service: str, name: str | None) -> None:
                     stop,
                     settings=status,
                     registry=metrics.registry,
-                    ready=runtime.up.is_set,
+                    ready=lambda: runtime.up.is_set() and _consumers_healthy(app),
                     name=name,
                 )
             )
@@ -117,3 +117,9 @@ def run(service: str, name: str | None) -> None:
     finally:
         telemetry.shutdown()
         metrics.shutdown()
+
+
+def _consumers_healthy(app: object) -> bool:
+    """Whether every service of ``app`` makes progress (``Service.healthy``), for /healthz."""
+    services = getattr(app, "services", ())
+    return all(service.healthy() for service in services)

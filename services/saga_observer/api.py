@@ -19,6 +19,7 @@ from choreokit.services.runtime.http import health_response, metrics_response
 from choreokit.services.saga_observer import problems
 from choreokit.services.saga_observer.audit import AuditLog
 from choreokit.services.saga_observer.catalog import SagaCatalog
+from choreokit.services.saga_observer.dead_letter_api import Replayer, dead_letter_routes
 from choreokit.services.saga_observer.judge import Status
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
@@ -99,8 +100,12 @@ def build_api(
     max_page_size: int,
     access: AccessPolicy,
     audit: AuditLog,
+    replayer: Replayer | None = None,
 ) -> FastAPI:
-    """The observer's FastAPI application, guarded by ``access``."""
+    """The observer's FastAPI application, guarded by ``access``.
+
+    ``replayer`` enables ``POST /api/dead-letters/.../replay`` (operators only).
+    """
     app = FastAPI(
         title="choreokit saga observer",
         version="1",
@@ -120,6 +125,7 @@ def build_api(
         return limit
 
     _flow_routes(app, queries, page)
+    dead_letter_routes(app, queries, replayer, audit)
     _record_routes(app, queries, catalog, page)
     _instance_routes(app, queries, metrics, instance)
     _audit_routes(app, audit, page)
@@ -265,15 +271,36 @@ def _record_routes(
 
     @app.get("/api/dead-letters", tags=["records"], responses=_INVALID)
     async def dead_letters(
+        *,
         attached: Annotated[
             bool | None, Query(description="With a flow (true) or without one (false).")
         ] = None,
+        status: Annotated[
+            str | None,
+            Query(
+                pattern="^(dead|replayed|resolved|failed|purged)$",
+                description="dead, replayed, resolved, failed or purged.",
+            ),
+        ] = None,
+        fingerprint: Annotated[
+            str | None, Query(max_length=32, description="A failure group.")
+        ] = None,
+        group: Annotated[
+            str | None, Query(max_length=256, description="The consumer group that failed.")
+        ] = None,
+        flow: Annotated[str | None, Query(max_length=_ID, description="The flow id.")] = None,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> DeadLetterPage:
-        """Records consumers gave up on (read from ``*.dlq`` topics)."""
+        """Records consumers gave up on (read from ``*.dlq`` topics), with their status."""
         items, total = await queries.dead_letters(
-            limit=page(limit), offset=offset, attached=attached
+            limit=page(limit),
+            offset=offset,
+            attached=attached,
+            status=status,
+            fingerprint=fingerprint,
+            group=group,
+            correlation_id=flow,
         )
         return DeadLetterPage(items=items, total=total, limit=limit, offset=offset)
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from choreokit.events import Service, needs_extra
+from choreokit.events import KafkaSettings, Service, default_registry, needs_extra
+from choreokit.events.dlq import DeadLetterStore, ReplayResult
 
 with needs_extra("observer", "the saga observer"):
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -38,6 +39,29 @@ logger = logging.getLogger("choreokit.observer")
 
 SETTINGS = (ObserverSettings,)
 """The settings classes the observer reads (``choreo`` tools list their variables)."""
+
+
+class _KafkaReplayer:
+    """Replays dead letters through :class:`DeadLetterStore`, one store per request."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self._kafka = kafka
+
+    async def replay(
+        self,
+        dead_letter_id: str,
+        *,
+        data: bytes | None,
+        to_topic: str | None,
+        force: bool,
+        operator: str,
+    ) -> ReplayResult:
+        async with DeadLetterStore(self._kafka, operator=operator) as store:
+            letter = await store.get(dead_letter_id)
+            [result] = await store.replay(
+                [letter], data=data, registry=default_registry, to_topic=to_topic, force=force
+            )
+        return result
 
 
 def create(runtime: Runtime) -> ObserverApp:
@@ -209,6 +233,7 @@ class ObserverApp:
             max_page_size=settings.max_page_size,
             access=access,
             audit=audit,
+            replayer=_KafkaReplayer(self.runtime.kafka),
         )
         server = HttpServer(
             server_config(api, host=settings.host, port=settings.port),

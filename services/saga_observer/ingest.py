@@ -313,6 +313,7 @@ class Ingest:
         records.labels("event").inc(applied.events)
         records.labels("duplicate").inc(applied.duplicates)
         records.labels("dead_letter").inc(applied.dead_letters)
+        records.labels("dlq_audit").inc(applied.audits)
         records.labels("rejected").inc(applied.rejects)
         records.labels("lifecycle").inc(applied.lifecycle)
         for transition in applied.transitions:

@@ -17,7 +17,8 @@ class ObserverMetrics:
         self.records = Counter(
             "choreo_observer_records",
             "Records read by this instance, by what they were: event (first copy), duplicate "
-            "(a repeated ce_id), dead_letter, lifecycle (the observer's own saga.* events), "
+            "(a repeated ce_id), dead_letter, dlq_audit (a replay, purge or replay outcome), "
+            "lifecycle (the observer's own saga.* events), "
             "rejected (not an event at all).",
             ["kind"],
             registry=registry,

@@ -10,10 +10,11 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import quote, urlencode
 
-from sqlalchemy import ColumnElement, exists, func, or_, select, text
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreokit.events import SagaSpec
+from choreokit.events.dlq import normalise_message
 from choreokit.services.saga_observer import schema
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
@@ -27,6 +28,7 @@ from choreokit.services.saga_observer.views import (
     EventView,
     ExpectedStepView,
     Facets,
+    FailureGroupView,
     FlowDetail,
     FlowSummary,
     GraphView,
@@ -53,7 +55,17 @@ E, F, D, R, L, OFF, P = (
     schema.offsets,
     schema.publishers,
 )
+DS = schema.dead_letter_status
 LATENCY_SAMPLE = 50_000
+_LETTERS = D.outerjoin(
+    DS,
+    and_(
+        DS.c.topic == D.c.topic,
+        DS.c.kafka_partition == D.c.kafka_partition,
+        DS.c.kafka_offset == D.c.kafka_offset,
+    ),
+)
+_LETTER_COLUMNS = (*D.c, func.coalesce(DS.c.status, "dead").label("status"), DS.c.status_us)
 
 
 class Sort(StrEnum):
@@ -212,7 +224,10 @@ class Queries:
             ).all()
             letters = (
                 await conn.execute(
-                    select(D).where(D.c.correlation_id == correlation_id).order_by(D.c.failed_us)
+                    select(*_LETTER_COLUMNS)
+                    .select_from(_LETTERS)
+                    .where(D.c.correlation_id == correlation_id)
+                    .order_by(D.c.failed_us)
                 )
             ).all()
             lifecycle = (
@@ -396,26 +411,101 @@ class Queries:
         )
 
     async def dead_letters(
-        self, *, limit: int, offset: int, attached: bool | None = None
+        self,
+        *,
+        limit: int,
+        offset: int,
+        attached: bool | None = None,
+        status: str | None = None,
+        fingerprint: str | None = None,
+        group: str | None = None,
+        correlation_id: str | None = None,
     ) -> tuple[list[DeadLetterView], int]:
-        """Dead letters, newest first; ``attached`` narrows to those with (or without) a flow."""
-        where = []
+        """Dead letters, newest first, narrowed by each filter given.
+
+        ``attached`` keeps those with (or without) a flow; ``status`` is one of
+        dead, replayed, resolved, failed, purged.
+        """
+        where: list[Any] = []
         if attached is not None:
             where.append(
                 D.c.correlation_id.is_not(None) if attached else D.c.correlation_id.is_(None)
             )
+        if status is not None:
+            where.append(func.coalesce(DS.c.status, "dead") == status)
+        if fingerprint is not None:
+            where.append(D.c.fingerprint == fingerprint)
+        if group is not None:
+            where.append(D.c.group_id == group)
+        if correlation_id is not None:
+            where.append(D.c.correlation_id == correlation_id)
         async with self._engine.connect() as conn:
             total = (
-                await conn.execute(select(func.count()).select_from(D).where(*where))
+                await conn.execute(select(func.count()).select_from(_LETTERS).where(*where))
             ).scalar_one()
             rows = await conn.execute(
-                select(D)
+                select(*_LETTER_COLUMNS)
+                .select_from(_LETTERS)
                 .where(*where)
                 .order_by(D.c.failed_us.desc(), D.c.key)
                 .limit(limit)
                 .offset(offset)
             )
             return [_dead_letter(r._mapping) for r in rows], int(total)
+
+    async def dead_letter(self, topic: str, partition: int, offset: int) -> DeadLetterView | None:
+        """One dead letter by its position in its ``*.dlq`` topic."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(*_LETTER_COLUMNS)
+                    .select_from(_LETTERS)
+                    .where(
+                        D.c.topic == topic,
+                        D.c.kafka_partition == partition,
+                        D.c.kafka_offset == offset,
+                    )
+                )
+            ).first()
+        return _dead_letter(row._mapping) if row is not None else None
+
+    async def dead_letter_groups(self, *, limit: int) -> list[FailureGroupView]:
+        """Failure groups (same error type, normalised message and top frame), largest first.
+
+        Purged and resolved dead letters are left out.
+        """
+        status = func.coalesce(DS.c.status, "dead")
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                select(
+                    D.c.fingerprint,
+                    func.min(D.c.error_type).label("error_type"),
+                    func.min(D.c.error_message).label("message"),
+                    func.min(D.c.error_frame).label("frame"),
+                    func.count().label("letters"),
+                    func.min(D.c.failed_us).label("first_us"),
+                    func.max(D.c.failed_us).label("last_us"),
+                    func.count(func.distinct(D.c.group_id)).label("groups"),
+                )
+                .select_from(_LETTERS)
+                .where(status.notin_(("resolved", "purged")))
+                .group_by(D.c.fingerprint)
+                .order_by(func.count().desc(), D.c.fingerprint)
+                .limit(limit)
+            )
+            return [
+                FailureGroupView(
+                    fingerprint=r.fingerprint or "",
+                    error_type=r.error_type,
+                    message=normalise_message(r.message or ""),
+                    frame=r.frame or "",
+                    count=r.letters,
+                    first_seen=from_micros(r.first_us),
+                    last_seen=from_micros(r.last_us),
+                    groups=r.groups,
+                )
+                for r in rows
+            ]
 
     async def rejects(self, *, limit: int, offset: int) -> tuple[list[RejectView], int]:
         """Records that were not events at all, newest first."""
@@ -733,4 +823,9 @@ def _dead_letter(row: Any) -> DeadLetterView:
         partition=row["kafka_partition"],
         offset=row["kafka_offset"],
         copies=row["copies"],
+        id=f"{row['topic']}/{row['kafka_partition']}/{row['kafka_offset']}",
+        status=row["status"],
+        status_at=from_micros(row["status_us"]) if row["status_us"] is not None else None,
+        fingerprint=row["fingerprint"],
+        error_frame=row["error_frame"],
     )

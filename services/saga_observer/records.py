@@ -26,11 +26,14 @@ from choreokit.events import (
     record_time,
     redact,
 )
+from choreokit.events.dlq import fingerprint
 from choreokit.events.wire import (
+    AUDIT_TOPIC,
     DLQ_HEADER_PREFIX,
     H_ATTEMPTS,
     H_CONSUMER_GROUP,
     H_CORRELATION,
+    H_ERROR_FRAME,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_FAILED_AT,
@@ -97,6 +100,8 @@ class SeenDeadLetter:
         failed_at: When it was dead-lettered.
         original: The original record's position, if known.
         position: The dead letter's own position.
+        frame: Where the error was raised (``file:function``), if known.
+        fingerprint: The failure group (error type, normalised message, frame).
     """
 
     key: str
@@ -110,6 +115,27 @@ class SeenDeadLetter:
     failed_at: datetime
     original: Position | None
     position: Position
+    frame: str = ""
+    fingerprint: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SeenAudit:
+    """An entry of the dead-letter audit topic: a replay, a purge, or a replay's outcome.
+
+    Attributes:
+        position: Where it was read.
+        dead_letter: The dead letter it is about, as its position.
+        action: ``replay``, ``purge`` or ``outcome``.
+        result: ``sent``/``error`` (replay), ``handled``/``failed`` (outcome).
+        at: When it happened.
+    """
+
+    position: Position
+    dead_letter: Position
+    action: str
+    result: str | None
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +150,7 @@ class SeenReject:
     timestamp: datetime
 
 
-Seen = SeenEvent | SeenLifecycle | SeenDeadLetter | SeenReject
+Seen = SeenEvent | SeenLifecycle | SeenDeadLetter | SeenAudit | SeenReject
 
 
 def classify(
@@ -158,6 +184,8 @@ def _classify(
 ) -> Seen:
     if is_dead_letter_topic(record.topic):
         return _dead_letter(record, position)
+    if record.topic == AUDIT_TOPIC:
+        return _audit(record, position)
     try:
         decoded = decode(record.headers, record.value, fallback_time=record_time(record.timestamp))
     except ChoreoError as exc:
@@ -236,6 +264,26 @@ def _reject(
     )
 
 
+def _audit(record: ConsumerRecord[bytes, bytes], position: Position) -> SeenAudit | SeenReject:
+    try:
+        entry = json.loads(record.value or b"")
+        topic, partition, offset = str(entry["dead_letter"]).rsplit("/", 2)
+        target = Position(topic, int(partition), int(offset))
+        action = str(entry["action"])[:32]
+        result = entry.get("result")
+        at = datetime.fromtimestamp(float(entry.get("at", 0)), UTC)
+    except (ValueError, KeyError, TypeError, OverflowError, OSError) as exc:
+        return SeenReject(
+            position=position,
+            error_type="InvalidAuditEntry",
+            error_message=f"not a dead-letter audit entry: {type(exc).__name__}: {exc}"[:MAX_TEXT],
+            key=_text(record.key),
+            size=len(record.value or b""),
+            timestamp=record_time(record.timestamp),
+        )
+    return SeenAudit(position, target, action, str(result)[:32] if result else None, at)
+
+
 def _dead_letter(record: ConsumerRecord[bytes, bytes], position: Position) -> SeenDeadLetter:
     headers: Sequence[tuple[str, bytes | None]] = tuple(record.headers)
     original_headers = [(k, v) for k, v in headers if not k.startswith(DLQ_HEADER_PREFIX)]
@@ -254,13 +302,18 @@ def _dead_letter(record: ConsumerRecord[bytes, bytes], position: Position) -> Se
         key = f"{original.topic}/{original.partition}/{original.offset}/{group or ''}"
     else:
         key = f"{position.topic}/{position.partition}/{position.offset}"
+    error_type = _header(headers, H_ERROR_TYPE) or "unknown"
+    error_message = (_header(headers, H_ERROR_MESSAGE) or "")[:MAX_TEXT]
+    frame = (_header(headers, H_ERROR_FRAME) or "")[:512]
     return SeenDeadLetter(
+        frame=frame,
+        fingerprint=fingerprint(error_type, error_message, frame),
         key=key[:1024],
         correlation_id=correlation,
         event_id=event_id,
         event_type=envelope.type if envelope else _header(headers, H_TYPE),
-        error_type=_header(headers, H_ERROR_TYPE) or "unknown",
-        error_message=(_header(headers, H_ERROR_MESSAGE) or "")[:MAX_TEXT],
+        error_type=error_type,
+        error_message=error_message,
         group=group,
         attempts=_int(_header(headers, H_ATTEMPTS)),
         failed_at=_time(_header(headers, H_FAILED_AT)) or record_time(record.timestamp),

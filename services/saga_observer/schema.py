@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
     select,
     text,
 )
@@ -111,8 +112,23 @@ dead_letters = Table(
     Column("kafka_partition", Integer, nullable=False),
     Column("kafka_offset", BigInteger, nullable=False),
     Column("copies", Integer, nullable=False),
+    Column("fingerprint", String(32)),
+    Column("error_frame", String(512)),
     Index("obs_dead_letters_flow", "correlation_id"),
 )
+
+dead_letter_status = Table(
+    "obs_dlq_status",
+    metadata,
+    Column("topic", String(249), primary_key=True),
+    Column("kafka_partition", Integer, primary_key=True),
+    Column("kafka_offset", BigInteger, primary_key=True),
+    Column("status", String(16), nullable=False),
+    Column("status_us", BigInteger, nullable=False),
+)
+"""Where a dead letter (by its position in its ``*.dlq`` topic) stands, from the audit topic:
+replayed, resolved (the group handled the replay, final), failed or purged. A table of its
+own, so that an audit entry read before its dead letter still counts."""
 
 rejects = Table(
     "obs_rejects",
@@ -195,7 +211,31 @@ async def _v2(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[audit_log]))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2)
+async def _v3(conn: AsyncConnection) -> None:
+    # Dead-letter operations: failure groups and statuses. A database created by this
+    # version's _v1 has the columns already (create_all uses the Tables above).
+    present = await conn.run_sync(
+        lambda sync: {c["name"] for c in inspect(sync).get_columns("obs_dead_letters")}
+    )
+    for name, ddl in (("fingerprint", "VARCHAR(32)"), ("error_frame", "VARCHAR(512)")):
+        if name not in present:
+            await conn.execute(text(f"ALTER TABLE obs_dead_letters ADD COLUMN {name} {ddl}"))
+    await conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS obs_dead_letters_fingerprint "
+            "ON obs_dead_letters (fingerprint)"
+        )
+    )
+    await conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS obs_dead_letters_position "
+            "ON obs_dead_letters (topic, kafka_partition, kafka_offset)"
+        )
+    )
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[dead_letter_status]))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
 """Step *n* (1-based) brings the schema from version *n-1* to *n*. Append, never edit:
 when a table changes, add a step (ALTER TABLE ...) and change the Table above to match."""
 

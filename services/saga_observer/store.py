@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from sqlalchemy import Table, bindparam, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -40,6 +40,7 @@ from choreokit.services.saga_observer.lifecycle import Pending, Transition, tran
 from choreokit.services.saga_observer.records import (
     Position,
     Seen,
+    SeenAudit,
     SeenDeadLetter,
     SeenEvent,
     SeenLifecycle,
@@ -60,8 +61,17 @@ E, F, D, R, L, OFF, P = (
     schema.offsets,
     schema.publishers,
 )
+DS = schema.dead_letter_status
 _CHUNK = 500
 T = TypeVar("T")
+_SETTLED = ("resolved", "purged")
+"""Dead letters that no longer count against their flow."""
+_STATUS_OF = {
+    ("replay", "sent"): "replayed",
+    ("outcome", "handled"): "resolved",
+    ("outcome", "failed"): "failed",
+    ("purge", None): "purged",
+}
 
 
 class _RolledBackError(Exception):
@@ -122,6 +132,7 @@ class Applied:
     events: int = 0
     duplicates: int = 0
     dead_letters: int = 0
+    audits: int = 0
     rejects: int = 0
     lifecycle: int = 0
     flows: int = 0
@@ -202,6 +213,9 @@ class Store:
             )
             touched |= await self._record_dead_letters(
                 conn, [s for s in seen if isinstance(s, SeenDeadLetter)], applied
+            )
+            touched |= await self._record_audits(
+                conn, [s for s in seen if isinstance(s, SeenAudit)], applied
             )
             await self._record_rejects(
                 conn, [s for s in seen if isinstance(s, SeenReject)], applied
@@ -468,6 +482,8 @@ class Store:
                     "kafka_partition": letter.position.partition,
                     "kafka_offset": letter.position.offset,
                     "copies": len(group),
+                    "fingerprint": letter.fingerprint or None,
+                    "error_frame": letter.frame or None,
                 }
             )
         stmt = self._insert(D)
@@ -479,6 +495,54 @@ class Store:
         )
         applied.dead_letters += len(seen)
         return {s.correlation_id for s in seen if s.correlation_id is not None}
+
+    async def _record_audits(
+        self, conn: AsyncConnection, seen: list[SeenAudit], applied: Applied
+    ) -> set[str]:
+        """Move dead letters' statuses on; a resolved dead letter stays resolved."""
+        rows = []
+        for entry in seen:
+            key = (entry.action, entry.result if entry.action != "purge" else None)
+            status = _STATUS_OF.get(key)
+            if status is None:
+                continue
+            rows.append(
+                {
+                    "topic": entry.dead_letter.topic[:249],
+                    "kafka_partition": entry.dead_letter.partition,
+                    "kafka_offset": entry.dead_letter.offset,
+                    "status": status,
+                    "status_us": micros(entry.at),
+                }
+            )
+        applied.audits += len(seen)
+        if not rows:
+            return set()
+        for row in rows:  # in order: a later entry decides, but nothing undoes "resolved"
+            stmt = self._insert(DS).values(row)
+            await conn.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[DS.c.topic, DS.c.kafka_partition, DS.c.kafka_offset],
+                    set_={
+                        "status": case(
+                            (DS.c.status == "resolved", DS.c.status), else_=stmt.excluded.status
+                        ),
+                        "status_us": stmt.excluded.status_us,
+                    },
+                )
+            )
+        touched: set[str] = set()
+        for row in rows:
+            found = await conn.execute(
+                select(D.c.correlation_id).where(
+                    D.c.topic == row["topic"],
+                    D.c.kafka_partition == row["kafka_partition"],
+                    D.c.kafka_offset == row["kafka_offset"],
+                    D.c.correlation_id.is_not(None),
+                )
+            )
+            touched.update(r[0] for r in found)
+        return touched
 
     async def _record_rejects(
         self, conn: AsyncConnection, seen: list[SeenReject], applied: Applied
@@ -642,7 +706,11 @@ class Store:
         for chunk in _chunks(list(current)):
             counted = await conn.execute(
                 select(D.c.correlation_id, func.count())
-                .where(D.c.correlation_id.in_(chunk))
+                .select_from(D.outerjoin(DS, _same_position()))
+                .where(
+                    D.c.correlation_id.in_(chunk),
+                    or_(DS.c.status.is_(None), DS.c.status.notin_(_SETTLED)),
+                )
                 .group_by(D.c.correlation_id)
             )
             letters.update({r[0]: r[1] for r in counted})
@@ -709,6 +777,15 @@ def _flow_values(
         "judged_us": now_us,
     }
     return {"b_cid": graph.correlation_id} | {f"b_{k}": v for k, v in values.items()}
+
+
+def _same_position() -> Any:
+    """The join of a dead letter with its status row."""
+    return and_(
+        DS.c.topic == D.c.topic,
+        DS.c.kafka_partition == D.c.kafka_partition,
+        DS.c.kafka_offset == D.c.kafka_offset,
+    )
 
 
 def _outbox_row(change: Transition) -> dict[str, Any]:

@@ -162,6 +162,48 @@ class DeadLetterView(_View):
     partition: int
     offset: int
     copies: int
+    id: str = Field(description="``<dlq topic>/<partition>/<offset>``: the id to replay.")
+    status: str = Field(
+        default="dead", description="dead, replayed, resolved, failed or purged (audit topic)."
+    )
+    status_at: datetime | None = None
+    fingerprint: str | None = Field(default=None, description="The failure group.")
+    error_frame: str | None = Field(default=None, description="Where the error was raised.")
+
+
+class FailureGroupView(_View):
+    """Dead letters that failed the same way: error type, normalised message, top frame."""
+
+    fingerprint: str
+    error_type: str
+    message: str
+    frame: str
+    count: int
+    first_seen: datetime
+    last_seen: datetime
+    groups: int = Field(description="How many consumer groups failed this way.")
+
+
+class ReplayRequest(_View):
+    """What to replay: the dead letter as it is, or with a corrected payload."""
+
+    data: dict[str, Any] | None = Field(
+        default=None, description="A corrected payload, validated against the event's schema."
+    )
+    to_topic: str | None = Field(default=None, max_length=249)
+    force: bool = Field(default=False, description="Replay a resolved or purged one too.")
+
+
+class ReplayView(_View):
+    """The outcome of a replay request."""
+
+    dead_letter: str
+    replay_id: str
+    topic: str
+    group: str | None
+    result: str
+    error: str | None
+    operator: str
 
 
 class DeadLetterPage(_View):

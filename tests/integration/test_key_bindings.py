@@ -24,7 +24,8 @@ from choreokit.events import (
     RetryPolicy,
     UnknownTypePolicy,
 )
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher
 from choreokit.events._handling import HandlerSpec
 from choreokit.events.sql import Inbox, KeyBindings, bind_key, create_tables, transaction
 from choreokit.services.runtime.database import create_engine

@@ -21,7 +21,8 @@ from choreokit.events import (
     RetryPolicy,
     UnknownTypePolicy,
 )
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher
 from choreokit.events._handling import HandlerSpec, Next
 from choreokit.events._ids import derived_event_id
 from tests.support import FakeConsumer, FakeProducer, event_record, record
@@ -80,7 +81,10 @@ class Harness:
         self.processor = BatchProcessor(self.dispatcher)
 
     async def run(self, *records: Any) -> bool:
-        return await self.processor.process(records, self.consumer)
+        """Process ``records`` and wait for their retry lanes; whether nothing was rewound."""
+        complete = await self.processor.process(records, self.consumer)
+        await self.processor.settle()
+        return complete
 
 
 async def test_handled_records_are_committed_after_the_handler_succeeds() -> None:

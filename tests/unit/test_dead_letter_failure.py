@@ -3,6 +3,7 @@ published in the flow, caused by the failed event, with an id derived from it.""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from choreokit.events import (
@@ -14,9 +15,10 @@ from choreokit.events import (
     RetryPolicy,
     UnknownTypePolicy,
 )
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher
 from choreokit.events._handling import DeadLetterEvent, HandlerSpec
-from tests.support import FakeConsumer, FakeProducer, event_record, record
+from tests.support import FakeConsumer, FakeProducer, event_record, record, wait_for
 
 reg = Registry()
 
@@ -34,7 +36,9 @@ FAST = RetryPolicy(max_attempts=2, first_backoff=timedelta(0), jitter=0)
 
 
 def harness(
-    error: BaseException | None, on_dead_letter: DeadLetterEvent | None
+    error: BaseException | None,
+    on_dead_letter: DeadLetterEvent | None,
+    retry: RetryPolicy = FAST,
 ) -> tuple[BatchProcessor, FakeProducer, ConsumerStats]:
     async def handle(event: Reserved) -> None:
         if error is not None:
@@ -55,7 +59,7 @@ def harness(
         group="payments",
         publisher=Publisher(producer, source="/services/payments"),
         middlewares=(),
-        retry=FAST,
+        retry=retry,
         unknown_types=UnknownTypePolicy.DEAD_LETTER,
         stats=stats,
     )
@@ -119,3 +123,24 @@ async def test_an_undecodable_record_is_only_dead_lettered() -> None:
     assert await processor.process([bad], FakeConsumer())
     assert len(producer.to("in.dlq")) == 1
     assert producer.to("out") == []
+
+
+async def test_a_failure_event_the_broker_did_not_take_is_sent_again_from_its_lane() -> None:
+    """Retries exhausted in the key's lane; the dead letter went, the failure event timed
+    out: both go again (the event with the same id) and the record is done, no rewind."""
+    backoff = RetryPolicy(max_attempts=2, first_backoff=timedelta(milliseconds=20), jitter=0)
+    processor, producer, stats = harness(ConnectionError("bank down"), declined, backoff)
+    producer.failing_topics.add("out")
+    consumer = FakeConsumer()
+    failed = event_record(Reserved(order_id="o-2"), correlation_id="flow-2")
+    assert await processor.process([failed], consumer)
+    assert stats.parked == 1
+    await wait_for(lambda: len(producer.to("out")) >= 1, what="the failure event's first try")
+    producer.failing_topics.clear()
+    async with asyncio.timeout(10):
+        await processor.settle()
+    sent = producer.to("out")
+    assert len(sent) >= 2
+    assert {s.header("ce_id") for s in sent} == {sent[0].header("ce_id")}
+    assert len(producer.to("in.dlq")) >= 2
+    assert stats.failure_events >= 2

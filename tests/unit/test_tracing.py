@@ -23,7 +23,8 @@ from opentelemetry.trace import (
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from choreokit.events import Event, HandlerContext, Middleware, Publisher, Registry, RetryPolicy
-from choreokit.events._consumer import BatchProcessor, ConsumerStats, Dispatcher, UnknownTypePolicy
+from choreokit.events._batch import BatchProcessor
+from choreokit.events._consumer import ConsumerStats, Dispatcher, UnknownTypePolicy
 from choreokit.events._handling import HandlerSpec
 from choreokit.tracing import (
     TraceContextRelay,
@@ -83,11 +84,13 @@ class Hop:
     async def handle(self) -> None:
         record = event_record(Placed(note=SECRET), offset=7, partition=2)
         await self.processor.process([record], self.consumer)
+        await self.processor.settle()
 
     async def handle_headers(self, extra: list[tuple[str, bytes]]) -> None:
         record = event_record(Placed(note=SECRET), offset=7, partition=2, correlation_id="flow-1")
         record.headers.extend(extra)
         await self.processor.process([record], self.consumer)
+        await self.processor.settle()
 
 
 def traced(sampler: Sampler = ALWAYS_ON) -> tuple[TracingMiddleware, InMemorySpanExporter]:

@@ -124,7 +124,7 @@ def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceA
         settings,
         outbox=outbox,
         publisher=lambda: service.publisher,
-        ready=up.is_set,
+        ready=lambda: up.is_set() and service.healthy(),
         registry=runtime.prometheus_registry(),
     )
 

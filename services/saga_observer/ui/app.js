@@ -499,17 +499,42 @@ function records(flow) {
   );
 }
 
+async function replayDeadLetter(d, button) {
+  // A write action: it needs an operator token (apiWrite asks for one on 401/403).
+  button.disabled = true;
+  button.textContent = "Replaying…";
+  try {
+    const body = await apiWrite(`/api/dead-letters/${encodeURIComponent(d.topic)}/${d.partition}/${d.offset}/replay`, {});
+    button.textContent = `Replayed to ${body.group || "every group"}`;
+    button.dataset.result = body.result;
+  } catch (error) {
+    button.disabled = false;
+    button.textContent = "Replay";
+    showError(error);
+  }
+}
+
+function deadLetterStatus(d) {
+  if (d.status === "dead" || d.status === "failed") {
+    const button = el("button", { class: "secondary", "data-testid": "replay", text: "Replay", title: `Send ${d.event_type || "it"} back to ${d.group || "its group"} only` });
+    button.addEventListener("click", () => replayDeadLetter(d, button));
+    return [badge(d.status), " ", button];
+  }
+  return [badge(d.status)];
+}
+
 function deadLetterTable(items) {
   return el("table", { "data-testid": "dead-letters" },
-    el("thead", {}, el("tr", {}, ["Failed", "Event", "Group", "Error", "Attempts", "Flow", "From"].map((h) => el("th", { text: h })))),
-    el("tbody", {}, items.map((d) => el("tr", {},
+    el("thead", {}, el("tr", {}, ["Failed", "Event", "Group", "Error", "Attempts", "Flow", "From", "Status"].map((h) => el("th", { text: h })))),
+    el("tbody", {}, items.map((d) => el("tr", { "data-status": d.status },
       el("td", { text: when(d.failed_at) }),
       el("td", { text: `${d.event_type || "?"} ${short(d.event_id)}` }),
       el("td", { text: d.group || "?" }),
       el("td", {}, el("strong", { text: d.error_type }), el("div", { class: "muted", text: d.error_message })),
       el("td", { class: "num", text: d.attempts ?? "?" }),
       el("td", {}, d.correlation_id ? el("a", { href: `#/flow/${encodeURIComponent(d.correlation_id)}`, class: "mono", text: short(d.correlation_id) }) : el("span", { class: "muted", text: "no flow" })),
-      el("td", { class: "mono", text: d.original_topic ? `${d.original_topic}[${d.original_partition}]@${d.original_offset}` : `${d.topic}[${d.partition}]@${d.offset}` })))));
+      el("td", { class: "mono", text: d.original_topic ? `${d.original_topic}[${d.original_partition}]@${d.original_offset}` : `${d.topic}[${d.partition}]@${d.offset}` }),
+      el("td", { "data-testid": "dead-letter-status" }, deadLetterStatus(d))))));
 }
 
 // -- topology -----------------------------------------------------------------------------
