@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from choreokit.events import ConfigurationError
-from choreokit.services.runtime.http import add_health_and_metrics, serve
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger("choreokit.status")
 
@@ -52,6 +54,10 @@ class StatusSettings(BaseSettings):
 
 def status_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> FastAPI:
     """The two endpoints: ``GET /healthz`` (200 once ready) and ``GET /metrics``."""
+    from fastapi import FastAPI
+
+    from choreokit.services.runtime.http import add_health_and_metrics
+
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
     add_health_and_metrics(app, registry, ready)
     return app
@@ -73,6 +79,17 @@ async def serve_status(
     if settings.port is None:
         return
     import socket
+
+    from choreokit.events.extras import has_extra
+
+    if not has_extra("http"):
+        logger.warning(
+            "%s serves no /metrics and /healthz: that needs the 'http' extra "
+            "(pip install 'choreokit[http]'); set CHOREO_METRICS_PORT=off to silence this",
+            name,
+        )
+        return
+    from choreokit.services.runtime.http import serve
 
     family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)

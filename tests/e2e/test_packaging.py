@@ -18,6 +18,8 @@ CORE = {
     "opentelemetry-api",
     "opentelemetry-sdk",
     "opentelemetry-exporter-otlp",
+    "opentelemetry-exporter-prometheus",  # the event layer's metrics as Prometheus text
+    "opentelemetry-propagator-b3",  # OTEL_PROPAGATORS=b3 works out of the box
     "opentelemetry-semantic-conventions",
     "uuid-utils",
     "click",
