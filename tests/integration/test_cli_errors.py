@@ -54,15 +54,19 @@ BROKER_ARGS: dict[Command, list[str]] = {
     ("run",): ["inventory"],
     ("publish",): ["stock.released", "--data", '{"order_id": "o1", "reservation_id": "r1"}'],
     ("tail",): ["--max", "1"],
+    ("dlq", "purge"): ["some-dead-letter", "--reason", "newcomer"],
+    ("dlq", "replay"): ["some-dead-letter"],
+    ("dlq", "show"): ["some-dead-letter"],
 }
 
 # Commands that never talk to a broker, with arguments that make them do their work.
 OFFLINE_ARGS: dict[Command, list[str]] = {
     ("gateway-key", "create"): ["newcomer", "--type", "order.*"],
     ("observer-token", "create"): ["newcomer"],
-    ("schemas", "check"): [],
-    ("schemas", "export"): ["--dir", "TMP/schemas"],
+    ("schemas", "check"): ["--example"],
+    ("schemas", "export"): ["--example", "--dir", "TMP/schemas"],
     ("topics", "list"): [],
+    ("topics", "acls"): [],
 }
 
 # Commands that run a service: their stderr is the service's log, which ends in the error.
@@ -105,6 +109,7 @@ def test_every_command_answers_an_unreachable_broker_in_one_line(
         "CHOREO_KAFKA_BOOTSTRAP": unreachable,
         "CHOREO_KAFKA_REQUEST_TIMEOUT": "2s",
         "CHOREO_DATA_DIR": str(tmp_path / "data"),
+        "CHOREO_EXAMPLE": "1",  # the newcomer runs the example's services and events
     }
     if command == ("broker",):
         # The embedded broker itself: its port is taken by something that is not a broker.
@@ -135,7 +140,7 @@ def test_every_command_answers_an_unreachable_broker_in_one_line(
 
 
 def test_demo_says_when_the_order_intake_is_unreachable(kafka: KafkaSettings) -> None:
-    env = {"CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap}
+    env = {"CHOREO_KAFKA_BOOTSTRAP": kafka.bootstrap, "CHOREO_EXAMPLE": "1"}
     created = choreo("topics", "create", env=env)
     assert created.returncode == 0, created.stderr
     intake = f"http://127.0.0.1:{free_port()}"
