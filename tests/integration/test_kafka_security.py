@@ -49,8 +49,20 @@ def choreo(*args: str) -> list[str]:
 
 
 def clean_environment() -> dict[str, str]:
-    """This process's environment without any CHOREO_* (each test says what it wants)."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("CHOREO_", "OTEL_"))}
+    """This process's environment without any CHOREO_* (each test says what it wants).
+
+    The example domain's services are the deployment under test: it is declared.
+    """
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CHOREO_", "OTEL_"))}
+    return {**clean, "CHOREO_EXAMPLE": "1"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def example_declared() -> Iterator[None]:
+    """The example's services are what the ACLs, users and services here are derived from."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHOREO_EXAMPLE", "1")
+        yield
 
 
 def acl_rules() -> list[dict[str, str]]:
@@ -112,7 +124,9 @@ def apply_acls(cluster: KafkaCluster, rules: list[dict[str, str]]) -> None:
 
 
 @pytest.fixture(scope="module")
-def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+def secure(
+    tmp_path_factory: pytest.TempPathFactory, example_declared: None
+) -> Iterator[KafkaCluster]:
     """One Apache Kafka node on SASL_SSL with ACLs on, topics made, ACLs applied."""
     users = {name: secrets.token_urlsafe(12) for name in service_names()}
     cluster = KafkaCluster(
