@@ -124,7 +124,7 @@ async def test_two_flows_racing_for_a_free_key_cannot_both_win(
     engine: AsyncEngine, database_url: str
 ) -> None:
     if database_url.startswith("sqlite"):
-        pytest.skip("SQLite has one writer: transactions cannot overlap there")
+        pytest.skip(reason="SQLite has one writer: transactions cannot overlap there")
     bindings = KeyBindings(consumer="inventory")
     outcomes: list[str] = []
 
@@ -132,7 +132,7 @@ async def test_two_flows_racing_for_a_free_key_cannot_both_win(
         try:
             async with engine.begin() as conn:
                 await bindings.bind(conn, "order", "o-race", flow)
-                await asyncio.sleep(0)  # let the other transaction run its insert too
+                await asyncio.sleep(0)  # noqa: sleep-ok - yields once so the other transaction inserts too
             outcomes.append(flow)
         except KeyConflictError:
             outcomes.append("refused")
