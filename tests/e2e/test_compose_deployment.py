@@ -13,7 +13,7 @@ Jaeger v2. The ``acls`` job runs on the Kafka image; its stand-in (tests/rig/kaf
 reads its script and applies the ``kafka-acls.sh`` commands the ``topics`` job wrote, so each
 service gets exactly what the job would grant it and nothing more.
 
-``choreo demo --bootstrap`` then drives 20 orders through the order intake (with the token a
+``choreo demo --bootstrap`` then drives 12 orders through the order intake (with the token a
 user sets in ``.env``); the demo's own judgement, the saga observer's API (read with the
 operator token compose-secrets minted; without it, 401), and Jaeger's query API (traces of
 every service) must all see them.
@@ -59,7 +59,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-ORDERS = 20
+ORDERS = 12
 SEED = 4  # every kind of injected failure among the first dozen orders
 PASSWORD = "CHOREO_KAFKA_SASL_PASSWORD"
 
