@@ -28,8 +28,9 @@ import pytest
 
 from choreokit.events import KafkaSettings
 from choreokit.services.example.demo.plan import Outcome
-from choreokit.services.example.demo.tracker import FlowTracker
+from choreokit.services.example.demo.tracker import TOPICS, FlowTracker
 from choreokit.services.runtime import KafkaCluster, KafkaRigError
+from tests.chaos.checker import Report, check_topics
 from tests.e2e.system import ROOT, Dev, choreo_args, running_dev
 from tests.rig.tcp_proxy import TcpProxy
 from tests.support import wait_for
@@ -53,6 +54,9 @@ PROBES = (1, 2)
 """Orders placed through the gateway during the outage (and retried after it)."""
 
 ACCEPTED = 202
+
+TERMINAL_TYPES = ("order.confirmed", "order.cancelled")
+"""A flow with neither never ended (the demo's own judge also waits for compensations)."""
 
 
 @dataclass(frozen=True)
@@ -239,6 +243,8 @@ class Outage:
     throughput: Throughput
     drained: float
     """Seconds from the outage's end until the last flow begun before that end had ended."""
+    report: Report
+    """The checker's reading of the flow topics end to end."""
 
     def print(self, orders: int, rate: float, seed: int, after: int) -> None:
         answers = ", ".join(f"{a.status} in {a.seconds:.2f}s" for a in self.during)
@@ -253,6 +259,7 @@ class Outage:
             f"observer {self.observed}; demo {self.summary['seconds']}s, flow p99 "
             f"{self.summary['flow_duration_ms'].get('p99')}ms"
         )
+        self.report.print(f"{self.fault} checker")
 
     def assert_recovered(self, orders: int) -> None:
         """Every flow ended as injected, the observer agrees, 503s in bound, throughput back."""
@@ -269,6 +276,8 @@ class Outage:
             assert answer.seconds <= PUBLISH_TIMEOUT + SLACK, answer
         assert self.throughput.back_after is not None, self.throughput
         assert self.throughput.back_after <= BACK_WITHIN, self.throughput
+        assert self.report.flows == orders + len(PROBES)
+        self.report.assert_clean()
 
 
 async def demo_through_outage(
@@ -322,6 +331,13 @@ async def demo_through_outage(
     finally:
         demo.kill()
         await tracker.stop()
+    report = await check_topics(
+        rig.cluster.bootstrap,
+        TOPICS,
+        expected_flows=list(tracker.flows),
+        terminal_types=TERMINAL_TYPES,
+        timeout=60,
+    )
     flows = list(tracker.flows.values())
     begun_before = [f for f in flows if (s := f.started_at) is not None and s.timestamp() < healed]
     last_end = max(end.timestamp() for f in begun_before if (end := f.judge()[2]) is not None)
@@ -334,4 +350,5 @@ async def demo_through_outage(
         lasted=healed - began,
         throughput=throughput(ended(tracker), began, healed),
         drained=max(0.0, last_end - healed),
+        report=report,
     )
