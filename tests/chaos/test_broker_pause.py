@@ -17,9 +17,9 @@ from tests.chaos.outage import Rig, demo_through_outage, proxied_system
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 SEED = 13
-ORDERS = 240
+ORDERS = 200
 RATE = 10.0
-"""Orders per second the demo places (24 s of orders)."""
+"""Orders per second the demo places (20 s of orders)."""
 AFTER = 40
 """Flows ended before the pause."""
 OUTAGE = 6.0

@@ -19,9 +19,9 @@ from tests.chaos.outage import Rig, demo_through_outage, proxied_system
 pytestmark = [pytest.mark.chaos, pytest.mark.slow]
 
 SEED = 12
-ORDERS = 240
+ORDERS = 200
 RATE = 10.0
-"""Orders per second the demo places (24 s of orders)."""
+"""Orders per second the demo places (20 s of orders)."""
 AFTER = 40
 """Flows ended before the cut."""
 OUTAGE = 6.0
