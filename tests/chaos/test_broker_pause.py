@@ -14,7 +14,7 @@ import pytest
 
 from tests.chaos.outage import Rig, demo_through_outage, proxied_system
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SEED = 13
 ORDERS = 200

@@ -16,7 +16,7 @@ import pytest
 
 from tests.chaos.outage import Rig, demo_through_outage, proxied_system
 
-pytestmark = [pytest.mark.chaos, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SEED = 12
 ORDERS = 200
@@ -50,5 +50,6 @@ async def test_the_demo_ends_every_flow_through_a_cut_of_every_connection(rig: R
         seconds=OUTAGE,
     )
     outage.print(ORDERS, RATE, SEED, AFTER)
-    assert rig.proxy.accepted > 0
+    print(f"proxy: {rig.proxy.accepted} connections accepted, {rig.proxy.resets} reset by the cut")
+    assert rig.proxy.resets > 0  # the services' connections really went through the proxy
     outage.assert_recovered(ORDERS)

@@ -95,6 +95,8 @@ class TcpProxy:
         self._thread: threading.Thread | None = None
         self.accepted = 0
         """Connections accepted so far (reset ones included)."""
+        self.resets = 0
+        """Connections reset by a cut: live ones and new ones refused during it."""
 
     @property
     def addresses(self) -> list[str]:
@@ -184,6 +186,7 @@ class TcpProxy:
         if mode is Mode.CUT:
             for link in list(self._links):
                 link.reset()
+            self.resets += len(self._links)
             self._links.clear()
 
     async def _shutdown(self) -> None:
@@ -201,6 +204,7 @@ class TcpProxy:
         self.accepted += 1
         upstream = self._upstreams[index]
         if self._mode is Mode.CUT or upstream is None:
+            self.resets += self._mode is Mode.CUT
             _reset(writer)
             return
         link = _Link(writer)

@@ -73,6 +73,7 @@ async def test_a_cut_resets_live_connections_and_refuses_new_ones_until_healed(
     assert proxy.connections == 0
     with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
         await roundtrip(proxy.ports[0])
+    assert proxy.resets == 2  # the live one, and the new one refused
 
     proxy.heal()
     assert await roundtrip(proxy.ports[0]) == b"ping"
