@@ -96,30 +96,39 @@ def proxied_system(directory: Path) -> Iterator[Rig]:
 
 
 class Demo:
-    """``choreo demo --bootstrap`` in a subprocess, against a running ``choreo dev``."""
+    """``choreo demo --bootstrap`` in a subprocess, against a running ``choreo dev``.
+
+    Its output goes to files, not pipes: a pipe nobody reads until the end would
+    block the demo (and its order placing) once the client's logs of the outage
+    filled it.
+    """
 
     def __init__(self, rig: Rig, *, orders: int, rate: float, seed: int) -> None:
         self.orders = orders
-        self.process = subprocess.Popen(
-            choreo_args(
-                *("demo", "--json", "--bootstrap", rig.proxy.bootstrap),
-                *("--orders-url", rig.dev.orders_url, "--orders", str(orders)),
-                *("--rate", str(rate), "--seed", str(seed), "--timeout", "180"),
-            ),
-            cwd=ROOT,
-            env=rig.dev.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        self.out = rig.dev.data_dir.parent / f"demo-{seed}.json"
+        self.err = rig.dev.data_dir.parent / f"demo-{seed}.log"
+        with self.out.open("w") as out, self.err.open("w") as err:
+            self.process = subprocess.Popen(
+                choreo_args(
+                    *("demo", "--json", "--bootstrap", rig.proxy.bootstrap),
+                    *("--orders-url", rig.dev.orders_url, "--orders", str(orders)),
+                    *("--rate", str(rate), "--seed", str(seed), "--timeout", "180"),
+                ),
+                cwd=ROOT,
+                env=rig.dev.env,
+                stdout=out,
+                stderr=err,
+            )
 
     async def summary(self) -> dict[str, Any]:
         """Wait for the demo to end; its JSON summary with ``exit_code`` and ``stderr``."""
-        out, err = await asyncio.to_thread(self.process.communicate, timeout=300)
-        assert out, err[-3000:]
+        await asyncio.to_thread(self.process.wait, 300)
+        err = self.err.read_text(errors="replace")[-3000:]
+        out = self.out.read_text()
+        assert out, err
         found: dict[str, Any] = json.loads(out)
         found["exit_code"] = self.process.returncode
-        found["stderr"] = err[-3000:]
+        found["stderr"] = err
         return found
 
     def kill(self) -> None:
