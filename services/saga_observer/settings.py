@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, PositiveInt, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from choreokit.events import Duration
+
+_OIDC_PREFIX = "CHOREO_OBSERVER_OIDC_"
 
 DEFAULT_TOPIC_PATTERN = r"^(?!__).+"
 """Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""
@@ -180,3 +183,20 @@ class ObserverSettings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_unknown_oidc_variables(self) -> Self:
+        # A misspelt OpenID Connect variable would silently keep a default (the role claim,
+        # the role values): refuse it, naming the known ones.
+        known = {
+            f"CHOREO_OBSERVER_{name.upper()}"
+            for name in type(self).model_fields
+            if name.startswith("oidc_")
+        }
+        unknown = sorted(n for n in os.environ if n.startswith(_OIDC_PREFIX) and n not in known)
+        if unknown:
+            raise ValueError(
+                f"unknown variable(s) {', '.join(unknown)}; the OpenID Connect settings are "
+                f"{', '.join(sorted(known))}"
+            )
+        return self

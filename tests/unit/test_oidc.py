@@ -263,6 +263,12 @@ def test_the_production_profile_refuses_unsafe_oidc_settings(
         )
 
 
+def test_a_misspelt_oidc_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHOREO_OBSERVER_OIDC_ROLES_CLAIM", "groups")
+    with pytest.raises(ValueError, match=r"unknown variable.*OIDC_ROLES_CLAIM.*OIDC_ROLE_CLAIM"):
+        ObserverSettings()
+
+
 def test_settings_bound_the_leeway_and_the_fetch_timeout() -> None:
     with pytest.raises(ValueError, match="between 0 and 5 minutes"):
         ObserverSettings(oidc_leeway=timedelta(hours=1))
