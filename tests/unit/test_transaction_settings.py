@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from pydantic import ValidationError
 
-from choreokit.events import Isolation, KafkaSettings, Registry, Service
+from choreokit.events import Idempotence, Isolation, KafkaSettings, Registry, Service
 from choreokit.events._kafka import consumer_options, reader_options
 
 
@@ -45,7 +45,7 @@ def test_a_reader_without_transactions_may_read_committed(monkeypatch: pytest.Mo
 
 def test_transactions_without_idempotence_are_refused() -> None:
     with pytest.raises(ValidationError, match="needs an idempotent producer"):
-        KafkaSettings(transactions=True, idempotence="off")
+        KafkaSettings(transactions=True, idempotence=Idempotence.OFF)
 
 
 @pytest.mark.parametrize("bad", ["", "has space", "x" * 201, "slash/ed"])
