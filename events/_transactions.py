@@ -148,14 +148,7 @@ class TransactionalBatchProcessor:
         producer = self._producer
         try:
             await producer.begin_transaction()
-            jobs = [
-                self._take(tp, batch, deadline, done, held) for tp, batch in by_partition.items()
-            ]
-            if self._concurrent and len(jobs) > 1:
-                await asyncio.gather(*jobs)
-            else:
-                for job in jobs:
-                    await job
+            await self._take_all(by_partition, deadline, done, held)
             if done:
                 offsets = {tp: OffsetAndMetadata(offset, "") for tp, offset in done.items()}
                 await producer.send_offsets_to_transaction(offsets, self._group)
@@ -174,6 +167,25 @@ class TransactionalBatchProcessor:
             elif tp in done:
                 self._next[tp] = done[tp]
         return True
+
+    async def _take_all(
+        self,
+        by_partition: dict[TopicPartition, list[Record]],
+        deadline: float,
+        done: dict[TopicPartition, int],
+        held: dict[TopicPartition, int],
+    ) -> None:
+        jobs = [self._take(tp, batch, deadline, done, held) for tp, batch in by_partition.items()]
+        if not self._concurrent or len(jobs) == 1:
+            for job in jobs:
+                await job
+            return
+        # Every partition's work ends before the transaction does: a send still on its way
+        # after an abort would land in the next transaction.
+        outcomes = await asyncio.gather(*jobs, return_exceptions=True)
+        failure = next((o for o in outcomes if isinstance(o, BaseException)), None)
+        if failure is not None:
+            raise failure
 
     async def _take(
         self,
@@ -200,8 +212,9 @@ class TransactionalBatchProcessor:
                 outcome = await self._dispatcher.dispatch(record)
             sends.append((record, outcome))
             done[tp] = record.offset + 1
-        for record, futures in sends:
-            error = await _first_failure(futures)
+        # Every acknowledgement is awaited before any failure aborts the transaction.
+        errors = [(record, futures, await _first_failure(futures)) for record, futures in sends]
+        for record, futures, error in errors:
             if error is None:
                 continue
             if refused_for_good(error) and not isinstance(futures, DeadLetterSends):
