@@ -21,17 +21,14 @@ import subprocess
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-
-from aiokafka import ConsumerRecord
+from typing import Any
 
 from choreokit.events import KafkaSettings, Service
 from choreokit.services.runtime import KafkaCluster
+from tests.chaos.checker import check_topics
 from tests.chaos.exactly_once_hop import declare
-from tests.integration.kafka_io import records_to_end
 from tests.support import unique, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,36 +103,6 @@ class Hop:
             return None
 
 
-@dataclass
-class Seen:
-    """What one reader saw of one topic."""
-
-    records: int = 0
-    ids: Counter[str] = field(default_factory=Counter)
-    outputs_per_input: Counter[int] = field(default_factory=Counter)
-
-    @classmethod
-    def of(cls, records: list[ConsumerRecord[bytes, bytes]]) -> Seen:
-        seen = cls(records=len(records))
-        for record in records:
-            headers = dict(record.headers)
-            seen.ids[(headers.get("ce_id") or b"").decode()] += 1
-            seen.outputs_per_input[json.loads(record.value or b"")["n"]] += 1
-        return seen
-
-    @property
-    def duplicated_ids(self) -> int:
-        """Records beyond the first of one ``ce_id``."""
-        return sum(count - 1 for count in self.ids.values() if count > 1)
-
-    @property
-    def inputs_with_two_outputs(self) -> int:
-        return sum(1 for count in self.outputs_per_input.values() if count > 1)
-
-    def lost(self) -> int:
-        return EVENTS - len(set(self.outputs_per_input) & set(range(EVENTS)))
-
-
 async def test_a_two_hop_stream_with_killed_hops_has_no_duplicate_at_read_committed(
     kafka_broker: KafkaCluster,
 ) -> None:
@@ -202,35 +169,30 @@ async def test_a_two_hop_stream_with_killed_hops_has_no_duplicate_at_read_commit
             codes = {n: await asyncio.to_thread(hop.stop) for n, hop in hops.items()}
     elapsed = time.monotonic() - started
 
-    committed = {
-        topic: Seen.of(await records_to_end(bootstrap, topic))
-        for topic in (stream.checked.event_info().topic, stream.done.event_info().topic)
+    topics = [stream.checked.event_info().topic, stream.done.event_info().topic]
+    types = {stream.checked.event_info().type, stream.done.event_info().type}
+    expectations: dict[str, Any] = {
+        "expected_flows": [f"flow-{n}" for n in range(EVENTS)],
+        "expected_effects": types,  # each flow's output on each hop
+        "effect_types": types,  # one id per flow and type, or it is a duplicated effect
+        "terminal_types": {stream.done.event_info().type},
     }
-    uncommitted = {
-        topic: Seen.of(await records_to_end(bootstrap, topic, isolation="read_uncommitted"))
-        for topic in committed
-    }
+    committed = await check_topics(bootstrap, topics, isolation="read_committed", **expectations)
+    uncommitted = await check_topics(bootstrap, topics, **expectations)
     calls = hops[1].calls + hops[2].calls
     print(f"\nexactly_once: {EVENTS} events, two hops, {elapsed:.1f}s, seed {SEED}")
     print(
         f"  kills: hop1 {hops[1].kills}, hop2 {hops[2].kills}; handler calls {calls} "
         f"({calls - 2 * EVENTS} redelivered); graceful exits {codes}"
     )
-    for topic, seen in committed.items():
-        dirty = uncommitted[topic]
-        print(
-            f"  {topic.removeprefix(prefix + '.')}: read_committed {seen.records} records, "
-            f"lost {seen.lost()}, duplicated ids {seen.duplicated_ids}, inputs with two outputs "
-            f"{seen.inputs_with_two_outputs} | read_uncommitted {dirty.records} records "
-            f"({dirty.duplicated_ids} duplicates from aborted attempts)"
-        )
+    committed.print("  read_committed")
+    print(f"  per topic {dict(committed.per_topic)}")
+    uncommitted.print("  read_uncommitted (aborted attempts included)")
     assert hops[1].kills + hops[2].kills == KILLS
     assert calls > 2 * EVENTS, "no kill caused a redelivery: the faults hit nothing"
-    for topic, seen in committed.items():
-        assert seen.lost() == 0, topic
-        assert seen.duplicated_ids == 0, topic
-        assert seen.inputs_with_two_outputs == 0, topic
-        assert seen.records == EVENTS, topic
-    assert sum(s.duplicated_ids for s in uncommitted.values()) > 0, (
+    committed.assert_clean()  # 0 lost, no two outputs for one input, every flow ended
+    assert committed.copies == 0, "a record written twice under one ce_id is visible"
+    assert committed.records == 2 * EVENTS
+    assert uncommitted.copies > 0, (
         "no aborted attempt reached the log: no kill fell inside an open transaction"
     )
