@@ -231,12 +231,16 @@ async def start_transactional_producer(
             await producer.begin_transaction()
             await producer.abort_transaction()
     except TimeoutError as exc:
-        await producer.stop()
-        raise _no_transactions(
-            settings, f"no transaction coordinator answered within {settings.request_timeout}"
+        await stop_quietly(producer)
+        raise TransactionsUnavailableError(
+            f"no transactional producer id was granted to {transactional_id!r} at "
+            f"{settings.bootstrap} within {settings.request_timeout}: either this principal may "
+            "not use that transactional id (it needs WRITE and DESCRIBE on the TransactionalId; "
+            "'choreo topics acls' prints them with CHOREO_KAFKA_TRANSACTIONS=on) or the "
+            "broker's transaction coordinator is not available"
         ) from exc
     except KafkaError as exc:
-        await producer.stop()
+        await stop_quietly(producer)
         if isinstance(exc, TransactionalIdAuthorizationFailed):
             raise TransactionsUnavailableError(
                 f"the broker refused transactional id {transactional_id!r} ({exc}); grant the "
@@ -254,3 +258,9 @@ def _no_transactions(settings: KafkaSettings, reason: str) -> TransactionsUnavai
         "Kafka for exactly-once hops, or set CHOREO_KAFKA_TRANSACTIONS=off (at-least-once, "
         "effectively-once through the inbox)"
     )
+
+
+async def stop_quietly(producer: AIOKafkaProducer) -> None:
+    """Stop ``producer``, which may have failed for good (its stop then raises why)."""
+    with contextlib.suppress(Exception):
+        await producer.stop()

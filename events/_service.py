@@ -32,6 +32,7 @@ from choreokit.events._kafka import (
     ensure_topics,
     start_producer,
     start_transactional_producer,
+    stop_quietly,
 )
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event
@@ -39,7 +40,7 @@ from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry
 from choreokit.events._retry import RetryPolicy
 from choreokit.events._settings import KafkaSettings, millis
-from choreokit.events._transactions import TransactionalBatchProcessor, stop_quietly
+from choreokit.events._transactions import TransactionalBatchProcessor
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[..., Awaitable[None]]
@@ -189,6 +190,11 @@ class Service:
     def handlers(self) -> tuple[HandlerSpec, ...]:
         """Every declared handler."""
         return tuple(spec for route in self._routes.values() for spec in route.values())
+
+    @property
+    def settings(self) -> KafkaSettings | None:
+        """The Kafka settings given (``None``: read from the environment at start)."""
+        return self._settings
 
     @property
     def publishes(self) -> frozenset[type[Event]]:

@@ -22,7 +22,6 @@ see docs/reliability.md, "Exactly-once".
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Sequence
@@ -266,9 +265,3 @@ async def _first_failure(futures: Sequence[SendFuture]) -> BaseException | None:
         return None
     outcomes = await asyncio.gather(*futures, return_exceptions=True)
     return next((o for o in outcomes if isinstance(o, BaseException)), None)
-
-
-async def stop_quietly(producer: AIOKafkaProducer) -> None:
-    """Stop ``producer``, which may be fenced (its stop then raises what fenced it)."""
-    with contextlib.suppress(Exception):
-        await producer.stop()
