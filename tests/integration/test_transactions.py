@@ -195,3 +195,61 @@ async def test_transactions_start_on_kafka_and_are_refused_by_tansu(
     assert "cannot run Kafka transactions" in str(refused.value)
     assert "CHOREO_KAFKA_TRANSACTIONS=off" in str(refused.value)
     assert not service.healthy()
+
+
+@pytest.mark.engines("kafka")
+async def test_rebalances_between_transactional_members_duplicate_nothing(
+    kafka: KafkaSettings,
+) -> None:
+    """A second member joins a transactional group mid-stream and the first one later leaves:
+    each revocation waits for the batch in hand's transaction, so a read_committed reader
+    sees every one of the 1,500 outputs exactly once."""
+    from tests.chaos.checker import check_topics
+
+    cat = catalog()
+    group = unique("group")
+    calls: list[int] = []
+
+    def member(instance: str) -> Service:
+        service = Service(
+            group,
+            registry=cat.registry,
+            settings=transactional(kafka, transactional_id=f"{group}-{instance}", max_batch=50),
+            publishes=[cat.out],
+        )
+
+        @service.handler(cat.v2)
+        async def relay(event: object, ctx: HandlerContext) -> None:
+            calls.append(event.n)  # type: ignore[attr-defined]
+            await ctx.publish(cat.out(n=event.n))  # type: ignore[attr-defined]
+
+        return service
+
+    feeder = Service(unique("feeder"), registry=cat.registry, settings=kafka, publishes=[cat.v2])
+    first, second = member("a"), member("b")
+
+    async def feed(numbers: range) -> None:
+        for n in numbers:
+            await feeder.publish(cat.v2(n=n, label="x"), correlation_id=f"flow-{n}")
+
+    async with feeder:
+        await first.start()
+        await feed(range(500))
+        await wait_for(lambda: len(set(calls)) >= 300, timeout=30, what="the first member")
+        await second.start()  # a rebalance under the stream
+        await feed(range(500, 1000))
+        await wait_for(lambda: second.stats.handled > 0, timeout=30, what="the second member")
+        await first.stop()  # and another
+        await feed(range(1000, 1500))
+        await wait_for(lambda: len(set(calls)) == 1500, timeout=60, what="every event handled")
+        await second.stop()
+    report = await check_topics(
+        kafka.bootstrap,
+        [cat.out_topic],
+        isolation="read_committed",
+        expected_flows=[f"flow-{n}" for n in range(1500)],
+    )
+    report.print("transactional rebalances")
+    report.assert_clean()
+    assert report.copies == 0
+    assert first.stats.rebalances + second.stats.rebalances >= 1
