@@ -1,12 +1,15 @@
 """One hop of the exactly-once stream, in its own process, with Kafka transactions on.
 
 Hop 1 turns ``<prefix>.placed`` into ``<prefix>.checked``, hop 2 ``<prefix>.checked`` into
-``<prefix>.done``; both keep ``n``. Prints ``{"handled": n}`` per handler call (before the
-batch's transaction commits, so a SIGKILL right after lands inside an open transaction).
-The transactional id is given, the same for every restart of a hop: each new process
-fences its killed predecessor and ends the transaction it left open.
+``<prefix>.done``; both keep ``n``. Prints ``{"handled": n}`` per handler call. With
+``--stall N`` the handler of event ``N`` prints ``{"stuck": N}`` and never returns: the
+batch's transaction stays open with the outputs of the records before it already sent, and
+the test SIGKILLs the process there. The transactional id is given, the same for every
+restart of a hop: each new process fences its killed predecessor and ends the transaction
+it left open.
 
 Run: python -m tests.chaos.exactly_once_hop --bootstrap H:P --prefix P --hop 1|2 --txn-id ID
+[--stall N ...]
 """
 
 from __future__ import annotations
@@ -73,7 +76,10 @@ async def main() -> None:
     parser.add_argument("--prefix", required=True)
     parser.add_argument("--hop", type=int, choices=(1, 2), required=True)
     parser.add_argument("--txn-id", required=True)
+    parser.add_argument("--stall", type=int, action="append", default=[])
     args = parser.parse_args()
+    stalls = set(args.stall)
+    never = asyncio.Event()
     stream = declare(args.prefix)
     source, target = (
         (stream.placed, stream.checked) if args.hop == 1 else (stream.checked, stream.done)
@@ -89,6 +95,9 @@ async def main() -> None:
     async def forward(event: Event, ctx: HandlerContext) -> None:
         n = event.n  # type: ignore[attr-defined]
         emit({"handled": n})
+        if n in stalls:
+            emit({"stuck": n})
+            await never.wait()  # until SIGKILL, inside the batch's open transaction
         await ctx.publish(target(n=n))
 
     stop = asyncio.Event()
