@@ -6,25 +6,31 @@ cannot run transactions (Tansu) is refused at start with a message saying what t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import ProducerFenced
+from aiokafka.errors import KafkaTimeoutError, ProducerFenced
 
 from choreokit.events import (
     Event,
     HandlerContext,
     KafkaSettings,
+    Middleware,
+    Outbound,
     Registry,
+    SendFuture,
     Service,
     TransactionsUnavailableError,
     dead_letter_topic,
 )
 from choreokit.events._kafka import start_transactional_producer
+from choreokit.events._outbound import Send
 from tests.integration.kafka_io import records_to_end
 from tests.support import catalog, unique, wait_for
 
@@ -253,3 +259,76 @@ async def test_rebalances_between_transactional_members_duplicate_nothing(
     report.assert_clean()
     assert report.copies == 0
     assert first.stats.rebalances + second.stats.rebalances >= 1
+
+
+class _FailFirstSend(Middleware):
+    """Sends every record, but reports the first one as not acknowledged in time (the fault)."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    async def on_publish(self, outbound: Outbound, send: Send) -> SendFuture:
+        sent = await send(outbound)
+        if self.failed:
+            return sent
+        self.failed = True
+        await sent  # on the log, in the open transaction
+        lost: SendFuture = asyncio.get_running_loop().create_future()
+        lost.set_exception(KafkaTimeoutError())
+        return lost
+
+
+@pytest.mark.engines("kafka")
+async def test_database_effects_stay_once_through_the_inbox_when_a_transaction_aborts(
+    kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    """The handler's database transaction (the inbox) commits, then the batch's Kafka
+    transaction aborts (a send reported lost). The record is read again: the inbox knows
+    it, the handler does not run again, its recorded event is sent again in the new
+    transaction. One database effect; one output at read_committed (two at read_uncommitted,
+    one id)."""
+    from sqlalchemy import Column, Integer, MetaData, Table, func, insert, select
+
+    from choreokit.events.sql import Inbox, create_tables, transaction
+    from choreokit.services.runtime.database import create_engine
+
+    business = MetaData()
+    effects = Table("effects", business, Column("n", Integer, nullable=False))
+    engine = create_engine(f"sqlite:///{tmp_path / 'hop.sqlite3'}")
+    await create_tables(engine)
+    async with engine.begin() as conn:
+        await conn.run_sync(business.create_all)
+    cat = catalog()
+    hop = Service(
+        unique("inboxed"), registry=cat.registry, settings=transactional(kafka), publishes=[cat.out]
+    )
+    inbox = Inbox(engine, consumer=hop.name, registry=cat.registry)
+    hop.use(inbox, _FailFirstSend())
+    runs: list[int] = []
+
+    @hop.handler(cat.v2)
+    async def apply(event: object, ctx: HandlerContext) -> None:
+        runs.append(event.n)  # type: ignore[attr-defined]
+        await transaction().execute(insert(effects).values(n=event.n))  # type: ignore[attr-defined]
+        await ctx.publish(cat.out(n=event.n))  # type: ignore[attr-defined]
+
+    feeder = Service(unique("feeder"), registry=cat.registry, settings=kafka, publishes=[cat.v2])
+    try:
+        async with hop, feeder:
+            await feeder.publish(cat.v2(n=3, label="x"))
+            await wait_for(
+                lambda: hop.stats.transactions_committed >= 1, timeout=30, what="a commit"
+            )
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(effects))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert hop.stats.transactions_aborted >= 1
+    assert runs == [3]
+    assert inbox.duplicates == 1
+    assert rows == 1
+    committed = await records_to_end(kafka.bootstrap, cat.out_topic)
+    everything = await records_to_end(kafka.bootstrap, cat.out_topic, isolation="read_uncommitted")
+    assert [json.loads(r.value or b"") for r in committed] == [{"n": 3}]
+    assert len(everything) == 2
+    assert len({dict(r.headers)["ce_id"] for r in everything}) == 1
