@@ -9,7 +9,7 @@ restart of a hop: each new process fences its killed predecessor and ends the tr
 it left open.
 
 Run: python -m tests.chaos.exactly_once_hop --bootstrap H:P --prefix P --hop 1|2 --txn-id ID
-[--stall N ...]
+[--stall N ...] [--replication 3]
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ async def main() -> None:
     parser.add_argument("--hop", type=int, choices=(1, 2), required=True)
     parser.add_argument("--txn-id", required=True)
     parser.add_argument("--stall", type=int, action="append", default=[])
+    parser.add_argument("--replication", type=int, default=1)
     args = parser.parse_args()
     stalls = set(args.stall)
     never = asyncio.Event()
@@ -87,7 +88,9 @@ async def main() -> None:
     service = Service(
         f"{args.prefix}-hop{args.hop}",
         registry=stream.registry,
-        settings=settings(args.bootstrap, transactional_id=args.txn_id),
+        settings=settings(
+            args.bootstrap, transactional_id=args.txn_id, topic_replication=args.replication
+        ),
         publishes=[target],
     )
 
