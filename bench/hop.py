@@ -19,6 +19,12 @@ in its own Python process:
 * ``choreokit-traced``: the same with tracing on, 100% sampled, exported over
   OTLP/gRPC to the receiver process (``choreokit.tracing.configure`` from the environment).
 * ``choreokit-traced-10``: the same, ``parentbased_traceidratio`` at 10%.
+* ``choreokit-txn``: ``choreokit`` with Kafka transactions on (each batch's outputs and
+  offsets committed in one transaction; ``--engine kafka`` only, Tansu has none).
+
+``--engine kafka`` runs the scenarios on a one-node Apache Kafka (the rig's,
+``choreo broker --engine kafka``) instead of the embedded broker; its default
+scenarios are ``choreokit`` and ``choreokit-txn``, to price exactly-once.
 
 Throughput is records handled per second from the first handled record until
 the broker acknowledged the last output (counted on ``AIOKafkaProducer.send``,
@@ -55,7 +61,12 @@ SCENARIOS = (
     "choreokit",
     "choreokit-traced",
     "choreokit-traced-10",
+    "choreokit-txn",
 )
+ENGINE_SCENARIOS = {
+    "tansu": SCENARIOS[:-1],
+    "kafka": ("choreokit", "choreokit-txn"),
+}
 PARTITIONS = 4
 TIMEOUT = 60.0
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +217,14 @@ async def _faststream(bootstrap: str, source: str, target: str, meter: Meter) ->
 
 
 async def _choreokit(
-    bootstrap: str, source: str, target: str, meter: Meter, *, traced: bool, bare: bool = False
+    bootstrap: str,
+    source: str,
+    target: str,
+    meter: Meter,
+    *,
+    traced: bool,
+    bare: bool = False,
+    transactions: bool = False,
 ) -> Any:
     from choreokit.events import (
         Event,
@@ -226,8 +244,13 @@ async def _choreokit(
     class Reserved(Event, type="bench.reserved", version=1, topic=target, registry=registry):
         n: int
 
-    settings = KafkaSettings(bootstrap=bootstrap, idempotence=Idempotence.OFF)
     name = f"bench-{uuid.uuid4().hex[:8]}"
+    settings = KafkaSettings(
+        bootstrap=bootstrap,
+        idempotence=Idempotence.AUTO if transactions else Idempotence.OFF,
+        transactions=transactions,
+        transactional_id=name if transactions else None,
+    )
     service = Service(name, registry=registry, settings=settings, publishes=[Reserved])
     if not traced:
         for key in ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
@@ -268,6 +291,7 @@ async def _measure(
             meter,
             traced=scenario.startswith("choreokit-traced"),
             bare=scenario == "choreokit-bare",
+            transactions=scenario == "choreokit-txn",
         )
     try:
         await meter.wait()
@@ -359,17 +383,29 @@ def _scenario(
 
 
 def run(
-    records: int, faststream_records: int, scenarios: tuple[str, ...], rounds: int
+    records: int,
+    faststream_records: int,
+    scenarios: tuple[str, ...],
+    rounds: int,
+    engine: str = "tansu",
 ) -> dict[str, Any]:
     """Run every scenario ``rounds`` times, interleaved; keep each one's best round."""
-    from choreokit.services.runtime import EmbeddedBroker, free_port
+    from choreokit.services.runtime import EmbeddedBroker, KafkaCluster, free_port
 
-    machine = _machine()
+    if engine == "tansu" and "choreokit-txn" in scenarios:
+        raise SystemExit(
+            "choreokit-txn needs --engine kafka: the embedded broker has no transactions"
+        )
+    machine = {**_machine(), "engine": engine}
     plan = {s: (faststream_records if s == "faststream" else records) for s in scenarios}
     results: dict[str, Result] = {}
     all_rates: dict[str, list[float]] = {s: [] for s in scenarios}
     with tempfile.TemporaryDirectory() as tmp:
-        broker = EmbeddedBroker(port=free_port(), log=Path(tmp) / "tansu.log")
+        broker: EmbeddedBroker | KafkaCluster
+        if engine == "kafka":
+            broker = KafkaCluster(1, directory=Path(tmp) / "kafka")
+        else:
+            broker = EmbeddedBroker(port=free_port(), log=Path(tmp) / "tansu.log")
         broker.start()
         receiver = subprocess.Popen(
             [sys.executable, "-m", "tests.otlp_receiver", "--count-only"],
@@ -406,7 +442,10 @@ def run(
         finally:
             receiver.terminate()
             receiver.wait(timeout=10)
-            broker.stop()
+            if isinstance(broker, KafkaCluster):
+                broker.close()
+            else:
+                broker.stop()
     rates = {s: r.rate for s, r in results.items()}
     cpu = {s: r.cpu_us_per_record for s, r in results.items()}
 
@@ -426,11 +465,13 @@ def run(
             "traced/untraced": ratio("choreokit-traced", "choreokit"),
             "traced-10/untraced": ratio("choreokit-traced-10", "choreokit"),
             "untraced (relay)/bare": ratio("choreokit", "choreokit-bare"),
+            "transactions/untraced": ratio("choreokit-txn", "choreokit"),
         },
         "cpu_ratios": {
             "untraced (relay)/bare": cpu_ratio("choreokit", "choreokit-bare"),
             "traced/untraced": cpu_ratio("choreokit-traced", "choreokit"),
             "traced-10/untraced": cpu_ratio("choreokit-traced-10", "choreokit"),
+            "transactions/untraced": cpu_ratio("choreokit-txn", "choreokit"),
         },
     }
 
@@ -442,6 +483,9 @@ def main() -> None:
     parser.add_argument("--faststream-records", type=int, default=4_000)
     parser.add_argument("--rounds", type=int, default=2, help="interleaved rounds; best kept")
     parser.add_argument("--only", nargs="*", choices=SCENARIOS, help="run only these scenarios")
+    parser.add_argument(
+        "--engine", choices=tuple(ENGINE_SCENARIOS), default="tansu", help="the broker [tansu]"
+    )
     parser.add_argument("--scenario", choices=SCENARIOS, help=argparse.SUPPRESS)
     parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
     parser.add_argument("--source", help=argparse.SUPPRESS)
@@ -453,7 +497,8 @@ def main() -> None:
         )
         print(json.dumps(measured))
         return
-    report = run(args.records, args.faststream_records, tuple(args.only or SCENARIOS), args.rounds)
+    scenarios = tuple(args.only or ENGINE_SCENARIOS[args.engine])
+    report = run(args.records, args.faststream_records, scenarios, args.rounds, args.engine)
     if args.json:
         print(json.dumps(report, indent=2))
         return
@@ -464,9 +509,11 @@ def main() -> None:
             f"  (best of {r['rounds']}; {r['records']} in {r['seconds']}s){spans}"
         )
     for name, value in report["ratios"].items():
-        print(f"{name:22s} {value}")
+        if value is not None:
+            print(f"{name:22s} {value}")
     for name, value in report["cpu_ratios"].items():
-        print(f"{name + ' (CPU)':22s} {value}")
+        if value is not None:
+            print(f"{name + ' (CPU)':22s} {value}")
 
 
 if __name__ == "__main__":

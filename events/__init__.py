@@ -62,6 +62,7 @@ from choreokit.events._errors import (
     PublishError,
     PublishRejectedError,
     SchemaError,
+    TransactionsUnavailableError,
     UnknownEventTypeError,
     UnknownEventVersionError,
     UnsupportedContentTypeError,
@@ -74,6 +75,7 @@ from choreokit.events._kafka import (
     client_options,
     consumer_options,
     ensure_topics,
+    reader_options,
 )
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event, EventInfo, EventTime
@@ -104,6 +106,7 @@ from choreokit.events._service import Service
 from choreokit.events._settings import (
     Duration,
     Idempotence,
+    Isolation,
     KafkaSettings,
     Profile,
     SaslMechanism,
@@ -142,6 +145,7 @@ __all__ = [
     "Idempotence",
     "InvalidEnvelopeError",
     "InvalidPayloadError",
+    "Isolation",
     "KafkaSettings",
     "KeyConflictError",
     "LogSafe",
@@ -166,6 +170,7 @@ __all__ = [
     "SendFuture",
     "Sensitive",
     "Service",
+    "TransactionsUnavailableError",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
     "UnknownTypePolicy",
@@ -200,6 +205,7 @@ __all__ = [
     "parse_duration",
     "parse_event_time",
     "parse_time",
+    "reader_options",
     "record_time",
     "redact",
     "sagas_from_entry_points",

@@ -83,6 +83,8 @@ class ConsumerStats:
         replays_skipped: Replayed dead letters meant for another consumer group.
         rebalances: Partition revocations seen.
         paused: Times a partition was paused because its retry lanes were full.
+        transactions_committed: Batches committed in a Kafka transaction (transactions on).
+        transactions_aborted: Batch transactions aborted; their batches are read again.
         last_progress: ``time.monotonic()`` when a record was last done (handled,
             skipped, dead-lettered).
     """
@@ -100,6 +102,8 @@ class ConsumerStats:
     replays_skipped: int = 0
     rebalances: int = 0
     paused: int = 0
+    transactions_committed: int = 0
+    transactions_aborted: int = 0
     last_progress: float = field(default_factory=time.monotonic)
     """``time.monotonic()`` when a record was last done (handled, skipped, dead-lettered)."""
 

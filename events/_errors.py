@@ -192,5 +192,9 @@ class BrokerUnavailableError(ChoreoError):
     retriable = True
 
 
+class TransactionsUnavailableError(ConfigurationError):
+    """``CHOREO_KAFKA_TRANSACTIONS=on``, and the broker cannot run Kafka transactions."""
+
+
 class EmbeddedBrokerError(ChoreoError):
     """The embedded broker could not be started."""

@@ -16,11 +16,16 @@ from aiokafka.errors import (
     KafkaError,
     TopicAlreadyExistsError,
     TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
     for_code,
 )
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
-from choreokit.events._errors import BrokerUnavailableError, ConfigurationError
+from choreokit.events._errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    TransactionsUnavailableError,
+)
 from choreokit.events._partitioner import KeyPartitioner
 from choreokit.events._security import faststream_security, security_options
 from choreokit.events._settings import Idempotence, KafkaSettings, Profile, millis
@@ -84,7 +89,16 @@ def consumer_options(settings: KafkaSettings) -> dict[str, Any]:
         "fetch_max_wait_ms": millis(settings.timing("fetch_max_wait")),
         "max_poll_records": settings.max_batch,
         "max_poll_interval_ms": millis(settings.max_poll_interval),
+        **reader_options(settings),
     }
+
+
+def reader_options(settings: KafkaSettings) -> dict[str, Any]:
+    """What any consumer reads of transactional topics.
+
+    ``read_committed`` when transactions are on, or as ``CHOREO_KAFKA_ISOLATION`` says.
+    """
+    return {"isolation_level": settings.isolation_level().value}
 
 
 def producer_options(settings: KafkaSettings, *, idempotent: bool) -> dict[str, Any]:
@@ -231,3 +245,67 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         raise broker_unavailable(settings, exc, "creating topics") from exc
     finally:
         await admin.close()
+
+
+async def start_transactional_producer(
+    settings: KafkaSettings, *, client_id: str, transactional_id: str
+) -> AIOKafkaProducer:
+    """Start a transactional producer, fencing any earlier one of ``transactional_id``.
+
+    Its first transaction is begun and aborted at once: that waits for the
+    broker's producer id (so a broker without transactions is found here, not
+    at the first batch) and ends whatever transaction a crashed predecessor left
+    open.
+
+    Raises:
+        TransactionsUnavailableError: The broker cannot run transactions (Tansu).
+        BrokerUnavailableError: The cluster could not be reached.
+    """
+    granted, reason = await broker_grants_producer_ids(settings)
+    if not granted:
+        raise _no_transactions(settings, reason)
+    producer = AIOKafkaProducer(
+        client_id=client_id,
+        transactional_id=transactional_id,
+        transaction_timeout_ms=millis(settings.transaction_timeout),
+        **producer_options(settings, idempotent=True),
+    )
+    try:
+        await producer.start()
+        async with asyncio.timeout(settings.request_timeout.total_seconds()):
+            await producer.begin_transaction()
+            await producer.abort_transaction()
+    except TimeoutError as exc:
+        await stop_quietly(producer)
+        raise TransactionsUnavailableError(
+            f"no transactional producer id was granted to {transactional_id!r} at "
+            f"{settings.bootstrap} within {settings.request_timeout}: either this principal may "
+            "not use that transactional id (it needs WRITE and DESCRIBE on the TransactionalId; "
+            "'choreo topics acls' prints them with CHOREO_KAFKA_TRANSACTIONS=on) or the "
+            "broker's transaction coordinator is not available"
+        ) from exc
+    except KafkaError as exc:
+        await stop_quietly(producer)
+        if isinstance(exc, TransactionalIdAuthorizationFailed):
+            raise TransactionsUnavailableError(
+                f"the broker refused transactional id {transactional_id!r} ({exc}); grant the "
+                "service's principal WRITE and DESCRIBE on that TransactionalId"
+            ) from exc
+        raise broker_unavailable(settings, exc, "starting a transactional producer") from exc
+    logger.info("transactional producer %s ready", transactional_id)
+    return producer
+
+
+def _no_transactions(settings: KafkaSettings, reason: str) -> TransactionsUnavailableError:
+    return TransactionsUnavailableError(
+        f"CHOREO_KAFKA_TRANSACTIONS=on, but the broker at {settings.bootstrap} cannot run "
+        f"Kafka transactions ({reason}). The embedded broker (Tansu) has none: use Apache "
+        "Kafka for exactly-once hops, or set CHOREO_KAFKA_TRANSACTIONS=off (at-least-once, "
+        "effectively-once through the inbox)"
+    )
+
+
+async def stop_quietly(producer: AIOKafkaProducer) -> None:
+    """Stop ``producer``, which may have failed for good (its stop then raises why)."""
+    with contextlib.suppress(Exception):
+        await producer.stop()

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import logging
 import re
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from itertools import chain
@@ -25,13 +26,21 @@ from choreokit.events._dead_letter import AUDIT_TOPIC, dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._handling import HandlerSpec
-from choreokit.events._kafka import broker_options, consumer_options, ensure_topics, start_producer
+from choreokit.events._kafka import (
+    broker_options,
+    consumer_options,
+    ensure_topics,
+    start_producer,
+    start_transactional_producer,
+    stop_quietly,
+)
 from choreokit.events._middleware import Middleware
 from choreokit.events._model import Event
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry
 from choreokit.events._retry import RetryPolicy
 from choreokit.events._settings import KafkaSettings, millis
+from choreokit.events._transactions import TransactionalBatchProcessor
 
 E = TypeVar("E", bound=Event)
 Handler = Callable[..., Awaitable[None]]
@@ -40,6 +49,7 @@ logger = logging.getLogger("choreokit.service")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
 _REDELIVERY_PAUSE = 1.0
 _EVENT_AND_CONTEXT = 2
+_NOT_IN_AN_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 
 class Service:
@@ -106,7 +116,8 @@ class Service:
         self._publisher: Publisher | None = None
         self._broker: KafkaBroker | None = None
         self._batch_lock = asyncio.Lock()
-        self._batch: BatchProcessor | None = None
+        self._batch: BatchProcessor | TransactionalBatchProcessor | None = None
+        self._txn_producer: AIOKafkaProducer | None = None
         self._consumer: Callable[[], Any] = lambda: None
 
     # -- declaration -----------------------------------------------------------------------
@@ -179,6 +190,11 @@ class Service:
     def handlers(self) -> tuple[HandlerSpec, ...]:
         """Every declared handler."""
         return tuple(spec for route in self._routes.values() for spec in route.values())
+
+    @property
+    def settings(self) -> KafkaSettings | None:
+        """The Kafka settings given (``None``: read from the environment at start)."""
+        return self._settings
 
     @property
     def publishes(self) -> frozenset[type[Event]]:
@@ -264,29 +280,73 @@ class Service:
         self, *, retry: RetryPolicy | None = None, settings: KafkaSettings | None = None
     ) -> BatchProcessor:
         """The consuming core over the bound publisher: what the runtime and the test kit run."""
-        dispatcher = Dispatcher(
+        settings = settings or self._settings or KafkaSettings()
+        return BatchProcessor(
+            self._dispatcher(self._require_publisher(), retry=retry),
+            concurrent_partitions=self._concurrent,
+            poll_budget=settings.max_poll_interval.total_seconds() / 2,
+            max_parked=settings.max_parked,
+        )
+
+    def _dispatcher(self, publisher: Publisher, *, retry: RetryPolicy | None = None) -> Dispatcher:
+        return Dispatcher(
             routes=self._routes,
             registry=self.registry,
             group=self.name,
-            publisher=self._require_publisher(),
+            publisher=publisher,
             middlewares=self._middlewares,
             retry=retry or self._retry,
             unknown_types=self._unknown_types,
             stats=self.stats,
         )
+
+    def transactional_id(self, settings: KafkaSettings | None = None) -> str:
+        """The transactional id this instance runs with when transactions are on.
+
+        ``CHOREO_KAFKA_TRANSACTIONAL_ID``, else ``<service>-<host name>``.
+        """
         settings = settings or self._settings or KafkaSettings()
-        return BatchProcessor(
-            dispatcher,
+        if settings.transactional_id is not None:
+            return settings.transactional_id
+        host = _NOT_IN_AN_ID.sub("-", socket.gethostname()).strip("-") or "host"
+        return f"{self.name}-{host}"[:200]
+
+    async def _transactional_processor(
+        self, settings: KafkaSettings
+    ) -> TransactionalBatchProcessor:
+        """The consuming core when transactions are on: its own producer and publisher."""
+        producer = await start_transactional_producer(
+            settings, client_id=self.name, transactional_id=self.transactional_id(settings)
+        )
+        self._txn_producer = producer
+        publisher = Publisher(
+            producer,
+            source=self.source,
+            middlewares=self._middlewares,
+            allowed=self._publishes or None,
+        )
+        # The batch's transaction must end well before the broker would abort it.
+        budget = min(
+            settings.max_poll_interval.total_seconds(),
+            settings.transaction_timeout.total_seconds(),
+        )
+        return TransactionalBatchProcessor(
+            self._dispatcher(publisher),
+            producer,
+            group=self.name,
             concurrent_partitions=self._concurrent,
-            poll_budget=settings.max_poll_interval.total_seconds() / 2,
-            max_parked=settings.max_parked,
+            poll_budget=budget / 2,
         )
 
     def _unbind(self) -> None:
         self._publisher = None
 
     async def _start_consumer(self, settings: KafkaSettings) -> None:
-        processor = self._processor(settings=settings)
+        processor: BatchProcessor | TransactionalBatchProcessor
+        if settings.transactions:
+            processor = await self._transactional_processor(settings)
+        else:
+            processor = self._processor(settings=settings)
         self._batch = processor
         broker = KafkaBroker(
             client_id=self.name,
@@ -367,6 +427,8 @@ class Service:
             return False
         if not self.topics:
             return True
+        if isinstance(self._batch, TransactionalBatchProcessor) and self._batch.fenced:
+            return False
         settings = self._settings or KafkaSettings()
         idle = time.monotonic() - self.stats.last_progress
         return self.lag() == 0 or idle < settings.stall_after.total_seconds()
@@ -384,7 +446,8 @@ class Service:
     async def stop(self) -> None:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""
         broker, producer, processor = self._broker, self._producer, self._batch
-        self._broker = self._producer = self._publisher = None
+        transactional = self._txn_producer
+        self._broker = self._producer = self._publisher = self._txn_producer = None
         self._batch = None
         if broker is not None and processor is not None:
             consumer = self._consumer()
@@ -393,6 +456,8 @@ class Service:
                     await processor.close(consumer)
         if broker is not None:
             await broker.stop()
+        if transactional is not None:
+            await stop_quietly(transactional)
         if producer is not None:
             await producer.stop()
 
@@ -425,7 +490,10 @@ class _FinishBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     """
 
     def __init__(
-        self, lock: asyncio.Lock, processor: BatchProcessor, consumer: Callable[[], Any]
+        self,
+        lock: asyncio.Lock,
+        processor: BatchProcessor | TransactionalBatchProcessor,
+        consumer: Callable[[], Any],
     ) -> None:
         self._lock = lock
         self._processor = processor

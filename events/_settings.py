@@ -60,6 +60,18 @@ class Idempotence(StrEnum):
     """Always off; a retried send may write a duplicate (consumers deduplicate by id)."""
 
 
+class Isolation(StrEnum):
+    """Which records a consumer reads of topics written in Kafka transactions."""
+
+    READ_COMMITTED = "read_committed"
+    """Only records of committed transactions (and records written outside any)."""
+
+    READ_UNCOMMITTED = "read_uncommitted"
+    """Every record, aborted transactions' included: no exactly-once for this reader."""
+
+
+_TRANSACTIONAL_ID = re.compile(r"^[A-Za-z0-9._-]{1,200}$")
+
 _PROFILE_TIMINGS: dict[Profile, dict[str, timedelta]] = {
     # A poll returns as soon as records arrive: its timeout only bounds how often an idle
     # consumer wakes up. The embedded broker holds a fetch for its whole max wait more
@@ -130,6 +142,26 @@ class KafkaSettings(BaseSettings):
         validation_alias=AliasChoices("CHOREO_PROFILE", "CHOREO_KAFKA_PROFILE"),
     )
     idempotence: Idempotence = Idempotence.AUTO
+    transactions: bool = False
+    """Run each batch's handling in a Kafka transaction: the events it publishes and its
+    consumed offsets are committed together (``CHOREO_KAFKA_TRANSACTIONS=on``; Apache Kafka
+    only, refused at start by a broker that cannot). See docs/reliability.md, "Exactly-once"."""
+
+    transactional_id: str | None = None
+    """The service instance's transactional id; stable across restarts, so that a restarted
+    instance fences its predecessor. Default: ``<service>-<host name>``; set it (e.g. to a
+    StatefulSet pod's name) when one host runs more than one instance of a service."""
+
+    transaction_timeout: Duration = timedelta(seconds=60)
+    """How long the broker lets a transaction stay open; a crashed instance's open
+    transaction holds ``read_committed`` readers of its partitions at most this long (less if
+    the instance comes back with its transactional id)."""
+
+    isolation: Isolation | None = None
+    """What consumers read: ``read_committed`` or ``read_uncommitted``. Default:
+    ``read_committed`` when :attr:`transactions` is on, else ``read_uncommitted``. Readers
+    of a transactional service's topics (its downstream services, the observer) want
+    ``read_committed`` even when they run no transactions themselves."""
     session_timeout: Duration | None = None
     heartbeat_interval: Duration | None = None
     fetch_max_wait: Duration | None = None
@@ -208,6 +240,26 @@ class KafkaSettings(BaseSettings):
                 f"{', '.join(sorted(known))}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _transactions_need_idempotence(self) -> KafkaSettings:
+        if self.transactions and self.idempotence is Idempotence.OFF:
+            raise ValueError(
+                "CHOREO_KAFKA_TRANSACTIONS=on needs an idempotent producer; "
+                "unset CHOREO_KAFKA_IDEMPOTENCE (or set it to on or auto)"
+            )
+        if self.transactional_id is not None and not _TRANSACTIONAL_ID.match(self.transactional_id):
+            raise ValueError(
+                f"CHOREO_KAFKA_TRANSACTIONAL_ID {self.transactional_id!r} must be 1-200 letters, "
+                "digits, '.', '_' or '-'"
+            )
+        return self
+
+    def isolation_level(self) -> Isolation:
+        """:attr:`isolation`, or its default: read_committed when transactions are on."""
+        if self.isolation is not None:
+            return self.isolation
+        return Isolation.READ_COMMITTED if self.transactions else Isolation.READ_UNCOMMITTED
 
     def timing(self, name: str) -> timedelta:
         """Return a timing field, falling back to the profile's default."""

@@ -52,6 +52,8 @@ REPLAYS_HANDLED = "choreo.consumer.replays_handled"
 REPLAYS_SKIPPED = "choreo.consumer.replays_skipped"
 REBALANCES = "choreo.consumer.rebalances"
 PAUSED = "choreo.consumer.paused"
+TRANSACTIONS_COMMITTED = "choreo.consumer.transactions_committed"
+TRANSACTIONS_ABORTED = "choreo.consumer.transactions_aborted"
 PARKED_RECORDS = "choreo.consumer.parked_records"
 SECONDS_SINCE_PROGRESS = "choreo.consumer.idle"
 HEALTHY = "choreo.consumer.healthy"
@@ -102,6 +104,16 @@ class EventMetrics(Middleware):
             (REPLAYS_SKIPPED, "Replayed dead letters meant for another group.", _replays_skipped),
             (REBALANCES, "Partition revocations this member took part in.", _rebalances),
             (PAUSED, "Times a partition was paused: its retry lanes were full.", _paused),
+            (
+                TRANSACTIONS_COMMITTED,
+                "Batches committed in a Kafka transaction (transactions on).",
+                _transactions_committed,
+            ),
+            (
+                TRANSACTIONS_ABORTED,
+                "Batch transactions aborted; their batches are read again.",
+                _transactions_aborted,
+            ),
         )
         for name, description, read in counters:
             meter.create_observable_counter(
@@ -250,6 +262,14 @@ def _rebalances(s: Service) -> int:
 
 def _paused(s: Service) -> int:
     return s.stats.paused
+
+
+def _transactions_committed(s: Service) -> int:
+    return s.stats.transactions_committed
+
+
+def _transactions_aborted(s: Service) -> int:
+    return s.stats.transactions_aborted
 
 
 def _parked_now(s: Service) -> float:

@@ -31,6 +31,7 @@ from choreokit.events._kafka import (
     broker_unavailable,
     client_options,
     ensure_topics,
+    reader_options,
     start_producer,
 )
 from choreokit.events._registry import Registry
@@ -169,6 +170,7 @@ class DeadLetterStore:
             group_id=None,
             enable_auto_commit=False,
             fetch_max_wait_ms=50,
+            **reader_options(self._settings),
         )
         try:
             await consumer.start()

@@ -12,7 +12,10 @@ Least privilege per service principal:
   deployment turns replays from the observer off (``--no-observer-replay``:
   then replays are made with ``choreo dlq replay`` as an admin);
 * the gateway WRITEs the topics of the event types its API keys may publish
-  (every declared type when no keys are configured where the command runs).
+  (every declared type when no keys are configured where the command runs);
+* a service running Kafka transactions (``CHOREO_KAFKA_TRANSACTIONS=on`` where
+  the command runs) may WRITE and DESCRIBE the transactional ids that start with
+  its name (``<service>-<host>`` by default, ``<service>-0`` ... when set).
 
 Nothing else: no CREATE (topics are made by ``choreo topics create`` as an
 admin), no cluster operations (an idempotent producer needs WRITE on some
@@ -28,7 +31,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from choreokit.events import ChoreoError, Service, dead_letter_topic, default_registry
+from choreokit.events import (
+    ChoreoError,
+    KafkaSettings,
+    Service,
+    dead_letter_topic,
+    default_registry,
+)
 from choreokit.events.wire import DLQ_SUFFIX
 
 DEFAULT_PRINCIPAL = "User:{service}"
@@ -41,7 +50,7 @@ class Acl:
 
     principal: str
     resource_type: str
-    """``TOPIC`` or ``GROUP``."""
+    """``TOPIC``, ``GROUP`` or ``TRANSACTIONAL_ID``."""
     name: str
     operation: str
     """``READ``, ``WRITE`` or ``DESCRIBE``."""
@@ -71,6 +80,8 @@ class Grant:
     reads: tuple[str, ...]
     groups: tuple[str, ...]
     writes: tuple[str, ...]
+    transactional_ids: tuple[str, ...] = ()
+    """Prefixes of the transactional ids the principal may use (transactions on)."""
 
     def acls(self) -> list[Acl]:
         """The grant as ACL rules."""
@@ -80,6 +91,11 @@ class Grant:
             rules += [
                 Acl(self.principal, "TOPIC", topic, "WRITE"),
                 Acl(self.principal, "TOPIC", topic, "DESCRIBE"),
+            ]
+        for prefix in self.transactional_ids:
+            rules += [
+                Acl(self.principal, "TRANSACTIONAL_ID", prefix, operation, "PREFIXED")
+                for operation in ("WRITE", "DESCRIBE")
             ]
         return rules
 
@@ -108,6 +124,11 @@ class Grant:
             for topic in self.writes:
                 args += ["--topic", topic]
             out.append(shlex.join(args))
+        if self.transactional_ids:
+            args = [*base, "--operation", "Write", "--operation", "Describe"]
+            for prefix in self.transactional_ids:
+                args += ["--transactional-id", prefix]
+            out.append(shlex.join([*args, "--resource-pattern-type", "prefixed"]))
         return out
 
 
@@ -133,14 +154,23 @@ def _grant_of_services(name: str, principal: str, services: Iterable[Service]) -
     reads: set[str] = set()
     groups: set[str] = set()
     writes: set[str] = set()
+    transactional: set[str] = set()
     for service in services:
         if service.topics:
             reads.update(service.topics)
             groups.add(service.name)
             writes.update(dead_letter_topic(t) for t in service.topics)
+            settings = service.settings or KafkaSettings()
+            if settings.transactions:
+                transactional.add(service.name)
         writes.update(model.event_info().topic for model in service.publishes)
     return Grant(
-        name, principal, tuple(sorted(reads)), tuple(sorted(groups)), tuple(sorted(writes))
+        name,
+        principal,
+        tuple(sorted(reads)),
+        tuple(sorted(groups)),
+        tuple(sorted(writes)),
+        tuple(sorted(transactional)),
     )
 
 

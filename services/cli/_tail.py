@@ -163,7 +163,12 @@ def tail(
     reason; payloads that fail their schema as INVALID; nothing is skipped.
     No consumer group is joined and no offset is committed.
     """
-    from choreokit.events import broker_unavailable, client_options, default_registry
+    from choreokit.events import (
+        broker_unavailable,
+        client_options,
+        default_registry,
+        reader_options,
+    )
     from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
@@ -176,6 +181,7 @@ def tail(
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             fetch_max_wait_ms=100,
+            **reader_options(settings),
         )
         if topics:
             consumer.subscribe(topics=list(topics))

@@ -98,9 +98,11 @@ def acls(
     WRITE (and DESCRIBE) only the topics of the events it declares in
     publishes= and the .dlq topics of what it consumes; the saga observer
     reads every topic it observes and writes sagas (and, for its replay
-    button, the event topics and the DLQ audit topic); the gateway writes the topics of the
-    types its API keys (CHOREO_GATEWAY_KEYS, _KEYS_FILE) may publish. The
-    output is kafka-acls commands to run as an admin, or JSON with --json.
+    button, the event topics and the DLQ audit topic); the gateway writes the
+    topics of the types its API keys (CHOREO_GATEWAY_KEYS, _KEYS_FILE) may
+    publish; with CHOREO_KAFKA_TRANSACTIONS=on a consuming service may also
+    WRITE and DESCRIBE the transactional ids prefixed with its name. The output
+    is kafka-acls commands to run as an admin, or JSON with --json.
     """
     import json
 

@@ -87,6 +87,8 @@ async def main() -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--replication", type=int, default=1)
     args = parser.parse_args()
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     logging.getLogger("choreokit.service").setLevel(logging.INFO)
     logging.getLogger("choreokit.service").addHandler(_Assignments())
 
@@ -106,8 +108,6 @@ async def main() -> None:
         await transaction().execute(insert(effects).values(flow=ctx.correlation_id, n=n))
         await ctx.publish(cat.out(n=n))
 
-    stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     async with service:
         emit({"started": os.getpid()})
         await stop.wait()

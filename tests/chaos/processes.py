@@ -14,8 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import distinct, func, select
 
 from tests.chaos.checker import Until, until_for
+from tests.chaos.inbox_member import effects, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,3 +131,15 @@ def stage(request: pytest.FixtureRequest) -> Stage:
     cluster = request.getfixturevalue("kafka_cluster")
     cluster.wait_ready()
     return Stage("kafka", cluster.bootstrap, 3)
+
+
+async def count_effects(db: str) -> tuple[int, int]:
+    """Rows of the members' ``chaos_effects`` table, and the distinct flows among them."""
+    engine = await prepare(db)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(func.count()).select_from(effects))).scalar_one()
+            flows = (await conn.execute(select(func.count(distinct(effects.c.flow))))).scalar_one()
+        return int(rows), int(flows)
+    finally:
+        await engine.dispose()

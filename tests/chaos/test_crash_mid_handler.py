@@ -16,12 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import distinct, func, select
 
 from choreokit.events import KafkaSettings, Service
 from tests.chaos.checker import check_topics, redeliveries
-from tests.chaos.inbox_member import effects, prepare
-from tests.chaos.processes import Member, Stage, stage
+from tests.chaos.processes import Member, Stage, count_effects, stage
 from tests.support import catalog, unique, wait_for
 
 SEED = 20261201
@@ -35,18 +33,6 @@ WINDOW = 200
 @pytest.fixture(params=["tansu", "kafka"])
 def where(request: pytest.FixtureRequest) -> Stage:
     return stage(request)
-
-
-async def count_effects(db: str) -> tuple[int, int]:
-    """Rows of ``chaos_effects``, and distinct flows among them."""
-    engine = await prepare(db)
-    try:
-        async with engine.connect() as conn:
-            rows = (await conn.execute(select(func.count()).select_from(effects))).scalar_one()
-            flows = (await conn.execute(select(func.count(distinct(effects.c.flow))))).scalar_one()
-        return int(rows), int(flows)
-    finally:
-        await engine.dispose()
 
 
 async def test_a_service_killed_five_times_mid_stream_loses_nothing_and_repeats_no_effect(

@@ -121,3 +121,42 @@ async def all_records(bootstrap: str, topic: str, *, timeout: float = 20.0) -> l
     finally:
         await consumer.stop()
     return found
+
+
+async def records_to_end(
+    bootstrap: str, topic: str, *, isolation: str = "read_committed", timeout: float = 60.0
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` a reader of ``isolation`` sees, up to the end offsets as of now.
+
+    A ``read_committed`` reader's end is the last stable offset: it waits for open
+    transactions to end (or time out), and skips the records of aborted ones.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level=isolation,
+        fetch_max_wait_ms=100,
+    )
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic)
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        assert tps, f"{topic} has no partitions"
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        found: list[ConsumerRecord[bytes, bytes]] = []
+        deadline = time.monotonic() + timeout
+        while [tp for tp, end in ends.items() if await consumer.position(tp) < end]:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to its end within {timeout}s")
+            batches = await consumer.getmany(timeout_ms=200)
+            for records in batches.values():
+                found.extend(records)
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

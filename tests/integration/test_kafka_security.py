@@ -383,3 +383,41 @@ def test_the_demo_completes_with_each_service_on_its_own_principal(
     logs = "".join(p.read_text(errors="replace") for p in (data_dir / "logs").glob("*.log"))
     assert "TopicAuthorizationFailed" not in logs
     assert "GroupAuthorizationFailed" not in logs
+
+
+def test_a_transactional_service_gets_its_transactional_id_from_the_printed_acls(
+    secure: KafkaCluster,
+) -> None:
+    """Without a TransactionalId ACL the broker grants inventory no transactional producer (a
+    clear TransactionsUnavailableError); with what `choreo topics acls` prints under
+    CHOREO_KAFKA_TRANSACTIONS=on (its name as a prefix) the producer starts, fencing included."""
+    from choreokit.events import TransactionsUnavailableError
+    from choreokit.events._kafka import start_transactional_producer
+
+    settings = secure.settings("inventory", transactions=True, **FAST)
+
+    async def start(transactional_id: str) -> None:
+        producer = await start_transactional_producer(
+            settings, client_id="inventory", transactional_id=transactional_id
+        )
+        await producer.stop()
+
+    with pytest.raises(TransactionsUnavailableError) as refused:
+        asyncio.run(asyncio.wait_for(start("inventory-acl-test"), 60))
+    assert "TransactionalId" in str(refused.value)
+    result = subprocess.run(
+        choreo("topics", "acls", "--json", "--service", "inventory"),
+        env={**clean_environment(), "CHOREO_KAFKA_TRANSACTIONS": "on"},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    rules = [r for r in json.loads(result.stdout) if r["resource_type"] == "TRANSACTIONAL_ID"]
+    assert {(r["resource_name"], r["pattern_type"]) for r in rules} == {("inventory", "PREFIXED")}
+    apply_acls(secure, rules)
+    asyncio.run(asyncio.wait_for(start("inventory-acl-test"), 60))
+    with pytest.raises(TransactionsUnavailableError):  # another service's id stays refused
+        asyncio.run(asyncio.wait_for(start("payments-0"), 60))

@@ -32,7 +32,7 @@ def examples() -> dict[str, str]:
 
 
 def test_the_page_has_its_examples() -> None:
-    assert set(examples()) == {"retry-policy", "repair"}
+    assert set(examples()) == {"retry-policy", "repair", "exactly-once", "exactly-once-env"}
 
 
 def test_the_retry_configuration_example_builds_its_service() -> None:

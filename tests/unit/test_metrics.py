@@ -102,6 +102,8 @@ async def test_the_prometheus_registry_holds_the_same_metrics_under_prometheus_n
         "choreo_consumer_dead_lettered_total",
         "choreo_consumer_redelivered_batches_total",
         "choreo_consumer_commit_failures_total",
+        "choreo_consumer_transactions_committed_total",
+        "choreo_consumer_transactions_aborted_total",
     ):
         assert name in text, name
     assert 'le="0.005"' in text  # the conventions' advised buckets

@@ -149,3 +149,27 @@ def test_dev_gives_each_service_its_own_environment_file(tmp_path: Path) -> None
     result = CliRunner().invoke(cli, ["dev", "--service-env", pattern, "--only", "shipping"])
     assert result.exit_code == 2
     assert "shipping.env" in result.output
+
+
+def test_a_transactional_service_may_use_the_transactional_ids_of_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Only with CHOREO_KAFKA_TRANSACTIONS=on, and only ids prefixed with the service's name."""
+    assert {g.service: g.transactional_ids for g in deployment_grants()}["inventory"] == ()
+    monkeypatch.setenv("CHOREO_KAFKA_TRANSACTIONS", "on")
+    [inventory] = deployment_grants(["inventory"])
+    assert inventory.transactional_ids == ("inventory",)
+    rules = [r.as_dict() for r in inventory.acls() if r.resource_type == "TRANSACTIONAL_ID"]
+    assert {(r["resource_name"], r["pattern_type"], r["operation"]) for r in rules} == {
+        ("inventory", "PREFIXED", "WRITE"),
+        ("inventory", "PREFIXED", "DESCRIBE"),
+    }
+    [*_, command] = inventory.commands("kafka:9093", "admin.properties")
+    assert shlex.split(command)[-6:] == [
+        "--operation",
+        "Describe",
+        "--transactional-id",
+        "inventory",
+        "--resource-pattern-type",
+        "prefixed",
+    ]
