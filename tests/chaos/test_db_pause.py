@@ -44,11 +44,10 @@ from tests.chaos.postgres import NoPostgresError, OwnedPostgres, run_server, sta
 from tests.integration.kafka_io import end_offsets
 from tests.support import catalog, unique, wait_for
 
-SEED = 12
-EVENTS = 2_000
-BEFORE = 600
+EVENTS = 1_200
+BEFORE = 400
 """Events published before the pause; the rest arrive while the server is frozen."""
-PAUSE_AFTER = 250
+PAUSE_AFTER = 150
 """Events handled before the server is frozen."""
 PAUSE = 20.0
 """Seconds the server stays frozen."""
@@ -273,7 +272,8 @@ async def test_a_frozen_database_lets_no_offset_run_ahead_and_loses_nothing(
             f"lag {lag}, committed ahead of a durable effect {len(found)}"
         )
     print(
-        f"  server frozen {PAUSE:.0f}s ({figures.paused_pids} processes) after "
+        f"  {'a private server' if server.private else 'the run server'} frozen {PAUSE:.0f}s "
+        f"({figures.paused_pids} processes) after "
         f"{figures.handled_at_pause} events; effects durable before it resumed "
         f"{durable_at_pause}; {EVENTS} events, {figures.handler_calls} handler calls, "
         f"{len(committed_at)} inbox records; commits caught up {figures.caught_up:.1f}s "

@@ -3,7 +3,7 @@
 A worker process (tests/chaos/outbox_worker.py) runs 1,000 transactions on PostgreSQL,
 each inserting a business row and staging one ``txn.done`` event in the outbox; 100 of
 them (chosen by the seed) roll back. Its :class:`~choreokit.events.sql.OutboxRelay` sends
-what committed. The process kills itself (SIGKILL) six times, alternating between
+what committed. The process kills itself (SIGKILL) four times, alternating between
 
 * **after the commit, before the send**: committed rows read by the relay, the next one
   about to be handed to the producer;
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SEED = 900
 TRANSACTIONS = 1_000
 ROLLED_BACK = 100
-CRASHES = 6
+CRASHES = 4
 """Half in each window, alternating."""
 
 
