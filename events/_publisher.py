@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.errors import (
+    KafkaError,
+    OutOfOrderSequenceNumber,
+    TopicAuthorizationFailedError,
+    UnknownProducerId,
+)
 
 from choreokit.events._codec import encode_headers, encode_payload
 from choreokit.events._envelope import Envelope
@@ -18,12 +25,27 @@ from choreokit.events._middleware import Middleware, overrides
 from choreokit.events._model import Event
 from choreokit.events._outbound import Outbound, Send, SendFuture
 
+logger = logging.getLogger("choreokit.publisher")
+
+_SEQUENCE_LOST = (OutOfOrderSequenceNumber, UnknownProducerId)
+"""Errors after which an idempotent producer never sends again: its sequence numbers and
+the broker's disagree for good (aiokafka neither bumps the epoch nor resets them, as the
+Java client does; aio-libs/aiokafka#1017). A batch that expired during an outage leaves
+such a gap. Only a new producer (a new producer id) sends again."""
+
+Renew = Callable[[], Awaitable[AIOKafkaProducer]]
+
 
 class Publisher:
     """Turns events into records and sends them through the publish middlewares.
 
     Sends are pipelined: :meth:`send` returns as soon as the producer has taken
     the record, with a future that resolves on the broker's acknowledgement.
+
+    With ``renew``, a producer whose sequence numbers the broker no longer accepts
+    (``OutOfOrderSequenceNumber``, ``UnknownProducerId``) is replaced by the one
+    ``renew`` starts; the sends that failed are the callers' to retry, as any
+    unacknowledged send (at-least-once, the same ``ce_id``).
     """
 
     def __init__(
@@ -33,8 +55,13 @@ class Publisher:
         source: str,
         middlewares: Sequence[Middleware] = (),
         allowed: frozenset[type[Event]] | None = None,
+        renew: Renew | None = None,
     ) -> None:
         self._producer = producer
+        self._renew = renew
+        self._renewing: asyncio.Task[None] | None = None
+        self.renewals = 0
+        """Producers replaced after their sequence numbers were lost."""
         self.source = source
         self._allowed = allowed
         send: Send = self._send_record
@@ -111,9 +138,9 @@ class Publisher:
     ) -> SendFuture:
         """Send a record as given, bypassing the middlewares (dead letters, replays)."""
         try:
-            future: SendFuture = await self._producer.send(
-                topic, value=value, key=key, headers=headers
-            )
+            producer = self._producer
+            future: SendFuture = await producer.send(topic, value=value, key=key, headers=headers)
+            self._watch(future, producer)
         except KafkaError as exc:
             raise publish_error(
                 f"cannot send a record to {topic}: {exc}{_refused(topic, exc)}", exc
@@ -122,7 +149,8 @@ class Publisher:
 
     async def _send_record(self, outbound: Outbound) -> SendFuture:
         try:
-            future: SendFuture = await self._producer.send(
+            producer = self._producer
+            future: SendFuture = await producer.send(
                 outbound.topic,
                 value=outbound.value,
                 key=outbound.key,
@@ -130,11 +158,55 @@ class Publisher:
                 if outbound.headers
                 else encode_headers(outbound.envelope),
             )
+            self._watch(future, producer)
         except KafkaError as exc:
             raise publish_error(
                 f"cannot send {outbound.envelope.type}: {exc}{_refused(outbound.topic, exc)}", exc
             ) from exc
         return future
+
+    @property
+    def producer(self) -> AIOKafkaProducer:
+        """The producer sends go through now (a renewed one after a lost sequence)."""
+        return self._producer
+
+    async def detach(self) -> AIOKafkaProducer:
+        """Stop renewing (a renewal under way finishes first); return the current producer."""
+        renewing, self._renew = self._renewing, None
+        if renewing is not None:
+            await asyncio.gather(renewing, return_exceptions=True)
+        return self._producer
+
+    def _watch(self, future: SendFuture, producer: AIOKafkaProducer) -> None:
+        if self._renew is not None:
+            future.add_done_callback(partial(self._sequence_lost, producer))
+
+    def _sequence_lost(self, producer: AIOKafkaProducer, future: SendFuture) -> None:
+        if future.cancelled() or not isinstance(future.exception(), _SEQUENCE_LOST):
+            return
+        if producer is not self._producer or self._renewing is not None or self._renew is None:
+            return  # replaced already, or being replaced
+        logger.warning(
+            "the broker no longer accepts this producer's sequence numbers (%s); "
+            "starting a new producer",
+            type(future.exception()).__name__,
+        )
+        self._renewing = asyncio.ensure_future(self._replace(producer, self._renew))
+
+    async def _replace(self, old: AIOKafkaProducer, renew: Renew) -> None:
+        try:
+            new = await renew()
+        except Exception:  # the next lost sequence tries again
+            logger.exception("could not start a new producer; sends keep failing meanwhile")
+            self._renewing = None
+            return
+        self._producer = new
+        self._renewing = None
+        self.renewals += 1
+        try:
+            await old.stop()
+        except Exception:  # its pending sends failed already; nothing is lost by dropping it
+            logger.warning("the replaced producer did not stop cleanly", exc_info=True)
 
 
 def _refused(topic: str, exc: KafkaError) -> str:

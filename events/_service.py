@@ -273,8 +273,15 @@ class Service:
             source=self.source,
             middlewares=self._middlewares,
             allowed=self._publishes or None,
+            renew=self._renew_producer if producer is self._producer else None,
         )
         return self._publisher
+
+    async def _renew_producer(self) -> AIOKafkaProducer:
+        """A new producer for the publisher, whose old one lost its sequence numbers."""
+        settings = self._settings or KafkaSettings()
+        self._producer = await start_producer(settings, client_id=self.name)
+        return self._producer
 
     def _processor(
         self, *, retry: RetryPolicy | None = None, settings: KafkaSettings | None = None
@@ -447,6 +454,9 @@ class Service:
         """Finish the batch in hand, commit it, leave the group, flush and disconnect."""
         broker, producer, processor = self._broker, self._producer, self._batch
         transactional = self._txn_producer
+        if self._publisher is not None:
+            current = await self._publisher.detach()  # a renewed producer, if it was replaced
+            producer = current if producer is not None else None
         self._broker = self._producer = self._publisher = self._txn_producer = None
         self._batch = None
         if broker is not None and processor is not None:
