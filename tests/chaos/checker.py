@@ -46,7 +46,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -162,7 +162,6 @@ class Report:
     undecodable: int
     seconds: float = 0.0
     """How long reading took (0 for :func:`check` on records in hand)."""
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
