@@ -46,7 +46,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -162,7 +162,6 @@ class Report:
     undecodable: int
     seconds: float = 0.0
     """How long reading took (0 for :func:`check` on records in hand)."""
-    extra: Mapping[str, object] = field(default_factory=dict)
 
     @property
     def clean(self) -> bool:
@@ -457,23 +456,37 @@ async def check_topics(
     bootstrap: str,
     topics: Sequence[str],
     *,
+    expected_flows: Collection[str] = (),
+    expected_ids: Collection[str] = (),
+    expected_effects: Collection[str] = (),
+    effect_types: Collection[str] | None = None,
+    terminal_types: Collection[str] = (),
+    sequence: Callable[[Seen], int | None] | None = None,
     isolation: Isolation = "read_uncommitted",
     until: Until = "end_offsets",
     timeout: float = 60.0,
     client: Mapping[str, Any] | None = None,
-    **expectations: Any,
 ) -> Report:
     """Read ``topics`` end to end (:func:`read_topics`) and :func:`check` what is there.
 
-    ``expectations`` are :func:`check`'s keywords (``expected_flows``,
-    ``expected_ids``, ``expected_effects``, ``effect_types``,
-    ``terminal_types``, ``sequence``).
+    The expectations are :func:`check`'s; ``isolation``, ``until``, ``timeout``
+    and ``client`` (more aiokafka options) are :func:`read_topics`'.
     """
     started = time.monotonic()
     seen = await read_topics(
         bootstrap, topics, isolation=isolation, until=until, timeout=timeout, **(client or {})
     )
-    return check(seen, topics=topics, seconds=time.monotonic() - started, **expectations)
+    return check(
+        seen,
+        expected_flows=expected_flows,
+        expected_ids=expected_ids,
+        expected_effects=expected_effects,
+        effect_types=effect_types,
+        terminal_types=terminal_types,
+        sequence=sequence,
+        topics=topics,
+        seconds=time.monotonic() - started,
+    )
 
 
 def until_for(engine: str) -> Until:

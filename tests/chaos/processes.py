@@ -39,6 +39,7 @@ class Member:
         args = [sys.executable, "-m", "tests.chaos.inbox_member", "--bootstrap", bootstrap]
         args += ["--prefix", prefix, "--group", group, "--db", db]
         args += ["--partitions", str(partitions), "--replication", str(replication)]
+        self.log = log
         self._stderr = log.open("ab") if log else subprocess.DEVNULL
         self.process = subprocess.Popen(
             args,
@@ -50,6 +51,8 @@ class Member:
         self.lines: queue.Queue[dict[str, object]] = queue.Queue()
         self.started = False
         self.assigned: list[int] = []
+        self.assignments = 0
+        """Rebalances this process took part in (assignments it was given)."""
         self.handled: list[str] = []
         """Every ``ce_id`` this process finished a delivery of, repeats included, in order."""
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -74,12 +77,21 @@ class Member:
                 self.started = True
             if "assigned" in message:
                 self.assigned = [int(p) for p in message["assigned"]]  # type: ignore[attr-defined]
+                self.assignments += 1
             if "handled" in message:
                 self.handled.append(str(message["handled"]))
 
     @property
     def running(self) -> bool:
         return self.process.poll() is None
+
+    def is_up(self) -> bool:
+        """Whether it has started; fails at once, with its log's end, if it died first."""
+        self.drain()
+        if not self.started and not self.running:
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log else ""
+            raise AssertionError(f"member {self.pid} ended ({self.process.returncode}):\n{tail}")
+        return self.started
 
     def kill(self) -> None:
         """SIGKILL: a crash, wherever the process is."""

@@ -92,7 +92,7 @@ async def test_a_service_killed_five_times_mid_stream_loses_nothing_and_repeats_
     try:
         async with feeder:
             await wait_for(
-                lambda: finished() >= 0 and members[-1].started,
+                members[-1].is_up,
                 timeout=60,
                 what="the first member to start",
             )
@@ -107,7 +107,7 @@ async def test_a_service_killed_five_times_mid_stream_loses_nothing_and_repeats_
                 killed_at, before = time.monotonic(), finished()
                 members.append(member())
                 await wait_for(
-                    lambda before=before: finished() > before,  # type: ignore[misc]
+                    lambda before=before: members[-1].is_up() and finished() > before,  # type: ignore[misc]
                     timeout=60,
                     what="the restarted member to finish a delivery",
                 )

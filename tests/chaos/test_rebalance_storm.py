@@ -18,14 +18,16 @@ import pytest
 
 from choreokit.events import KafkaSettings, Service
 from tests.chaos.checker import check_topics, redeliveries
+from tests.chaos.inbox_member import prepare
 from tests.chaos.processes import Member, Stage, count_effects, stage
 from tests.support import catalog, unique, wait_for
 
 SEED = 20261202
 MEMBERS = 3
 PARTITIONS = 8
-STORM = 60.0
-"""Seconds the storm lasts."""
+STORM = {"kafka": 60.0, "tansu": 30.0}
+"""Seconds the storm lasts: the issue's 60 on Apache Kafka; half on the embedded broker,
+which takes it as well, to keep the suite's time."""
 EVERY = 5.0
 """Seconds between two membership changes."""
 RATE = 100
@@ -57,10 +59,10 @@ def storm_plan(rng: random.Random, changes: int) -> list[str]:
 async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_nothing(
     where: Stage, postgres_url: str, tmp_path: Path
 ) -> None:
-    """3 members, a join or a leave every 5 s for 60 s (seeded) under 100 events/s
+    """3 members, a join or a leave every 5 s for 60 s (30 s on Tansu; seeded) under 100 events/s
     → 0 lost, 0 duplicated effects (topics and database)."""
     rng = random.Random(SEED)
-    changes = int(STORM / EVERY)
+    changes = int(STORM[where.engine] / EVERY)
     plan = storm_plan(rng, changes)
     prefix, group = unique("storm"), unique("storm-group")
     cat = catalog(prefix)
@@ -79,6 +81,8 @@ async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_noth
             log=tmp_path / f"member-{n}.log",
         )
 
+    # Tables made once: three processes creating them at once on PostgreSQL would race.
+    await (await prepare(postgres_url)).dispose()
     everyone = [member(n) for n in range(MEMBERS)]
     running = list(everyone)
     sent: dict[str, str] = {}
@@ -104,7 +108,7 @@ async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_noth
             )
             sent.update((e.id, e.correlation_id) for e in envelopes)
             n += WINDOW
-            await asyncio.sleep(WINDOW / RATE)  # noqa: sleep-ok - paces the stream
+            await asyncio.sleep(WINDOW / RATE)  # sleep-ok: paces the stream
 
     joins = leaves = 0
     began = time.monotonic()
@@ -112,15 +116,14 @@ async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_noth
         async with feeder:
 
             def all_started() -> bool:
-                handled()
-                return all(m.started for m in running)
+                return all(m.is_up() for m in running)
 
             await wait_for(all_started, timeout=60, what="the three members to start")
             feeding = asyncio.create_task(feed())
             storm_began = time.monotonic()
             for k, step in enumerate(plan, start=1):
                 due = storm_began + k * EVERY - time.monotonic()
-                await asyncio.sleep(max(0.0, due))  # noqa: sleep-ok - the storm's clock
+                await asyncio.sleep(max(0.0, due))  # sleep-ok: the storm's clock
                 if step == "leave":
                     # A member leaves a group it is in: one that joined 5 s ago has started.
                     await wait_for(all_started, what="the last joiner to start")
@@ -159,14 +162,18 @@ async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_noth
     )
     repeated = redeliveries(event_id for m in everyone for event_id in m.handled)
     rows, effect_flows = await count_effects(postgres_url)
+    assignments = sum(m.assignments for m in everyone)
     report.print(f"rebalance_storm[{where.engine}]")
     print(
         f"  {len(sent)} events in {storm_ended - storm_began:.1f}s of storm: {joins} joins, "
         f"{leaves} leaves ({len(everyone)} member processes, plan {''.join(s[0] for s in plan)}); "
-        f"{len(repeated)} ids redelivered; effect rows {rows} for {effect_flows} flows; "
+        f"{assignments} assignments; {len(repeated)} ids redelivered; "
+        f"effect rows {rows} for {effect_flows} flows; "
         f"drained {drained - storm_ended:.1f}s after the storm; "
         f"{time.monotonic() - began:.1f}s in all"
     )
     report.assert_clean()
     assert rows == effect_flows == len(sent), "an effect was written twice (or not at all)"
     assert joins + leaves == changes
+    # Each change rebalanced the group: the survivors (and a joiner) were assigned again.
+    assert assignments >= MEMBERS + changes, "the storm did not rebalance the group"
