@@ -1,5 +1,6 @@
 """A three-node Apache Kafka loses a broker (SIGKILL) under a stream of 20,000 events through two
-handler hops, and gets it back: nothing is lost and no effect is produced twice.
+handler hops, gets it back, then has a leader frozen (SIGSTOP) and thawed: nothing is lost and no
+effect is produced twice.
 
 The figures (sent, handled, the checker's lost / duplicated effects / order
 violations / unended flows, time to recover) are printed; run with ``-s`` to see them.
@@ -30,6 +31,13 @@ KILL_AFTER = 5_000
 RESTART_AFTER = 12_000
 """Events acknowledged (the broker down all the while) before it is started again."""
 
+PAUSE_AFTER = 15_000
+"""Events acknowledged (the killed node back) before a leader is frozen."""
+
+PAUSE_FOR = 12.0
+"""Seconds the frozen leader stays stopped: past the brokers' 9 s session timeout, so the
+controller fences it and its partitions' leadership moves, as with a long GC pause."""
+
 WINDOW = 200
 """Publishes in flight at once."""
 
@@ -48,6 +56,8 @@ class Figures:
     killed_at: float = 0.0
     restarted_at: float = 0.0
     sent_at_kill: int = 0
+    paused_at: float = 0.0
+    sent_at_pause: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +163,12 @@ async def test_a_killed_broker_loses_and_duplicates_nothing_of_20000_events_thro
     )
     victim: KafkaNode | None = None
     restarting: asyncio.Task[None] | None = None
+    frozen: KafkaNode | None = None
+    thawed = asyncio.Event()
+
+    def thaw(node: KafkaNode) -> None:
+        node.resume()
+        thawed.set()
 
     async def send(n: int) -> None:
         while True:
@@ -176,8 +192,18 @@ async def test_a_killed_broker_loses_and_duplicates_nothing_of_20000_events_thro
             if victim is not None and restarting is None and figures.sent >= RESTART_AFTER:
                 figures.restarted_at = time.monotonic()
                 restarting = asyncio.create_task(asyncio.to_thread(cluster.restart, victim))
+            if frozen is None and restarting is not None and figures.sent >= PAUSE_AFTER:
+                await restarting  # the killed node back first: never two nodes out of three
+                frozen = cluster.nodes[await leader_of(cluster.bootstrap, hops.topics[1], 1) - 1]
+                frozen.pause()
+                figures.paused_at, figures.sent_at_pause = time.monotonic(), figures.sent
+                # The fault's length is the point here, not a wait for a condition.
+                asyncio.get_running_loop().call_later(PAUSE_FOR, thaw, frozen)
         assert restarting is not None
+        assert frozen is not None
         await restarting
+        await asyncio.wait_for(thawed.wait(), timeout=PAUSE_FOR + 60)
+        await asyncio.to_thread(cluster.wait_ready)  # the thawed node back in the metadata
         await wait_for(
             lambda: len(figures.done) == EVENTS, timeout=180, what="every event through both hops"
         )
@@ -192,12 +218,15 @@ async def test_a_killed_broker_loses_and_duplicates_nothing_of_20000_events_thro
 
     after_kill = [t for n, t in figures.done.items() if n >= figures.sent_at_kill]
     recovered = min(after_kill) - figures.killed_at
+    after_pause = [t for n, t in figures.done.items() if n >= figures.sent_at_pause]
+    back = min(after_pause) - figures.paused_at
     report.print(
         f"broker_failover: {EVENTS} events through two hops, node "
         f"{victim.node_id if victim else '?'} SIGKILLed after {figures.sent_at_kill} and "
-        f"restarted after {RESTART_AFTER} (sent {figures.sent}, +{figures.resends} resent; hop "
-        f"calls {figures.first_hop} + {figures.second_hop}); time to recover {recovered:.2f}s; "
-        f"{time.monotonic() - started:.1f}s in all"
+        f"restarted after {RESTART_AFTER}, node {frozen.node_id} SIGSTOPped for {PAUSE_FOR:.0f}s "
+        f"after {figures.sent_at_pause} (sent {figures.sent}, +{figures.resends} resent; hop "
+        f"calls {figures.first_hop} + {figures.second_hop}); time to recover {recovered:.2f}s "
+        f"from the kill, {back:.2f}s from the freeze; {time.monotonic() - started:.1f}s in all"
     )
     assert figures.sent == EVENTS
     assert report.flows == EVENTS
