@@ -10,7 +10,7 @@ flow list's ``since``/``until`` take, so a click on a figure lists exactly its f
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict, deque
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +79,7 @@ def spec_graph(spec: SagaSpec) -> SpecGraph:
 
     Steps are edges from a type to each type that may follow it; each failure end
     has an edge to each compensation (that is what causes them: the failure is
-    announced, and the services undo what they did). ``depth`` is the shortest
+    announced, and the services undo what they did). ``depth`` is the longest
     distance from the start, for drawing in columns.
     """
     kinds: dict[str, str] = {spec.start: "start"}
@@ -111,17 +111,22 @@ def spec_graph(spec: SagaSpec) -> SpecGraph:
 
 
 def _depths(start: str, edges: Iterable[tuple[str, str]]) -> dict[str, int]:
-    following: dict[str, list[str]] = defaultdict(list)
-    for source, target in edges:
-        following[source].append(target)
+    """The longest distance from ``start`` (a step is drawn right of every step before it).
+
+    A cycle cannot push a type further than there are types.
+    """
+    pairs = list(edges)
     depth = {start: 0}
-    queue = deque([start])
-    while queue:
-        current = queue.popleft()
-        for target in following[current]:
-            if target not in depth:
-                depth[target] = depth[current] + 1
-                queue.append(target)
+    limit = len({t for pair in pairs for t in pair}) + 1
+    for _ in range(limit):
+        changed = False
+        for source, target in pairs:
+            further = depth[source] + 1 if source in depth else -1
+            if depth.get(target, -1) < further <= limit:
+                depth[target] = further
+                changed = True
+        if not changed:
+            break
     return depth
 
 

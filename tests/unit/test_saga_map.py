@@ -30,7 +30,8 @@ from tests.support import record
 from tests.unit.test_saga_store import Fed
 
 DEADLINE = timedelta(seconds=30)
-SPEC = ORDER_SAGA.model_copy(update={"deadlines": {"stock.reserved": DEADLINE}})
+SPEC = ORDER_SAGA
+"""The example's order saga: a payment decision is due 30 s after the reservation."""
 CATALOG = SagaCatalog([SPEC])
 START = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 WITHIN = START + timedelta(seconds=5)
@@ -62,6 +63,10 @@ def transitions(flows: list[Flow]) -> Counter[tuple[str, str]]:
             {(types[s.causation_id], types[s.event_id]) for s in flow.steps if s.causation_id}
         )
     return found
+
+
+def test_the_example_gives_the_payment_decision_a_deadline() -> None:
+    assert ORDER_SAGA.deadlines == {"stock.reserved": DEADLINE}
 
 
 def test_the_spec_graph_has_its_steps_ends_and_compensations() -> None:
