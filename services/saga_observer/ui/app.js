@@ -622,10 +622,10 @@ async function topologyPage() {
 // flows started in the chosen window; every figure links to its flows in the flow list.
 
 const WINDOWS = [["5m", 5 * 60e3], ["15m", 15 * 60e3], ["1h", 3600e3], ["24h", 86400e3], ["all", null]];
-const NODE_W = 190;
-const NODE_H = 70;
-const COL_W = 270;
-const ROW_H = 104;
+const NODE_W = 180;
+const NODE_H = 64;
+const COL_W = 310;
+const ROW_H = 100;
 
 function flowsLink(apiUrl) {
   // "/api/flows?a=b" -> "#/?a=b": the same filters, in the flow list
@@ -668,9 +668,14 @@ async function mapPage(params) {
     const top = ((tallest - nodes.length) * ROW_H) / 2;
     nodes.forEach((node, row) => place.set(node.id, [30 + col * COL_W, 30 + top + row * ROW_H]));
   });
+  const column = new Map(depths.map((depth, col) => [depth, col]));
+  const colOf = new Map(map.nodes.map((n) => [n.id, column.get(n.depth)]));
+  // Transitions that skip a column go around the bottom, under the nodes they would cross.
+  const skips = map.edges.some((e) => colOf.get(e.target) - colOf.get(e.source) > 1);
   const w = 60 + depths.length * COL_W - (COL_W - NODE_W);
-  const h = 60 + tallest * ROW_H - (ROW_H - NODE_H);
-  const picture = svg("svg", { viewBox: `0 0 ${w} ${h}`, width: w, height: h, "data-testid": "saga-map", role: "img" });
+  const bottom = 30 + tallest * ROW_H - (ROW_H - NODE_H);
+  const h = bottom + (skips ? 90 : 30);
+  const picture = svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "saga-map-picture", "data-testid": "saga-map", role: "img" });
   const defs = svg("defs");
   const marker = svg("marker", { id: "map-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
   marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#8290ad" }));
@@ -686,9 +691,20 @@ async function mapPage(params) {
     const x2 = tx;
     const y2 = ty + NODE_H / 2;
     const bend = Math.max(40, (x2 - x1) / 2);
-    const d = x2 > x1
-      ? `M${x1} ${y1} C${x1 + bend} ${y1} ${x2 - bend} ${y2} ${x2} ${y2}`
-      : `M${x1} ${y1} C${x1 + 80} ${y1 - 120} ${x2 - 80} ${y2 - 120} ${x2} ${y2}`;
+    const skip = colOf.get(edge.target) - colOf.get(edge.source) > 1;
+    const low = bottom + 60;
+    let d;
+    let mx = (x1 + x2) / 2;
+    let my = (y1 + y2) / 2;
+    if (skip) {
+      d = `M${x1} ${y1} C${x1 + 90} ${low} ${x2 - 90} ${low} ${x2} ${y2}`;
+      my = 0.125 * y1 + 0.75 * low + 0.125 * y2;
+    } else if (x2 > x1) {
+      d = `M${x1} ${y1} C${x1 + bend} ${y1} ${x2 - bend} ${y2} ${x2} ${y2}`;
+    } else {
+      d = `M${x1} ${y1} C${x1 + 80} ${y1 - 120} ${x2 - 80} ${y2 - 120} ${x2} ${y2}`;
+      my = Math.min(y1, y2) - 90;
+    }
     const g = svg("g", {
       class: `map-edge ${edge.kind}${edge.count ? "" : " idle"}`,
       "data-testid": "map-edge",
@@ -700,12 +716,11 @@ async function mapPage(params) {
     const title = svg("title", {}, `${edge.source} → ${edge.target}: ${edge.count} flows` +
       (edge.latency_ms ? `, p50 ${ms(edge.latency_ms.p50)}, p95 ${ms(edge.latency_ms.p95)}` : ""));
     g.append(title, svg("path", { class: "hit", d }), svg("path", { class: "line", d, "marker-end": "url(#map-arrow)" }));
-    const mx = (x1 + x2) / 2;
-    const my = x2 > x1 ? (y1 + y2) / 2 : Math.min(y1, y2) - 90;
-    const label = svg("text", { class: "map-edge-label", x: mx, y: my - 4, "data-testid": "map-edge-count" }, `×${edge.count}`);
-    g.append(label);
+    const top = edge.latency_ms ? my - 12 : my + 4;
+    g.append(svg("text", { class: "map-edge-label", x: mx, y: top, "data-testid": "map-edge-count" }, `×${edge.count}`));
     if (edge.latency_ms) {
-      g.append(svg("text", { class: "map-edge-latency", x: mx, y: my + 9 }, `p50 ${ms(edge.latency_ms.p50)} · p95 ${ms(edge.latency_ms.p95)}`));
+      g.append(svg("text", { class: "map-edge-latency", x: mx, y: top + 13 }, `p50 ${ms(edge.latency_ms.p50)}`));
+      g.append(svg("text", { class: "map-edge-latency", x: mx, y: top + 25 }, `p95 ${ms(edge.latency_ms.p95)}`));
     }
     const open = () => { location.hash = flowsLink(edge.flows_url); };
     g.addEventListener("click", open);
