@@ -74,9 +74,10 @@ _FIRST_US = micros(MIN_TIME)
 _LAST_US = micros(MAX_TIME) - 1
 
 
-def _moment(value_us: int) -> datetime:
-    # Lifecycle events carry bounded times; a flow stored with times beyond them (before
-    # envelopes were bounded) is announced with the nearest time an event may carry.
+def bounded_moment(value_us: int) -> datetime:
+    """The time ``value_us`` as a lifecycle event may carry it (the nearest bounded time)."""
+    # A flow stored with times beyond the bounds (before envelopes were bounded) is
+    # announced with the nearest time an event may carry.
     return from_micros(min(max(value_us, _FIRST_US), _LAST_US))
 
 
@@ -99,7 +100,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
         assert judgement.deadline_us is not None
         event = SagaStalled(
             saga=saga,
-            started_at=_moment(started),
+            started_at=bounded_moment(started),
             deadline=from_micros(judgement.deadline_us),
             last_type=latest.type,
             expected=tuple(
@@ -121,8 +122,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
             event = SagaCompleted(
                 saga=saga,
                 end_type=end.type,
-                started_at=_moment(started),
-                ended_at=_moment(ended),
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended),
                 duration_ms=(ended - started) // 1000,
                 event_count=len(graph),
             )
@@ -133,8 +134,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 end_type=end.type,
                 compensations=judgement.required,
-                started_at=_moment(started),
-                ended_at=_moment(ended),
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended),
                 duration_ms=(ended - started) // 1000,
             )
             last = max(
@@ -147,8 +148,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 status=status.value,
                 end_type=end.type,
-                started_at=_moment(started),
-                ended_at=_moment(ended) if ended is not None else None,
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended) if ended is not None else None,
                 missing=judgement.missing,
             )
             caused_by = end.id

@@ -298,3 +298,31 @@ async def test_failure_patterns_group_by_last_step_and_fingerprint(tmp_path: Pat
         assert (by_error, by_type) == (2, 6)
         stalled_only = await maps.failure_patterns(SPEC, statuses=(Status.STALLED,))
         assert stalled_only.total == 10
+
+
+async def test_a_wait_stored_with_an_extreme_time_is_announced_with_a_bounded_one(
+    tmp_path: Path,
+) -> None:
+    from choreokit.services.saga_observer.schema import waits
+
+    async with opened(tmp_path / "db.sqlite3") as (store, _queries, _maps):
+        async with store._engine.begin() as conn:
+            await conn.execute(
+                waits.insert(),
+                [
+                    {
+                        "correlation_id": "c-old",
+                        "step": "stock.reserved",
+                        "saga": "order",
+                        "after_id": "e-old",
+                        "since_us": -(2**62),
+                        "deadline_us": 0,
+                        "expected": '["payment.authorized"]',
+                        "overdue_us": None,
+                    }
+                ],
+            )
+        (change,) = await store.sweep_steps(micros(START))
+        assert change.correlation_id == "c-old"
+        assert '"waiting_since":"' in change.payload
+        assert await store.sweep_steps(micros(START)) == []
