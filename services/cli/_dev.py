@@ -271,6 +271,12 @@ def _demo_extras(*, embedded: bool) -> None:
     default=None,
     help="Saga observer of the running system whose verdicts are checked (with --bootstrap).",
 )
+@click.option(
+    "--observer-token",
+    envvar="CHOREO_OBSERVER_TOKEN",
+    default=None,
+    help="Bearer token of that observer, if its reads ask for one (CHOREO_OBSERVER_TOKEN).",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flows.")
 @click.option(
     "--concurrency",
@@ -302,6 +308,7 @@ def demo(
     orders_url: str,
     orders_token: str | None,
     observer_url: str | None,
+    observer_token: str | None,
     timeout: float,
     concurrency: int,
     rate: float,
@@ -386,6 +393,7 @@ def demo(
                         rate=rate,
                         urls=urls,
                         orders_token=orders_token,
+                        observer_token=observer_token,
                     )
                 )
         except ChoreoError as exc:

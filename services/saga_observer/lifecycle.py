@@ -26,9 +26,11 @@ from opentelemetry.context import Context
 from choreokit.events import MAX_TIME, MIN_TIME, ChoreoError, Event, Publisher
 from choreokit.services.saga_observer.events import (
     ExpectedStep,
+    RefusedEvent,
     SagaCompensated,
     SagaCompleted,
     SagaFailed,
+    SagaRejected,
     SagaStalled,
     SagaStepOverdue,
 )
@@ -42,7 +44,14 @@ _NAMESPACE = uuid.UUID("2f0f8a4c-3c1b-4f55-9d7e-5b3e0f6c2a17")
 
 LIFECYCLE_MODELS: dict[str, type[Event]] = {
     model.event_info().type: model
-    for model in (SagaCompleted, SagaFailed, SagaCompensated, SagaStalled, SagaStepOverdue)
+    for model in (
+        SagaCompleted,
+        SagaFailed,
+        SagaCompensated,
+        SagaStalled,
+        SagaRejected,
+        SagaStepOverdue,
+    )
 }
 
 
@@ -53,8 +62,8 @@ class Transition:
     Attributes:
         id: Its ``ce_id``: derived from the flow and the type.
         correlation_id: The flow.
-        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``
-            or ``saga.step_overdue``.
+        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``,
+            ``saga.rejected`` or ``saga.step_overdue``.
         status: The status the flow moved to.
         caused_by: The event that decided it (the new event's ``ce_causationid``).
         payload: The event's JSON payload.
@@ -114,6 +123,24 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
             ),
         )
         caused_by = latest.id
+    elif status is Status.REJECTED:
+        assert judgement.ended_us is not None
+        event = SagaRejected(
+            saga=saga,
+            started_at=bounded_moment(started),
+            ended_at=bounded_moment(judgement.ended_us),
+            refused=tuple(
+                RefusedEvent(
+                    event_id=r.event_id,
+                    event_type=r.event_type or None,
+                    group=r.group or None,
+                    error_type=r.error_type or "unknown",
+                )
+                for r in judgement.refused[:256]
+            ),
+        )
+        first = judgement.root or min(graph, key=lambda n: (n.time_us, n.id))
+        caused_by = first.id
     else:
         assert end is not None
         ended = judgement.ended_us

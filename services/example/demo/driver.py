@@ -32,11 +32,13 @@ async def drive(
     rate: float,
     urls: Mapping[str, str],
     orders_token: str | None = None,
+    observer_token: str | None = None,
 ) -> Summary:
     """Place ``count`` orders at ``rate`` per second (0: at once); follow every flow to its end.
 
     Waits at most ``wait`` for the flows. ``orders_token`` is the intake's bearer token
-    (``CHOREO_ORDERS_TOKEN`` of the orders service), if it asks for one.
+    (``CHOREO_ORDERS_TOKEN`` of the orders service), if it asks for one; ``observer_token``
+    the observer's (a viewer's at least), if its reads need one.
     """
     planned = plan(count, seed)
     tracker = FlowTracker(KafkaSettings(bootstrap=bootstrap))
@@ -58,13 +60,13 @@ async def drive(
     )
     observer = urls.get("saga-observer")
     if observer is not None:
-        observed = await _observer_counts(observer, began, count, wait)
+        observed = await _observer_counts(observer, began, count, wait, observer_token)
         summary = replace(summary, observer=observed)
     return summary
 
 
 async def _observer_counts(
-    url: str, since: datetime, count: int, wait: timedelta
+    url: str, since: datetime, count: int, wait: timedelta, token: str | None = None
 ) -> dict[str, int] | None:
     """The observer's verdicts on the flows started since ``since``, once it has judged them all.
 
@@ -72,7 +74,8 @@ async def _observer_counts(
     """
     deadline = time.monotonic() + wait.total_seconds()
     params = {"saga": "order", "since": since.isoformat()}
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10, headers=headers) as client:
         while True:
             try:
                 counts = (await client.get("/api/counts", params=params)).json()
