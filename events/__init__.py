@@ -87,6 +87,7 @@ from choreokit.events._saga import (
     SAGAS_GROUP,
     EventRef,
     SagaSpec,
+    SagaStep,
     sagas_from_entry_points,
     sagas_from_yaml,
 )
@@ -163,6 +164,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "SagaSpec",
+    "SagaStep",
     "SaslMechanism",
     "SchemaError",
     "SchemaProblem",

@@ -32,6 +32,7 @@ from choreokit.services.saga_observer.events import (
     SagaFailed,
     SagaRejected,
     SagaStalled,
+    SagaStepOverdue,
 )
 from choreokit.services.saga_observer.graph import FlowGraph
 from choreokit.services.saga_observer.judge import Judgement, Status
@@ -43,7 +44,14 @@ _NAMESPACE = uuid.UUID("2f0f8a4c-3c1b-4f55-9d7e-5b3e0f6c2a17")
 
 LIFECYCLE_MODELS: dict[str, type[Event]] = {
     model.event_info().type: model
-    for model in (SagaCompleted, SagaFailed, SagaCompensated, SagaStalled, SagaRejected)
+    for model in (
+        SagaCompleted,
+        SagaFailed,
+        SagaCompensated,
+        SagaStalled,
+        SagaRejected,
+        SagaStepOverdue,
+    )
 }
 
 
@@ -54,8 +62,8 @@ class Transition:
     Attributes:
         id: Its ``ce_id``: derived from the flow and the type.
         correlation_id: The flow.
-        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``
-            or ``saga.rejected``.
+        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``,
+            ``saga.rejected`` or ``saga.step_overdue``.
         status: The status the flow moved to.
         caused_by: The event that decided it (the new event's ``ce_causationid``).
         payload: The event's JSON payload.
@@ -75,9 +83,10 @@ _FIRST_US = micros(MIN_TIME)
 _LAST_US = micros(MAX_TIME) - 1
 
 
-def _moment(value_us: int) -> datetime:
-    # Lifecycle events carry bounded times; a flow stored with times beyond them (before
-    # envelopes were bounded) is announced with the nearest time an event may carry.
+def bounded_moment(value_us: int) -> datetime:
+    """The time ``value_us`` as a lifecycle event may carry it (the nearest bounded time)."""
+    # A flow stored with times beyond the bounds (before envelopes were bounded) is
+    # announced with the nearest time an event may carry.
     return from_micros(min(max(value_us, _FIRST_US), _LAST_US))
 
 
@@ -100,7 +109,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
         assert judgement.deadline_us is not None
         event = SagaStalled(
             saga=saga,
-            started_at=_moment(started),
+            started_at=bounded_moment(started),
             deadline=from_micros(judgement.deadline_us),
             last_type=latest.type,
             expected=tuple(
@@ -118,8 +127,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
         assert judgement.ended_us is not None
         event = SagaRejected(
             saga=saga,
-            started_at=_moment(started),
-            ended_at=_moment(judgement.ended_us),
+            started_at=bounded_moment(started),
+            ended_at=bounded_moment(judgement.ended_us),
             refused=tuple(
                 RefusedEvent(
                     event_id=r.event_id,
@@ -140,8 +149,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
             event = SagaCompleted(
                 saga=saga,
                 end_type=end.type,
-                started_at=_moment(started),
-                ended_at=_moment(ended),
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended),
                 duration_ms=(ended - started) // 1000,
                 event_count=len(graph),
             )
@@ -152,8 +161,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 end_type=end.type,
                 compensations=judgement.required,
-                started_at=_moment(started),
-                ended_at=_moment(ended),
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended),
                 duration_ms=(ended - started) // 1000,
             )
             last = max(
@@ -166,8 +175,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 status=status.value,
                 end_type=end.type,
-                started_at=_moment(started),
-                ended_at=_moment(ended) if ended is not None else None,
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended) if ended is not None else None,
                 missing=judgement.missing,
             )
             caused_by = end.id
