@@ -61,6 +61,11 @@ async def test_poison_pill_is_retried_aside_while_the_other_999_are_handled(
     assert others_done < attempts[-1], "the other records waited for the poison's retries"
     assert max(handled.values()) < attempts[-1]
     gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    print(  # the fault suite's figures (docs/reliability.md); run with -s to see them
+        f"poison_pill: {TOTAL - 1} others handled {attempts[-1] - others_done:.2f}s before the "
+        f"poison's last of {len(attempts)} attempts; gaps {', '.join(f'{g:.3f}s' for g in gaps)} "
+        f"(backoff {BACKOFF.total_seconds():.1f}s); 1 DLQ record"
+    )
     for gap in gaps:
         assert BACKOFF.total_seconds() * 0.95 <= gap < BACKOFF.total_seconds() + 1.0, gaps
     key, value, original = records[POISON]
