@@ -54,6 +54,11 @@ class _Tries:
             return None
         return max(0, round((self.ended - self.started) * 1000))
 
+    def offset(self, origin: float) -> int | None:
+        if self.started is None:
+            return None
+        return max(0, round((self.started - origin) * 1000))
+
 
 @dataclass(slots=True)
 class _Tally:
@@ -209,6 +214,7 @@ class Orchestration:
                     name=step.name[:128],
                     status=recorded.value if recorded is not None else "not_run",
                     attempts=tries.attempts,
+                    offset_ms=tries.offset(tally.clock),
                     duration_ms=tries.millis(),
                     error_type=tries.error_type,
                     compensation_attempts=undo.attempts,

@@ -45,6 +45,9 @@ class StepReport(BaseModel):
     attempts: Attempts = 0
     """Tries of the action in this run (0: not run, or recorded by an earlier process)."""
 
+    offset_ms: Millis | None = None
+    """From the run's start to the first try's start; ``None`` when not timed here."""
+
     duration_ms: Millis | None = None
     """From the first try's start to the last try's end; ``None`` when not timed here."""
 
