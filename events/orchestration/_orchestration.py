@@ -91,8 +91,9 @@ class Outcome:
     error: str | None = None
     compensated: tuple[str, ...] = ()
     uncompensated: tuple[str, ...] = ()
-    report: OrchestrationRun | None = None
-    """The run's steps, tries and timings as an event (see :meth:`Orchestration.run`)."""
+    report: OrchestrationRun | None = field(default=None, compare=False)
+    """The run's steps, tries and timings as an event (see :meth:`Orchestration.run`);
+    left out of comparisons: recalling a run gives an equal outcome, timed anew."""
 
     @property
     def succeeded(self) -> bool:
