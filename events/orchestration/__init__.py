@@ -15,6 +15,10 @@ a choreography::
         outcome = await shipment.run(ctx.envelope.id, {"order_id": event.order_id})
         await ctx.publish(ShipmentCompleted(...) if outcome.succeeded else ShipmentFailed(...))
 
+Inside a handler, each run also publishes an ``orchestration.run`` event (its
+steps, tries, compensations and timings) with the completion event, for the
+saga observer; ``report=False`` turns that off.
+
 See ``docs/orchestration.md``.
 """
 
@@ -24,5 +28,15 @@ with _needs_extra("sql", "choreokit.events.orchestration"):
     from choreokit.events.orchestration._orchestration import Orchestration, Outcome
     from choreokit.events.orchestration._steps import Step, StepContext, StepFailedError
     from choreokit.events.orchestration._store import RunStatus
+    from choreokit.events.orchestration.events import OrchestrationRun, StepReport
 
-__all__ = ["Orchestration", "Outcome", "RunStatus", "Step", "StepContext", "StepFailedError"]
+__all__ = [
+    "Orchestration",
+    "OrchestrationRun",
+    "Outcome",
+    "RunStatus",
+    "Step",
+    "StepContext",
+    "StepFailedError",
+    "StepReport",
+]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.trace import Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from choreokit.events._context import current_context
+from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._retry import is_retriable
 from choreokit.events.orchestration._steps import JSON, Step, StepContext
@@ -21,6 +25,7 @@ from choreokit.events.orchestration._store import (
     RunStatus,
     StepStatus,
 )
+from choreokit.events.orchestration.events import MAX_STEPS, OrchestrationRun, StepReport
 
 logger = logging.getLogger("choreokit.orchestration")
 
@@ -33,6 +38,36 @@ ATTR_STEP = "choreo.orchestration.step"
 ATTR_ATTEMPTS = "choreo.orchestration.attempts"
 ATTR_RESUMED = "choreo.orchestration.resumed"
 ATTR_STATUS = "choreo.orchestration.status"
+
+
+@dataclass(slots=True)
+class _Tries:
+    """What one step's tries took in this process (never its input, result or message)."""
+
+    attempts: int = 0
+    started: float | None = None
+    ended: float | None = None
+    error_type: str | None = None
+
+    def millis(self) -> int | None:
+        if self.started is None or self.ended is None:
+            return None
+        return max(0, round((self.ended - self.started) * 1000))
+
+    def offset(self, origin: float) -> int | None:
+        if self.started is None:
+            return None
+        return max(0, round((self.started - origin) * 1000))
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One call of :meth:`Orchestration.run`: when it started, and each step's tries."""
+
+    started_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    clock: float = field(default_factory=time.monotonic)
+    actions: dict[str, _Tries] = field(default_factory=dict)
+    compensations: dict[str, _Tries] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +91,9 @@ class Outcome:
     error: str | None = None
     compensated: tuple[str, ...] = ()
     uncompensated: tuple[str, ...] = ()
+    report: OrchestrationRun | None = field(default=None, compare=False)
+    """The run's steps, tries and timings as an event (see :meth:`Orchestration.run`);
+    left out of comparisons: recalling a run gives an equal outcome, timed anew."""
 
     @property
     def succeeded(self) -> bool:
@@ -83,6 +121,10 @@ class Orchestration:
         steps: The steps, in order; names must be unique.
         engine: The database progress is recorded in.
         tracer_provider: Where spans go (default: the global provider).
+        report: Publish an ``orchestration.run`` event (:class:`OrchestrationRun`) about
+            each run when :meth:`run` is called inside a handler, so the saga observer
+            draws the steps in the service's lane. ``False``: the outcome still
+            carries the report, nothing is published.
     """
 
     def __init__(
@@ -92,6 +134,7 @@ class Orchestration:
         *,
         engine: AsyncEngine,
         tracer_provider: trace.TracerProvider | None = None,
+        report: bool = True,
     ) -> None:
         names = [s.name for s in steps]
         if not steps or len(set(names)) != len(names):
@@ -99,14 +142,26 @@ class Orchestration:
         self.name = name
         self.steps = tuple(steps)
         self.store = OrchestrationStore(engine, name)
+        self.report = report
         self._tracer = trace.get_tracer("choreokit.orchestration", tracer_provider=tracer_provider)
 
     async def create_tables(self) -> None:
         """Create the progress tables if they do not exist."""
         await self.store.create_tables()
 
-    async def run(self, run_id: str, run_input: Mapping[str, JSON]) -> Outcome:
-        """Run (or resume, or recall) the run ``run_id``."""
+    async def run(
+        self, run_id: str, run_input: Mapping[str, JSON], *, cause: Envelope | None = None
+    ) -> Outcome:
+        """Run (or resume, or recall) the run ``run_id``.
+
+        Called inside a handler with ``report`` on, it publishes the outcome's
+        :attr:`~Outcome.report` through the handler's context: with the flow's
+        correlation id, naming ``cause`` (default: the handled event) as its
+        cause, and sent together with the handler's other events (the completion
+        event) once the handler returns, or dropped with them if it raises. With
+        the SQL inbox both are recorded in the inbox row of the same transaction.
+        """
+        tally = _Tally()
         state = await self.store.load_or_create(run_id, dict(run_input))
         resumed = bool(state.steps) or state.status is not RunStatus.RUNNING
         with self._tracer.start_as_current_span(
@@ -121,21 +176,88 @@ class Orchestration:
         ) as span:
             if resumed:
                 logger.info("%s run %s resumed at status %s", self.name, run_id, state.status)
-            outcome = await self._drive(state)
+            outcome = await self._drive(state, tally)
+            outcome = self._with_report(outcome, state, tally, resumed=resumed)
             span.set_attribute(ATTR_STATUS, outcome.status.value)
             if not outcome.succeeded:
                 failed = f"step {outcome.failed_step} failed" if outcome.failed_step else "failed"
                 span.set_status(Status(StatusCode.ERROR, failed))
-            return outcome
+        if self.report and outcome.report is not None:
+            await self._publish(outcome.report, cause)
+        return outcome
 
-    async def _drive(self, state: RunState) -> Outcome:
+    async def _publish(self, report: OrchestrationRun, cause: Envelope | None) -> None:
+        context = current_context.get()
+        if context is None:
+            return  # not inside a handler: the caller publishes outcome.report if it wants
+        try:
+            await context.publish(report, cause=cause)
+        except ConfigurationError as exc:
+            # An undeclared type must not cost the completion event: say what to do instead.
+            logger.warning(
+                "%s run %s: its orchestration.run report is not published (%s); declare "
+                "OrchestrationRun in the service's publishes=..., or pass report=False",
+                self.name,
+                report.run_id,
+                exc,
+            )
+
+    def _with_report(
+        self, outcome: Outcome, state: RunState, tally: _Tally, *, resumed: bool
+    ) -> Outcome:
+        steps: list[StepReport] = []
+        for step in self.steps[:MAX_STEPS]:
+            recorded = state.steps.get(step.name, (None, None))[0]
+            tries = tally.actions.get(step.name, _Tries())
+            undo = tally.compensations.get(step.name, _Tries())
+            steps.append(
+                StepReport(
+                    name=step.name[:128],
+                    status=recorded.value if recorded is not None else "not_run",
+                    attempts=tries.attempts,
+                    offset_ms=tries.offset(tally.clock),
+                    duration_ms=tries.millis(),
+                    error_type=tries.error_type,
+                    compensation_attempts=undo.attempts,
+                    compensation_ms=undo.millis(),
+                    compensation_error_type=undo.error_type,
+                )
+            )
+        assert state.status.finished
+        error_type = (state.error or "").split(":", 1)[0][:128] or None
+        report = OrchestrationRun(
+            orchestration=self.name[:128],
+            run_id=state.run_id[:1024],
+            status=state.status.value,  # type: ignore[arg-type]  # a finished status
+            resumed=resumed,
+            started_at=tally.started_at,
+            ended_at=datetime.now(UTC),
+            duration_ms=max(0, round((time.monotonic() - tally.clock) * 1000)),
+            failed_step=(state.failed_step or "")[:128] or None,
+            error_type=error_type,
+            steps=tuple(steps),
+        )
+        return Outcome(
+            run_id=outcome.run_id,
+            status=outcome.status,
+            results=outcome.results,
+            failed_step=outcome.failed_step,
+            error=outcome.error,
+            compensated=outcome.compensated,
+            uncompensated=outcome.uncompensated,
+            report=report,
+        )
+
+    async def _drive(self, state: RunState, tally: _Tally) -> Outcome:
         if state.status is RunStatus.RUNNING:
             for step in self.steps:
                 recorded = state.steps.get(step.name)
                 if recorded is not None and recorded[0] is StepStatus.DONE:
                     continue
                 try:
-                    result, attempts = await self._attempt(step, state, compensation=False)
+                    result, attempts = await self._attempt(
+                        step, state, tally.actions, compensation=False
+                    )
                 except Exception as exc:  # noqa: BLE001 - every failure leads to compensation
                     error = f"{type(exc).__name__}: {exc}"
                     logger.warning(
@@ -162,10 +284,10 @@ class Orchestration:
                 await self.store.record_run(state.run_id, RunStatus.SUCCEEDED)
                 state.status = RunStatus.SUCCEEDED
         if state.status is RunStatus.COMPENSATING:
-            await self._compensate(state)
+            await self._compensate(state, tally)
         return self._outcome(state)
 
-    async def _compensate(self, state: RunState) -> None:
+    async def _compensate(self, state: RunState, tally: _Tally) -> None:
         failed = False
         for step in reversed(self.steps):
             status, result = state.steps.get(step.name, (None, None))
@@ -174,7 +296,9 @@ class Orchestration:
             if step.compensate is None:
                 continue
             try:
-                await self._attempt(step, state, compensation=True, result=result)
+                await self._attempt(
+                    step, state, tally.compensations, compensation=True, result=result
+                )
             except Exception:
                 # Recorded below; the run ends as compensation_failed.
                 logger.exception(
@@ -196,7 +320,13 @@ class Orchestration:
         state.status = final
 
     async def _attempt(
-        self, step: Step, state: RunState, *, compensation: bool, result: Any = None
+        self,
+        step: Step,
+        state: RunState,
+        tally: dict[str, _Tries],
+        *,
+        compensation: bool,
+        result: Any = None,
     ) -> tuple[Any, int]:
         results = {
             name: value
@@ -205,6 +335,8 @@ class Orchestration:
         }
         backoffs = step.retry.backoffs()
         attempt = 0
+        tries = tally.setdefault(step.name, _Tries())
+        tries.started = time.monotonic()
         span_name = (SPAN_COMPENSATE if compensation else SPAN_STEP).format(name=step.name)
         with self._tracer.start_as_current_span(
             span_name,
@@ -218,6 +350,7 @@ class Orchestration:
         ) as span:
             while True:
                 attempt += 1
+                tries.attempts = attempt
                 context = StepContext(state.run_id, step.name, attempt, state.input, results)
                 try:
                     async with asyncio.timeout(step.timeout.total_seconds()):
@@ -228,6 +361,8 @@ class Orchestration:
                         else:
                             value = await step.action(context)
                 except Exception as exc:
+                    tries.ended = time.monotonic()
+                    tries.error_type = type(exc).__name__[:128]
                     backoff = next(backoffs, None) if is_retriable(exc) else None
                     span.add_event(
                         "attempt failed",
@@ -239,6 +374,7 @@ class Orchestration:
                         raise
                     await asyncio.sleep(backoff)
                     continue
+                tries.ended = time.monotonic()
                 span.set_attribute(ATTR_ATTEMPTS, attempt)
                 return value, attempt
 

@@ -51,6 +51,7 @@ TOOL_TABLE = "tool.choreokit"
 
 _EXAMPLE = "choreokit.services.example"
 _OBSERVER_EVENTS = "choreokit.services.saga_observer.events"
+_ORCHESTRATION_EVENTS = "choreokit.events.orchestration.events"
 
 
 @dataclass(frozen=True)
@@ -79,7 +80,12 @@ class Declarations:
 
 
 EXAMPLE = Declarations(
-    events={"example": f"{_EXAMPLE}.contracts", "saga-observer": _OBSERVER_EVENTS},
+    events={
+        "example": f"{_EXAMPLE}.contracts",
+        "saga-observer": _OBSERVER_EVENTS,
+        # shipping's orchestration reports its runs (orchestration.run)
+        "orchestration": _ORCHESTRATION_EVENTS,
+    },
     services={
         name: f"{_EXAMPLE}.{name}.app:create"
         for name in ("orders", "inventory", "payments", "shipping")

@@ -19,6 +19,11 @@ from choreokit.services.saga_observer import schema
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import Status
+from choreokit.services.saga_observer.orchestrations import (
+    RUN_TYPE,
+    StoredReport,
+    orchestration_runs,
+)
 from choreokit.services.saga_observer.records import from_micros
 from choreokit.services.saga_observer.views import (
     Counts,
@@ -293,6 +298,13 @@ class Queries:
                     .order_by(L.c.created_us, L.c.id)
                 )
             ).all()
+            reports = (
+                await conn.execute(
+                    select(E.c.id, E.c.service, E.c.causation_id, E.c.time_us, E.c.payload).where(
+                        E.c.type == RUN_TYPE, E.c.correlation_id == correlation_id
+                    )
+                )
+            ).all()
             publishers = await self._publishers(conn)
         summary = _summary(row._mapping, publishers)
         graph = FlowGraph(
@@ -322,6 +334,7 @@ class Queries:
                 for r in lifecycle
             ],
             spec=saga_view(spec) if spec else None,
+            orchestrations=orchestration_runs(StoredReport(*r) for r in reports),
         )
 
     async def event(self, event_id: str) -> EventDetail | None:

@@ -7,6 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from choreokit.services.saga_observer.orchestrations import OrchestrationRunView
+
 
 class _View(BaseModel):
     model_config = ConfigDict(frozen=True)
@@ -255,6 +257,11 @@ class FlowDetail(FlowSummary):
     dead_letter_records: list[DeadLetterView]
     lifecycle: list[LifecycleView]
     spec: SagaView | None
+    orchestrations: list[OrchestrationRunView] = Field(
+        default_factory=list,
+        description="In-service orchestration runs (their steps) by time, each under the "
+        "service that ran it, from the flow's orchestration.run events.",
+    )
 
 
 class Counts(_View):

@@ -39,7 +39,7 @@ def test_each_domain_service_reads_what_it_consumes_and_writes_what_it_declares(
     assert found["shipping"] == (
         ("orders", "payments"),
         ("shipping",),
-        ("orders.dlq", "payments.dlq", "shipping"),
+        ("orchestrations", "orders.dlq", "payments.dlq", "shipping"),
     )
     # orders consumes the outcomes and writes only its own topic and the dead letters.
     reads, groups, writes = found["orders"]
@@ -55,7 +55,15 @@ def test_the_observer_reads_everything_it_observes_and_writes_sagas_and_its_repl
     assert {"orders", "orders.dlq", "payments", "sagas", "shipping.dlq", AUDIT_TOPIC} <= set(reads)
     assert groups == ("saga-observer",)
     # The replay button writes a record back to its topic and an audit record; never a .dlq.
-    assert set(writes) == {"inventory", "orders", "payments", "sagas", "shipping", AUDIT_TOPIC}
+    assert set(writes) == {
+        "inventory",
+        "orchestrations",
+        "orders",
+        "payments",
+        "sagas",
+        "shipping",
+        AUDIT_TOPIC,
+    }
 
 
 def test_without_observer_replays_the_observer_writes_only_sagas() -> None:
@@ -78,7 +86,14 @@ def test_the_topics_made_by_topics_create_include_the_dlq_audit_topic() -> None:
 
 
 def test_the_gateway_writes_what_its_keys_allow(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert grants()["gateway"][2] == ("inventory", "orders", "payments", "sagas", "shipping")
+    assert grants()["gateway"][2] == (
+        "inventory",
+        "orchestrations",
+        "orders",
+        "payments",
+        "sagas",
+        "shipping",
+    )
     key = mint_key("partner", types=["order.*"]).entry
     monkeypatch.setenv("CHOREO_GATEWAY_KEYS", json.dumps([entry_document(key)]))
     reads, groups, writes = grants()["gateway"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from choreokit.events import HandlerContext, RetryPolicy, Service
-from choreokit.events.orchestration import Orchestration, Step, StepContext
+from choreokit.events.orchestration import Orchestration, OrchestrationRun, Step, StepContext
 from choreokit.events.sql import Inbox, KeyBindings, create_tables
 from choreokit.services.example.contracts.orders import OrderPlaced
 from choreokit.services.example.contracts.payments import PaymentAuthorized
@@ -69,9 +69,16 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
     carrier = SimulatedCarrier(
         carrier_engine, latency=settings.carrier_latency, failure_rate=settings.carrier_failure_rate
     )
-    shipment = Orchestration(ORCHESTRATION, shipment_steps(carrier, settings), engine=engine)
+    shipment = Orchestration(
+        ORCHESTRATION,
+        shipment_steps(carrier, settings),
+        engine=engine,
+        report=settings.report_steps,
+    )
     service = Service(
-        runtime.name, settings=runtime.kafka, publishes=[ShipmentCompleted, ShipmentFailed]
+        runtime.name,
+        settings=runtime.kafka,
+        publishes=[ShipmentCompleted, ShipmentFailed, OrchestrationRun],
     )
     runtime.prepare(service)
     # The handlers write in short transactions of their own (the orchestration records
@@ -99,6 +106,7 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
         outcome = await shipment.run(
             order_id,
             {"order_id": order_id, "country": ready.country, "postal_code": ready.postal_code},
+            cause=ready.payment,  # as the completion event: the run answers the payment
         )
         if outcome.succeeded:
             quote, label = outcome.results["quote"], outcome.results["label"]

@@ -33,5 +33,8 @@ class ShippingSettings(BaseSettings):
     step_attempts: PositiveInt = 4
     """Tries per step (the carrier's transient faults clear within three)."""
 
+    report_steps: bool = True
+    """Publish each shipment run's steps (``orchestration.run``) for the saga observer."""
+
     step_backoff: Duration = timedelta(milliseconds=20)
     """Wait before the first retry of a step (doubling after)."""

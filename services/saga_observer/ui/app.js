@@ -1,6 +1,8 @@
 // The saga observer's UI: plain DOM, no build step. Every value from the API is set as
 // text (never parsed as HTML): event types, ids and payloads come from other systems.
 
+import { laneRow, laneRows, treeStepRow, treeSteps } from "./orchestrations.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 const ROW = 26; // px per row in the timeline and the tree (both are virtualized)
 const app = document.getElementById("app");
@@ -395,17 +397,22 @@ function timeline(flow, select, selected) {
   const x = (service) => gutter + laneWidth * lanes.indexOf(service) + laneWidth / 2;
   const start = events.length ? Date.parse(events[0].time) : 0;
   const ends = new Set([flow.end_type]);
+  const rows = laneRows(flow); // the events, and in-service orchestration steps in their lane
   const viewport = el("div", { class: "viewport", "data-testid": "swimlanes", "data-events": events.length, "data-lanes": lanes.length });
   const header = el("div", { class: "lanes-head", style: `width:${width}px` },
     el("div", { style: `width:${gutter}px`, class: "muted", text: "since start" }),
     lanes.map((lane) => el("div", { style: `width:${laneWidth}px`, "data-testid": "lane-header", text: lane })));
-  virtual(viewport, events.length, (first, last) => {
+  virtual(viewport, rows.length, (first, last) => {
     const height = (last - first) * ROW;
     const root = svg("svg", { width, height, "data-testid": "swimlane-slice" });
     for (const lane of lanes) root.append(svg("line", { class: "lane-line", x1: x(lane), x2: x(lane), y1: 0, y2: height }));
     for (let i = first; i < last; i += 1) {
-      const e = events[i];
       const y = (i - first) * ROW + ROW / 2;
+      if (!rows[i].event) {
+        root.append(laneRow(rows[i], { x: x(rows[i].run.service), y, rowHeight: ROW, width, gutter, start: events.length ? start : null, select }));
+        continue;
+      }
+      const e = rows[i].event;
       const g = svg("g", { "data-testid": "swimlane-row", "data-event": e.id, "data-type": e.type, class: selected() === e.id ? "selected" : "" });
       const hit = svg("rect", { class: `row-hit${selected() === e.id ? " selected" : ""}`, x: 0, y: y - ROW / 2, width, height: ROW, "data-event": e.id });
       g.addEventListener("click", () => select(e.id)); // the label, arrow or dot: the whole row
@@ -449,6 +456,7 @@ function tree(flow, select, selected) {
   }
   const rows = [];
   const seen = new Set();
+  const stepsOf = treeSteps(flow); // an orchestration.run report's steps, as its sub-nodes
   const walk = (startId) => {
     const stack = [[startId, 0]];
     while (stack.length) {
@@ -456,6 +464,7 @@ function tree(flow, select, selected) {
       if (seen.has(id)) continue;
       seen.add(id);
       rows.push([byId.get(id), depth]);
+      for (const sub of stepsOf(id)) rows.push([null, depth + 1, sub]);
       const kids = children.get(id) || [];
       for (let i = kids.length - 1; i >= 0; i -= 1) stack.push([kids[i], depth + 1]);
     }
@@ -467,8 +476,12 @@ function tree(flow, select, selected) {
   virtual(viewport, rows.length, (first, last) => {
     const box = el("div");
     for (let i = first; i < last; i += 1) {
-      const [e, depth] = rows[i];
+      const [e, depth, sub] = rows[i];
       const indent = Math.min(depth, 40);
+      if (sub) {
+        box.append(treeStepRow(sub, indent, select));
+        continue;
+      }
       box.append(el("div", {
         class: `tree-row${e.orphan ? " orphan" : ""}${selected() === e.id ? " selected" : ""}`,
         "data-testid": "graph-row", "data-event": e.id, style: `padding-left:${8 + indent * 16}px`,
