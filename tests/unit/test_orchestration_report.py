@@ -12,18 +12,26 @@ from pathlib import Path
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from choreokit.events import Event, HandlerContext, Service
+from choreokit.events import Event, HandlerContext, Registry, Service
 from choreokit.events.orchestration import Orchestration, OrchestrationRun, Step, StepContext
 from choreokit.events.sql import Inbox, create_tables
 from choreokit.services.runtime.database import create_engine
 from choreokit.testing import ServiceKit
 
+REGISTRY = Registry()
+"""This module's own types: the default registry is the deployment's (``choreo topics acls``)."""
+REGISTRY.register(OrchestrationRun)
 
-class ReportAsked(Event, type="test.report.asked", version=1, topic="test-report-in"):
+
+class ReportAsked(
+    Event, type="test.report.asked", version=1, topic="test-report-in", registry=REGISTRY
+):
     order_id: str
 
 
-class ReportDone(Event, type="test.report.done", version=1, topic="test-report-out"):
+class ReportDone(
+    Event, type="test.report.done", version=1, topic="test-report-out", registry=REGISTRY
+):
     order_id: str
 
 
@@ -42,8 +50,8 @@ async def noop(ctx: StepContext) -> dict[str, str]:
 def service(engine: AsyncEngine, *, declared: bool, report: bool = True) -> Service:
     flow = Orchestration("two", [Step("a", noop), Step("b", noop)], engine=engine, report=report)
     publishes: list[type[Event]] = [ReportDone, *([OrchestrationRun] if declared else [])]
-    svc = Service("reporter", publishes=publishes)
-    svc.use(Inbox(engine, consumer=svc.name))
+    svc = Service("reporter", registry=REGISTRY, publishes=publishes)
+    svc.use(Inbox(engine, consumer=svc.name, registry=REGISTRY))
 
     @svc.handler(ReportAsked)
     async def handle(event: ReportAsked, ctx: HandlerContext) -> None:
