@@ -8,7 +8,8 @@ section of ``docs/benchmarks.md`` with its plots (see that page).
 Scenarios: ``hop`` (one handler hop, against raw aiokafka and FastStream),
 ``flow`` (a 5-hop chain's latency at fixed rates, against a raw chain),
 ``saga`` (the demo end to end), ``observer`` (ingest, backlog catch-up, the
-flow page) and ``gateway`` (single and batch, against a bare endpoint).
+flow page), ``gateway`` (single and batch, against a bare endpoint) and
+``idle`` (an idle ``choreo dev``'s CPU).
 """
 
 from choreokit.services.bench._context import ENGINES, Sizes

@@ -29,6 +29,7 @@ class Sizes:
     gateway_warmup: float = 1.0
     gateway_concurrency: int = 16
     gateway_batch: int = 10
+    idle_seconds: float = 10.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -46,6 +47,7 @@ class Sizes:
             gateway_warmup=0.2,
             gateway_concurrency=4,
             gateway_batch=10,
+            idle_seconds=2.0,
         )
 
 
@@ -60,6 +62,8 @@ class Context:
     workdir: Path
     postgres_url: str | None
     kafka_version: str | None = None
+    broker_pid: int | None = None
+    """The embedded broker's process (``None`` for Apache Kafka's nodes)."""
     log: Callable[[str], None] = field(default=lambda line: print(line, file=sys.stderr))
 
     @property

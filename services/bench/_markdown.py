@@ -58,6 +58,7 @@ _TITLES = {
     "saga": "saga: the demo flow end to end",
     "observer": "observer: ingest, backlog catch-up, the flow page",
     "gateway": "gateway: single and batch against the bare endpoint",
+    "idle": "idle: choreo dev with no traffic",
 }
 _PLOTS = {
     "hop": ("hop-throughput",),
@@ -198,12 +199,26 @@ def _ratios(result: dict[str, Any]) -> list[str]:
     return ["Ratios of the medians: " + ", ".join(f"{k} **{_fmt(v)}×**" for k, v in ratios.items())]
 
 
+def _idle(result: dict[str, Any]) -> list[str]:
+    lines = ["| what | processes | % of a core |", "|---|---:|---:|"]
+    for variant in result["variants"].values():
+        if "skipped" in variant:
+            lines.append(f"| {variant['label']} | skipped: {variant['skipped']} | |")
+            continue
+        lines.append(
+            f"| {variant['label']} | {variant['processes']} | "
+            f"{_spread(variant['metrics']['cpu_percent'])} |"
+        )
+    return [*lines, ""]
+
+
 _RENDERERS = {
     "hop": _hop,
     "flow": _flow,
     "saga": _saga,
     "observer": _observer,
     "gateway": _gateway,
+    "idle": _idle,
 }
 
 

@@ -17,7 +17,7 @@ from choreokit.services.bench._context import ENGINES, Context, Sizes, postgres_
 from choreokit.services.bench._machine import commit, machine
 from choreokit.services.bench._targets import evaluate
 
-SCENARIOS = ("hop", "flow", "saga", "observer", "gateway")
+SCENARIOS = ("hop", "flow", "saga", "observer", "gateway", "idle")
 """Every scenario, in the order a run measures them."""
 
 SCHEMA = 1
@@ -66,7 +66,7 @@ def run_suite(
         with tempfile.TemporaryDirectory(prefix=f"choreo-bench-{engine}-") as tmp:
             workdir = Path(tmp)
             log(f"{engine}: starting the broker")
-            with _broker(engine, workdir) as (bootstrap, version):
+            with _broker(engine, workdir) as (bootstrap, version, pid):
                 ctx = Context(
                     engine=engine,
                     bootstrap=bootstrap,
@@ -75,6 +75,7 @@ def run_suite(
                     workdir=workdir,
                     postgres_url=postgres_url(),
                     kafka_version=version,
+                    broker_pid=pid,
                     log=log,
                 )
                 results: dict[str, Any] = {}
@@ -101,7 +102,7 @@ def _one(scenario: str, ctx: Context) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def _broker(engine: str, workdir: Path) -> Iterator[tuple[str, str | None]]:
+def _broker(engine: str, workdir: Path) -> Iterator[tuple[str, str | None, int | None]]:
     from choreokit.services.runtime import KAFKA_VERSION, EmbeddedBroker, KafkaCluster, free_port
 
     if engine not in ENGINES:
@@ -110,13 +111,13 @@ def _broker(engine: str, workdir: Path) -> Iterator[tuple[str, str | None]]:
         broker = EmbeddedBroker(port=free_port(), log=workdir / "tansu.log")
         broker.start()
         try:
-            yield broker.bootstrap, None
+            yield broker.bootstrap, None, broker.pid
         finally:
             broker.stop()
         return
     cluster = KafkaCluster(1, directory=workdir / "kafka")
     cluster.start()
     try:
-        yield cluster.bootstrap, KAFKA_VERSION
+        yield cluster.bootstrap, KAFKA_VERSION, None
     finally:
         cluster.close()

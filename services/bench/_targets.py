@@ -148,6 +148,22 @@ TARGETS = (
     Target("gateway: single events/s / bare endpoint", _ratio("gateway", "single/bare"), 0.7),
     Target("gateway: batch events/s / bare endpoint", _ratio("gateway", "batch/bare"), 0.7),
     Target(
+        "idle: choreo dev, % of a core (with the embedded broker)",
+        _median("idle", "dev", "cpu_percent"),
+        15,
+        at_least=False,
+        unit="%",
+        engine="tansu",
+    ),
+    Target(
+        "idle: choreo dev, % of a core",
+        _median("idle", "dev", "cpu_percent"),
+        5,
+        at_least=False,
+        unit="%",
+        engine="kafka",
+    ),
+    Target(
         "gateway: single p99 at 16 connections",
         _median("gateway", "gateway-single", "p99_ms"),
         20,

@@ -70,7 +70,7 @@ def bench(
     page: Path,
     from_json: Path | None,
 ) -> None:
-    """Run the benchmark suite: SCENARIO... of hop, flow, saga, observer, gateway [all].
+    """Run the benchmark suite: SCENARIO... of hop, flow, saga, observer, gateway, idle [all].
 
     Each scenario runs against its baselines in the same run, on the same
     broker: raw aiokafka, bare FastStream (with and without its OpenTelemetry
