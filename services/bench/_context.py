@@ -19,17 +19,18 @@ class Sizes:
 
     hop_records: int = 5_000
     hop_faststream_records: int = 1_000
+    hop_inbox_records: int = 1_000
     flow_rates: tuple[float, ...] = (50.0, 100.0, 200.0, 400.0)
-    flow_seconds: float = 2.0
+    flow_seconds: float = 1.5
     saga_orders: int = 40
     observer_backlog: int = 100_000
     observer_windows: int = 5
     observer_detail_requests: int = 20
-    gateway_seconds: float = 2.0
-    gateway_warmup: float = 1.0
+    gateway_seconds: float = 1.5
+    gateway_warmup: float = 0.5
     gateway_concurrency: int = 16
     gateway_batch: int = 10
-    idle_seconds: float = 10.0
+    idle_seconds: float = 4.0
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -37,6 +38,7 @@ class Sizes:
         return cls(
             hop_records=300,
             hop_faststream_records=100,
+            hop_inbox_records=100,
             flow_rates=(50.0,),
             flow_seconds=0.4,
             saga_orders=4,

@@ -49,6 +49,7 @@ class Variant:
 
     inbox: str | None = None
     faststream: bool = False
+    transactions: bool = False
 
 
 VARIANTS = (
@@ -60,7 +61,7 @@ VARIANTS = (
     Variant("choreokit-traced-10", "choreokit, traced 10 %", 0.1),
     Variant("choreokit-inbox-sqlite", "choreokit + inbox on SQLite", inbox="sqlite"),
     Variant("choreokit-inbox-postgresql", "choreokit + inbox on PostgreSQL", inbox="postgresql"),
-    Variant("choreokit-txn", "choreokit + Kafka transactions"),
+    Variant("choreokit-txn", "choreokit + Kafka transactions", transactions=True),
 )
 RATIOS = (
     ("choreokit/aiokafka", "choreokit", "aiokafka"),
@@ -109,8 +110,13 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 async def _run(ctx: Context, runnable: list[Variant], variants: dict[str, Any]) -> dict[str, Any]:
+    sizes = ctx.sizes
     records = {
-        v.name: ctx.sizes.hop_faststream_records if v.faststream else ctx.sizes.hop_records
+        v.name: sizes.hop_faststream_records
+        if v.faststream
+        else sizes.hop_inbox_records
+        if v.inbox
+        else sizes.hop_records
         for v in runnable
     }
     base = f"bench-hop-{uuid.uuid4().hex[:6]}"
@@ -424,7 +430,12 @@ async def _choreokit(  # noqa: PLR0917 - the worker's one call site passes them 
     class Reserved(Event, type="bench.reserved", version=1, topic=target, registry=registry):
         n: int
 
-    settings = KafkaSettings(bootstrap=bootstrap, idempotence=Idempotence.OFF)
+    options: dict[str, Any] = {"bootstrap": bootstrap, "idempotence": Idempotence.OFF}
+    if variant.transactions:
+        # The hook for the transactions setting (see transactions_supported): idempotence
+        # as the engine resolves it, the hops in transactions.
+        options = {"bootstrap": bootstrap, "transactions": True}
+    settings = KafkaSettings.model_validate(options)
     name = f"bench-{uuid.uuid4().hex[:8]}"
     service = Service(name, registry=registry, settings=settings, publishes=[Reserved])
     telemetry = configure(name, set_global=False)

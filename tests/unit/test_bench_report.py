@@ -107,3 +107,26 @@ def test_bench_refuses_what_it_cannot_run_before_starting_anything(
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 2, result.output
     assert says in result.output
+
+
+def test_the_transactions_variant_is_skipped_saying_why_until_the_setting_exists(
+    tmp_path: Path,
+) -> None:
+    from choreokit.services.bench import Sizes
+    from choreokit.services.bench._context import Context
+    from choreokit.services.bench._hop import VARIANTS, _unavailable, transactions_supported
+
+    txn = next(v for v in VARIANTS if v.transactions)
+
+    def context(engine: str) -> Context:
+        return Context(engine, "127.0.0.1:1", 1, Sizes.quick(), tmp_path, postgres_url=None)
+
+    assert _unavailable(txn, context("tansu")) == "the embedded broker has no transactions"
+    on_kafka = _unavailable(txn, context("kafka"))
+    if transactions_supported():
+        assert on_kafka is None
+    else:
+        assert on_kafka is not None
+        assert "KafkaSettings has no transactions setting" in on_kafka
+    inbox = next(v for v in VARIANTS if v.inbox == "postgresql")
+    assert "CHOREO_BENCH_POSTGRES_URL" in (_unavailable(inbox, context("tansu")) or "")
