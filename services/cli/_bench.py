@@ -8,7 +8,6 @@ from pathlib import Path
 
 import click
 
-from choreokit.events import needs_extra
 from choreokit.services.bench import ENGINES, SCENARIOS
 
 
@@ -80,9 +79,13 @@ def bench(
     under 15 minutes. PostgreSQL variants use CHOREO_BENCH_POSTGRES_URL (or
     CHOREO_TEST_POSTGRES_URL) and are skipped, saying so, without one.
     """
-    with needs_extra("bench", "choreo bench"):
-        from choreokit.services import bench as suite
+    from choreokit.events.extras import MissingExtraError, require_extra
+    from choreokit.services import bench as suite
 
+    try:  # rendering needs matplotlib only; a run needs every scenario's parts
+        require_extra("bench", "choreo bench" if from_json is None else "choreo bench's plots")
+    except MissingExtraError as exc:
+        raise click.UsageError(str(exc)) from None
     if from_json is not None:
         if scenarios or quick:
             raise click.UsageError("--from-json renders a saved run: give no scenarios or --quick")
