@@ -174,7 +174,7 @@ async def _catch_up(ctx: Context, backend: str, total: int, big: str) -> dict[st
         began = time.perf_counter()
         task = asyncio.ensure_future(app.run(stop))
         try:
-            marks = await _watch(app, total, ctx.sizes.observer_windows, task)
+            ready_at, marks = await _watch(app, total, ctx.sizes.observer_windows, task)
             caught_up = marks[-1][0] - began
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{settings.port}", timeout=60
@@ -184,6 +184,8 @@ async def _catch_up(ctx: Context, backend: str, total: int, big: str) -> dict[st
             stop.set()
             await task
     rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks) if b[0] > a[0]]
+    if not rates:  # a backlog small enough for one batch: the rate since ingest began
+        rates = [total / max(marks[-1][0] - ready_at, 1e-6)]
     return {
         "backlog": total,
         "catch_up_s": round(caught_up, 2),
@@ -197,9 +199,10 @@ async def _catch_up(ctx: Context, backend: str, total: int, big: str) -> dict[st
 
 async def _watch(
     app: Any, total: int, windows: int, task: asyncio.Future[None]
-) -> list[tuple[float, int]]:
-    """(time, events applied) when ingest begins, at each slice's end, and at the end."""
+) -> tuple[float, list[tuple[float, int]]]:
+    """When the observer was ready; (time, events applied) at the first batch, each slice's end."""
     deadline = time.monotonic() + CATCH_UP_TIMEOUT
+    ready_at: float | None = None
     bounds = [total * (i + 1) // windows for i in range(windows)]
     marks: list[tuple[float, int]] = []
     while len(marks) < windows + 1:
@@ -213,12 +216,14 @@ async def _watch(
         )
         applied = int(count or 0)
         now = time.perf_counter()
+        if ready_at is None and app.ready.is_set():
+            ready_at = now
         if not marks and applied > 0:
             marks.append((now, applied))
         while marks and len(marks) <= windows and applied >= bounds[len(marks) - 1]:
             marks.append((now, applied))
         await asyncio.sleep(0.02)
-    return marks
+    return (marks[0][0] if ready_at is None else ready_at), marks
 
 
 async def _detail(client: Any, flow: str, requests: int) -> list[float]:
