@@ -430,13 +430,19 @@ async def _choreokit(  # noqa: PLR0917 - the worker's one call site passes them 
     class Reserved(Event, type="bench.reserved", version=1, topic=target, registry=registry):
         n: int
 
+    name = f"bench-{uuid.uuid4().hex[:8]}"
     options: dict[str, Any] = {"bootstrap": bootstrap, "idempotence": Idempotence.OFF}
     if variant.transactions:
-        # The hook for the transactions setting (see transactions_supported): idempotence
-        # as the engine resolves it, the hops in transactions.
-        options = {"bootstrap": bootstrap, "transactions": True}
+        # Through model_validate until this branch meets the transactions setting (see
+        # transactions_supported): idempotence as the engine resolves it, each batch's
+        # outputs and offsets in one transaction under the instance's own id.
+        options = {
+            "bootstrap": bootstrap,
+            "idempotence": Idempotence.AUTO,
+            "transactions": True,
+            "transactional_id": name,
+        }
     settings = KafkaSettings.model_validate(options)
-    name = f"bench-{uuid.uuid4().hex[:8]}"
     service = Service(name, registry=registry, settings=settings, publishes=[Reserved])
     telemetry = configure(name, set_global=False)
     assert telemetry.enabled is (variant.traced is not None), telemetry
