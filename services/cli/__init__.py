@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from choreokit.services.cli._bench import bench
 from choreokit.services.cli._broker import broker
 from choreokit.services.cli._dev import demo, dev
 from choreokit.services.cli._dlq import dlq
@@ -60,6 +61,7 @@ for command in (
     health,
     gateway_key,
     observer_token,
+    bench,
 ):
     cli.add_command(command)
 

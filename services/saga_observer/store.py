@@ -614,8 +614,8 @@ class Store:
         """Judge ``cids`` again; return the transitions and what to cache once committed."""
         if not cids:
             return [], {}
-        current = await self._lock_flows(conn, cids, created, now_us)
-        nodes, duplicates, letters = await self._load(conn, current, fresh)
+        current, new = await self._lock_flows(conn, cids, created, now_us)
+        nodes, duplicates, letters = await self._load(conn, current, new, fresh)
         remembered: dict[str, _Cached | None] = {}
         updates = []
         transitions = []
@@ -655,13 +655,20 @@ class Store:
 
     async def _lock_flows(
         self, conn: AsyncConnection, cids: set[str], created: set[str], now_us: int
-    ) -> dict[str, tuple[str, int]]:
-        """Create missing flow rows, lock the rows (PostgreSQL), return status and version."""
+    ) -> tuple[dict[str, tuple[str, int]], set[str]]:
+        """Create missing flow rows, lock the rows (PostgreSQL); status and version, and new rows.
+
+        A flow whose row this transaction created has no events in the database
+        but this batch's (a flow's row is created with its first events), so its
+        events need no query.
+        """
+        new: set[str] = set()
         if created:
-            await conn.execute(
-                self._insert(F).on_conflict_do_nothing(),
+            inserted = await conn.execute(
+                self._insert(F).on_conflict_do_nothing().returning(F.c.correlation_id),
                 [_placeholder(cid, now_us) for cid in sorted(created)],
             )
+            new.update(inserted.scalars())
         current: dict[str, tuple[str, int]] = {}
         for chunk in _chunks(sorted(cids)):
             stmt = (
@@ -674,22 +681,30 @@ class Store:
             current.update(
                 {r.correlation_id: (r.status, r.version) for r in await conn.execute(stmt)}
             )
-        return current
+        return current, new
 
     async def _load(
-        self, conn: AsyncConnection, current: dict[str, tuple[str, int]], fresh: _Fresh
+        self,
+        conn: AsyncConnection,
+        current: dict[str, tuple[str, int]],
+        new: set[str],
+        fresh: _Fresh,
     ) -> tuple[dict[str, list[Node]], dict[str, int], dict[str, list[Refusal]]]:
         """The flows' events, extra copies and open dead letters.
 
         From the cache where it is current (the cached flow plus this batch's
-        events), else from the database.
+        events), from this batch alone for flows whose row it created, else
+        from the database.
         """
         nodes: dict[str, list[Node]] = defaultdict(list)
         duplicates: dict[str, int] = defaultdict(int)
         unknown = []
         for cid, (_status, version) in current.items():
             cached = self._cache.get(cid)
-            if cached is not None and cached.version == version:
+            if cid in new:
+                nodes[cid] = list(fresh.nodes.get(cid, ()))
+                duplicates[cid] = fresh.duplicates.get(cid, 0)
+            elif cached is not None and cached.version == version:
                 nodes[cid] = [*cached.nodes, *fresh.nodes.get(cid, ())]
                 duplicates[cid] = cached.duplicates + fresh.duplicates.get(cid, 0)
             else:  # never seen here, or another instance wrote it since

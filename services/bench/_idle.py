@@ -1,0 +1,115 @@
+"""``idle``: the CPU an idle ``choreo dev`` spends, in % of one core.
+
+``choreo dev --example`` runs on the engine's broker (every example service,
+the observer and the gateway, each its own process); once it is ready and has
+settled, the CPU time of its whole process tree is read from ``/proc`` before
+and after ``idle_seconds`` with no traffic. On the embedded broker the broker
+process counts too (``choreo dev`` runs it); Apache Kafka's JVM does not.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from choreokit.services.bench._context import Context, skipped
+from choreokit.services.bench._stats import summary
+
+SETTLE_S = 5.0
+
+
+def _children() -> dict[int, list[int]]:
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def _tree(root: int) -> list[int]:
+    tree, found, todo = _children(), [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo += tree.get(pid, [])
+    return found
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / ticks
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Start ``choreo dev``, let it settle, measure its idle CPU ``repeat`` times."""
+    from choreokit.services.runtime import free_port
+    from choreokit.services.runtime.supervisor import read_state
+
+    if not Path("/proc/self/stat").exists():
+        return {"variants": {"dev": {"label": "choreo dev", **skipped("no /proc here")}}}
+    data = ctx.workdir / "idle-dev"
+    env = ctx.child_env(
+        CHOREO_ORDERS_PORT=str(free_port()),
+        CHOREO_OBSERVER_PORT=str(free_port()),
+        CHOREO_GATEWAY_PORT=str(free_port()),
+    )
+    command = [sys.executable, "-m", "choreokit.services.cli", "dev", "--example"]
+    command += ["--bootstrap", ctx.bootstrap, "--data-dir", str(data)]
+    log = ctx.workdir / "idle-dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+    shares: list[float] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not ((state := read_state(data)) and state.get("ready")):
+            if dev.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+                raise RuntimeError(f"choreo dev did not become ready: {tail}")
+            time.sleep(0.2)
+        time.sleep(SETTLE_S)
+        pids = _tree(dev.pid)
+        broker = ctx.broker_pid if ctx.engine == "tansu" else None
+        if broker is not None:
+            pids.append(broker)
+        processes = len(pids)
+        for rep in range(ctx.repeat):
+            began, cpu = time.monotonic(), _cpu_seconds(pids)
+            time.sleep(ctx.sizes.idle_seconds)
+            share = (_cpu_seconds(pids) - cpu) / (time.monotonic() - began) * 100
+            shares.append(share)
+            ctx.log(f"  idle {ctx.engine} rep {rep + 1}: {share:.1f} % of a core")
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            dev.wait()
+    return {
+        "unit": "% of a core",
+        "variants": {
+            "dev": {
+                "label": "choreo dev --example, idle"
+                + (" (with the embedded broker)" if broker is not None else ""),
+                "processes": processes,
+                "metrics": {"cpu_percent": summary(shares)},
+            }
+        },
+    }

@@ -1,0 +1,101 @@
+"""``saga``: the demo's order flow end to end, on a whole ``choreo dev`` system.
+
+One ``choreo dev --example`` runs on the engine's broker (every example
+service its own process, the observer, the gateway); ``choreo demo
+--bootstrap`` then drives ``saga_orders`` orders through it ``repeat`` times
+(a different seed each time) and reports the flows' durations, from the order
+placed to the flow's last event, with the deterministic mix of failures,
+compensations and the simulated carrier's retries.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from choreokit.services.bench._context import Context
+from choreokit.services.bench._stats import summary
+
+DEMO_TIMEOUT = 180
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    """Start ``choreo dev`` on the broker, run the demo ``repeat`` times, stop it."""
+    from choreokit.services.runtime import free_port
+    from choreokit.services.runtime.supervisor import read_state
+
+    data = ctx.workdir / "saga-dev"
+    env = ctx.child_env(
+        CHOREO_ORDERS_PORT=str(free_port()),
+        CHOREO_OBSERVER_PORT=str(free_port()),
+        CHOREO_GATEWAY_PORT=str(free_port()),
+    )
+    command = [sys.executable, "-m", "choreokit.services.cli", "dev", "--example"]
+    command += ["--bootstrap", ctx.bootstrap, "--data-dir", str(data)]
+    log = ctx.workdir / "saga-dev.log"
+    with log.open("wb") as out:
+        dev = subprocess.Popen(command, env=env, stdout=out, stderr=out)
+    runs: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 180
+        while not ((state := read_state(data)) and state.get("ready")):
+            if dev.poll() is not None or time.monotonic() > deadline:
+                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
+                raise RuntimeError(f"choreo dev did not become ready: {tail}")
+            time.sleep(0.2)
+        found: Any = state.get("urls") or {}
+        urls = {str(k): str(v) for k, v in dict(found).items()}
+        for rep in range(ctx.repeat):
+            demo = [sys.executable, "-m", "choreokit.services.cli", "demo", "--json"]
+            demo += ["--bootstrap", ctx.bootstrap, "--orders", str(ctx.sizes.saga_orders)]
+            demo += ["--seed", str(rep + 1), "--timeout", str(DEMO_TIMEOUT)]
+            demo += ["--orders-url", urls["orders"].removesuffix("/orders")]
+            if "saga-observer" in urls:
+                demo += ["--observer-url", urls["saga-observer"]]
+            done = subprocess.run(
+                demo,
+                env=ctx.child_env(),
+                capture_output=True,
+                text=True,
+                timeout=DEMO_TIMEOUT + 60,
+                check=False,
+            )
+            if not done.stdout.strip():
+                raise RuntimeError(f"choreo demo failed ({done.returncode}): {done.stderr[-2000:]}")
+            one = json.loads(done.stdout)
+            runs.append(one)
+            d = one["flow_duration_ms"]
+            ctx.log(
+                f"  saga {ctx.engine} rep {rep + 1}: {one['orders']} orders, ok={one['ok']}, "
+                f"p50 {d['p50']:.0f} ms p99 {d['p99']:.0f} ms"
+            )
+    finally:
+        dev.send_signal(signal.SIGINT)
+        try:
+            dev.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            dev.kill()
+            dev.wait()
+    outcomes: dict[str, int] = {}
+    for one in runs:
+        for outcome, count in one["outcomes"].items():
+            outcomes[outcome] = outcomes.get(outcome, 0) + int(count)
+    return {
+        "unit": "ms",
+        "flows": sum(int(one["orders"]) for one in runs),
+        "metrics": {
+            f"{q}_ms": summary([one["flow_duration_ms"][q] for one in runs])
+            for q in ("p50", "p95", "p99")
+        },
+        "events_per_s": summary([one["events_per_second"] for one in runs]),
+        "outcomes": outcomes,
+        "all_as_expected": all(one["ok"] for one in runs),
+        "notes": [
+            f"{ctx.sizes.saga_orders} orders per repetition at the demo's default rate "
+            "(10 orders/s); durations include the shipping service's simulated carrier",
+        ],
+    }
