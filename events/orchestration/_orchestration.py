@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._retry import is_retriable
-from choreokit.events.orchestration._steps import JSON, Step, StepContext
+from choreokit.events.orchestration._steps import JSON, Await, Step, StepContext
 from choreokit.events.orchestration._store import (
     OrchestrationStore,
     RunState,
@@ -56,11 +56,33 @@ class Outcome:
     error: str | None = None
     compensated: tuple[str, ...] = ()
     uncompensated: tuple[str, ...] = ()
+    waiting_for: str | None = None
+    """The :class:`Await` step the run waits at (status ``WAITING``)."""
 
     @property
     def succeeded(self) -> bool:
         """Whether every step completed."""
         return self.status is RunStatus.SUCCEEDED
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the run waits for an event (see :meth:`Orchestration.deliver`)."""
+        return self.status is RunStatus.WAITING
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What :meth:`Orchestration.deliver` did with an event.
+
+    Attributes:
+        accepted: This event (by ``delivery_id``) is the one the step recorded: the
+            first delivery, or a repeat of it. ``False``: another event ended the
+            wait before, or no run waits there; act on nothing.
+        outcome: The run's outcome after the delivery (``None``: no such run).
+    """
+
+    accepted: bool
+    outcome: Outcome | None
 
 
 class Orchestration:
@@ -88,7 +110,7 @@ class Orchestration:
     def __init__(
         self,
         name: str,
-        steps: Sequence[Step],
+        steps: Sequence[Step | Await],
         *,
         engine: AsyncEngine,
         tracer_provider: trace.TracerProvider | None = None,
@@ -128,12 +150,51 @@ class Orchestration:
                 span.set_status(Status(StatusCode.ERROR, failed))
             return outcome
 
+    async def deliver(
+        self, run_id: str, step: str, event: Mapping[str, JSON], *, delivery_id: str
+    ) -> Delivery:
+        """End the wait of run ``run_id`` at the :class:`Await` step ``step`` with ``event``.
+
+        ``event`` (JSON-ready) becomes the step's result, with ``delivery_id``
+        (the event's ``ce_id``) beside it; the steps after it then run. Exactly
+        once: a second event for the same wait is not accepted, and a repeat of
+        the accepted one (a redelivery after a crash) resumes the run again
+        without recording anything twice.
+        """
+        waiting = next((s for s in self.steps if s.name == step), None)
+        if not isinstance(waiting, Await):
+            raise ConfigurationError(f"orchestration {self.name}: {step!r} is not an Await step")
+        recorded = {"delivery_id": delivery_id, "event": dict(event)}
+        won = await self.store.deliver(run_id, step, recorded)
+        state = await self.store.load(run_id)
+        if state is None:
+            return Delivery(accepted=False, outcome=None)
+        status, result = state.steps.get(step, (None, None))
+        accepted = won or (
+            status is StepStatus.DONE
+            and isinstance(result, dict)
+            and result.get("delivery_id") == delivery_id
+        )
+        if not accepted:
+            return Delivery(accepted=False, outcome=self._outcome(state))
+        if won:
+            logger.info("%s run %s: %s delivered", self.name, run_id, step)
+        return Delivery(accepted=True, outcome=await self.run(run_id, state.input))
+
     async def _drive(self, state: RunState) -> Outcome:
         if state.status is RunStatus.RUNNING:
             for step in self.steps:
                 recorded = state.steps.get(step.name)
                 if recorded is not None and recorded[0] is StepStatus.DONE:
                     continue
+                if isinstance(step, Await):
+                    await self.store.record_step(
+                        state.run_id, step.name, StepStatus.WAITING, None, 0
+                    )
+                    await self.store.record_run(state.run_id, RunStatus.WAITING)
+                    state.status = RunStatus.WAITING
+                    state.steps[step.name] = (StepStatus.WAITING, None)
+                    break
                 try:
                     result, attempts = await self._attempt(step, state, compensation=False)
                 except Exception as exc:  # noqa: BLE001 - every failure leads to compensation
@@ -171,8 +232,8 @@ class Orchestration:
             status, result = state.steps.get(step.name, (None, None))
             if status is not StepStatus.DONE:
                 continue  # never completed, already compensated, or already given up on
-            if step.compensate is None:
-                continue
+            if isinstance(step, Await) or step.compensate is None:
+                continue  # an event that happened cannot be undone
             try:
                 await self._attempt(step, state, compensation=True, result=result)
             except Exception:
@@ -257,4 +318,9 @@ class Orchestration:
             uncompensated=tuple(
                 n for n in order if state.steps.get(n, (None,))[0] is StepStatus.COMPENSATION_FAILED
             ),
+            waiting_for=next(
+                (n for n, (s, _) in state.steps.items() if s is StepStatus.WAITING), None
+            )
+            if state.status is RunStatus.WAITING
+            else None,
         )
