@@ -23,7 +23,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
-from choreokit.events import MAX_TIME, MIN_TIME, ChoreoError, Event, Publisher
+from choreokit.events import (
+    MAX_TIME,
+    MIN_TIME,
+    ApprovalEscalated,
+    ApprovalGranted,
+    ApprovalRejected,
+    ChoreoError,
+    Event,
+    Publisher,
+)
 from choreokit.services.saga_observer.events import (
     ExpectedStep,
     SagaCompensated,
@@ -42,7 +51,17 @@ _NAMESPACE = uuid.UUID("2f0f8a4c-3c1b-4f55-9d7e-5b3e0f6c2a17")
 
 LIFECYCLE_MODELS: dict[str, type[Event]] = {
     model.event_info().type: model
-    for model in (SagaCompleted, SagaFailed, SagaCompensated, SagaStalled, SagaStepOverdue)
+    for model in (
+        SagaCompleted,
+        SagaFailed,
+        SagaCompensated,
+        SagaStalled,
+        SagaStepOverdue,
+        # a checkpoint's decision (an operator's, or its deadline's fallback) rides the outbox
+        ApprovalGranted,
+        ApprovalRejected,
+        ApprovalEscalated,
+    )
 }
 
 
