@@ -349,7 +349,7 @@ class SagaSpec(BaseModel):
         for happened, required in self.compensations.items():
             found.update((happened, required))
         for point in self.checkpoints.values():
-            found.update((point.requested, *point.decisions, point.escalation))
+            found.update((point.requested, *point.decisions))
         return frozenset(found)
 
     def deadline_of(self, step: str) -> timedelta | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -42,7 +42,8 @@ class Outcome:
     Attributes:
         run_id: The run.
         status: ``SUCCEEDED``, ``COMPENSATED`` or ``COMPENSATION_FAILED``.
-        results: Results of the steps that completed, by name.
+        results: Results of the steps that completed, by name (an :class:`Await`
+            step's: ``{"delivery_id": ..., "event": ...}``).
         failed_step: The step that failed, if one did.
         error: Why it failed.
         compensated: Steps undone after the failure, in the order undone.
@@ -58,6 +59,8 @@ class Outcome:
     uncompensated: tuple[str, ...] = ()
     waiting_for: str | None = None
     """The :class:`Await` step the run waits at (status ``WAITING``)."""
+    input: Mapping[str, JSON] = field(default_factory=dict)
+    """The run's input (what :meth:`Orchestration.run` was first given)."""
 
     @property
     def succeeded(self) -> bool:
@@ -318,6 +321,7 @@ class Orchestration:
             uncompensated=tuple(
                 n for n in order if state.steps.get(n, (None,))[0] is StepStatus.COMPENSATION_FAILED
             ),
+            input=state.input,
             waiting_for=next(
                 (n for n, (s, _) in state.steps.items() if s is StepStatus.WAITING), None
             )

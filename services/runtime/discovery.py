@@ -51,6 +51,7 @@ TOOL_TABLE = "tool.choreokit"
 
 _EXAMPLE = "choreokit.services.example"
 _OBSERVER_EVENTS = "choreokit.services.saga_observer.events"
+_APPROVAL_EVENTS = "choreokit.events._approvals"  # the event layer's approval.* types
 
 
 @dataclass(frozen=True)
@@ -79,14 +80,19 @@ class Declarations:
 
 
 EXAMPLE = Declarations(
-    events={"example": f"{_EXAMPLE}.contracts", "saga-observer": _OBSERVER_EVENTS},
+    events={
+        "example": f"{_EXAMPLE}.contracts",
+        "saga-observer": _OBSERVER_EVENTS,
+        "approvals": _APPROVAL_EVENTS,
+    },
     services={
         name: f"{_EXAMPLE}.{name}.app:create"
         for name in ("orders", "inventory", "payments", "shipping")
     },
     sagas={"order": f"{_EXAMPLE}.contracts.saga:ORDER_SAGA"},
 )
-"""The example domain: its contracts (with the observer's lifecycle events), services, saga."""
+"""The example domain: its contracts (with the observer's lifecycle events and the approval
+events of its checkpoint), services, saga."""
 
 
 def example_enabled() -> bool:

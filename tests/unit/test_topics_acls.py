@@ -30,10 +30,11 @@ def grants() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...
 def test_each_domain_service_reads_what_it_consumes_and_writes_what_it_declares() -> None:
     found = grants()
     assert found["inventory"] == (("orders",), ("inventory",), ("inventory", "orders.dlq"))
+    # payments also waits for approvals (and asks for them) on the approvals topic
     assert found["payments"] == (
-        ("inventory", "orders"),
+        ("approvals", "inventory", "orders"),
         ("payments",),
-        ("inventory.dlq", "orders.dlq", "payments"),
+        ("approvals", "approvals.dlq", "inventory.dlq", "orders.dlq", "payments"),
     )
     assert found["shipping"] == (
         ("orders", "payments"),
@@ -49,15 +50,22 @@ def test_each_domain_service_reads_what_it_consumes_and_writes_what_it_declares(
     assert set(found) == set(service_names())
 
 
-def test_the_observer_reads_everything_it_observes_and_writes_only_sagas() -> None:
+def test_the_observer_reads_everything_it_observes_and_writes_sagas_and_approvals() -> None:
     reads, groups, writes = grants()["saga-observer"]
     assert {"orders", "orders.dlq", "payments", "sagas", "shipping.dlq"} <= set(reads)
     assert groups == ("saga-observer",)
-    assert writes == ("sagas",)
+    assert writes == ("approvals", "sagas")  # approvals: operators' decisions at checkpoints
 
 
 def test_the_gateway_writes_what_its_keys_allow(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert grants()["gateway"][2] == ("inventory", "orders", "payments", "sagas", "shipping")
+    assert grants()["gateway"][2] == (
+        "approvals",
+        "inventory",
+        "orders",
+        "payments",
+        "sagas",
+        "shipping",
+    )
     key = mint_key("partner", types=["order.*"]).entry
     monkeypatch.setenv("CHOREO_GATEWAY_KEYS", json.dumps([entry_document(key)]))
     reads, groups, writes = grants()["gateway"]
