@@ -24,6 +24,8 @@ from choreokit.events import (
 from choreokit.services.example.demo.plan import Outcome
 
 TOPICS = ("orders", "inventory", "payments", "shipping")
+APPROVALS_TOPIC = "approvals"
+"""Read too when the demo decides approvals (the system asks for them)."""
 
 
 @dataclass
