@@ -98,11 +98,11 @@ def test_orders_above_the_amount_wait_for_a_person_across_restarts(
             for service in ("payments", "saga-observer"):
                 victim = dev.pid(service)
                 os.kill(victim, signal.SIGKILL)
-                wait_until(
-                    lambda s=service: dev.restarts(s) >= 1,
-                    timeout=90,
-                    what=f"{service} restarted",
-                )
+
+                def restarted(name: str = service) -> bool:
+                    return dev.restarts(name) >= 1
+
+                wait_until(restarted, timeout=90, what=f"{service} restarted")
                 assert not alive(victim)
             wait_until(
                 lambda: all(awaiting(flow(c)) for c in flows.values()),
