@@ -12,10 +12,15 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError, for_code
+from aiokafka.errors import (
+    KafkaError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 from aiokafka.protocol.transaction import InitProducerIdRequest
 
-from choreokit.events._errors import BrokerUnavailableError
+from choreokit.events._errors import BrokerUnavailableError, ConfigurationError
 from choreokit.events._partitioner import KeyPartitioner
 from choreokit.events._security import faststream_security, security_options
 from choreokit.events._settings import Idempotence, KafkaSettings, Profile, millis
@@ -165,8 +170,48 @@ async def start_producer(settings: KafkaSettings, *, client_id: str) -> AIOKafka
     return producer
 
 
+_TOPIC_EXISTS = TopicAlreadyExistsError.errno
+_NOT_AUTHORIZED = TopicAuthorizationFailedError.errno
+
+
+def _report_created(wanted: list[str], errors: Iterable[tuple[Any, ...]]) -> None:
+    """Log what was created; warn of what the principal may not create; raise on the rest.
+
+    The broker answers per topic (``(name, error_code[, message])``), and a refusal
+    is not an exception of the admin client: without this a refused creation was
+    logged as created.
+    """
+    codes = {str(entry[0]): int(entry[1]) for entry in errors}
+    created = [t for t in wanted if codes.get(t, 0) in (0, _TOPIC_EXISTS)]
+    refused = [t for t in wanted if codes.get(t) == _NOT_AUTHORIZED]
+    failed = {t: c for t, c in codes.items() if c not in (0, _TOPIC_EXISTS, _NOT_AUTHORIZED)}
+    if created:
+        logger.info("created topics %s", ", ".join(created))
+    if refused:
+        logger.warning(
+            "not allowed to create topics %s (no CREATE ACL): they must be made by an admin, "
+            "e.g. with 'choreo topics create' before the services start",
+            ", ".join(refused),
+        )
+    if failed:
+        reasons = "; ".join(f"{t}: {for_code(c).__name__}" for t, c in sorted(failed.items()))
+        raise ConfigurationError(
+            f"the broker refused to create topics ({reasons}); check "
+            "CHOREO_KAFKA_TOPIC_PARTITIONS and CHOREO_KAFKA_TOPIC_REPLICATION against the cluster"
+        )
+
+
 async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
-    """Create the topics that do not exist yet, with the configured partitions and replication."""
+    """Create the topics that do not exist yet, with the configured partitions and replication.
+
+    A topic the principal may not create is logged as a warning (an admin makes
+    it, as under least-privilege ACLs); it is not an error here.
+
+    Raises:
+        BrokerUnavailableError: The cluster cannot be reached.
+        ConfigurationError: The broker refused a topic for another reason (its
+            partitions or replication factor, say).
+    """
     wanted = sorted(set(topics))
     if not wanted:
         return
@@ -180,8 +225,8 @@ async def ensure_topics(settings: KafkaSettings, topics: Iterable[str]) -> None:
         new = [NewTopic(t, settings.topic_partitions, settings.topic_replication) for t in missing]
         # Another service may create one between our listing and our request.
         with contextlib.suppress(TopicAlreadyExistsError):
-            await admin.create_topics(new)
-        logger.info("created topics %s", ", ".join(missing))
+            response = await admin.create_topics(new)
+            _report_created(missing, response.topic_errors)
     except KafkaError as exc:
         raise broker_unavailable(settings, exc, "creating topics") from exc
     finally:

@@ -6,7 +6,11 @@ Least privilege per service principal:
 * it may WRITE (and DESCRIBE) the topics of the events it declares in
   ``publishes=`` and the ``.dlq`` topics of the topics it consumes;
 * the saga observer READs every declared topic its pattern matches (``.dlq``
-  topics included) and its group, and WRITEs the ``sagas`` topic;
+  topics and the DLQ audit topic included) and its group, and WRITEs the
+  ``sagas`` topic; for its replay button (an operator's action, audited) it
+  also WRITEs the event topics it observes and the audit topic, unless the
+  deployment turns replays from the observer off (``--no-observer-replay``:
+  then replays are made with ``choreo dlq replay`` as an admin);
 * the gateway WRITEs the topics of the event types its API keys may publish
   (every declared type when no keys are configured where the command runs).
 
@@ -25,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from choreokit.events import ChoreoError, Service, dead_letter_topic, default_registry
+from choreokit.events.wire import DLQ_SUFFIX
 
 DEFAULT_PRINCIPAL = "User:{service}"
 """How a service's principal is named unless told otherwise."""
@@ -139,14 +144,21 @@ def _grant_of_services(name: str, principal: str, services: Iterable[Service]) -
     )
 
 
-def _observer_grant(name: str, principal: str, app: object, topics: Sequence[str]) -> Grant:
+def _observer_grant(
+    name: str, principal: str, app: object, topics: Sequence[str], replay: bool
+) -> Grant:
+    from choreokit.events.dlq import AUDIT_TOPIC
     from choreokit.services.saga_observer.app import ObserverApp
 
     assert isinstance(app, ObserverApp)
     pattern = re.compile(app.settings.topic_pattern)
     base = _grant_of_services(name, principal, app.services)
     observed = [t for t in topics if pattern.match(t)]
-    return Grant(name, principal, tuple(observed), (app.group,), base.writes)
+    writes = set(base.writes)
+    if replay:  # a replay writes the record back to its topic, and its audit record
+        writes.update(t for t in observed if not t.endswith(DLQ_SUFFIX) and t != AUDIT_TOPIC)
+        writes.add(AUDIT_TOPIC)
+    return Grant(name, principal, tuple(observed), (app.group,), tuple(sorted(writes)))
 
 
 def _gateway_grant(name: str, principal: str, app: object) -> Grant:
@@ -163,13 +175,20 @@ def _gateway_grant(name: str, principal: str, app: object) -> Grant:
 
 
 def deployment_grants(
-    services: Sequence[str] | None = None, principal: str = DEFAULT_PRINCIPAL
+    services: Sequence[str] | None = None,
+    principal: str = DEFAULT_PRINCIPAL,
+    *,
+    observer_replay: bool = True,
 ) -> list[Grant]:
     """The grant of each installed service (or of ``services``), from its declarations.
+
+    ``observer_replay`` lets the saga observer write what its replay button
+    writes (the observed event topics and the DLQ audit topic).
 
     Raises:
         ChoreoError: A service's app cannot be built with the configuration at hand.
     """
+    from choreokit.events.dlq import AUDIT_TOPIC
     from choreokit.services.gateway import GatewayApp
     from choreokit.services.runtime.app import service_names
     from choreokit.services.runtime.discovery import load_event_modules
@@ -177,13 +196,13 @@ def deployment_grants(
 
     load_event_modules()
     event_topics = {default_registry.topic(t) for t in default_registry.types()}
-    topics = sorted(event_topics | {dead_letter_topic(t) for t in event_topics})
+    topics = sorted(event_topics | {dead_letter_topic(t) for t in event_topics} | {AUDIT_TOPIC})
     grants = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, app in _apps(list(services or service_names()), Path(scratch)):
             who = principal_of(name, principal)
             if isinstance(app, ObserverApp):
-                grants.append(_observer_grant(name, who, app, topics))
+                grants.append(_observer_grant(name, who, app, topics, observer_replay))
             elif isinstance(app, GatewayApp):
                 grants.append(_gateway_grant(name, who, app))
             else:

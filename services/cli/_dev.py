@@ -272,6 +272,12 @@ def _demo_extras(*, embedded: bool) -> None:
     default=None,
     help="Saga observer of the running system whose verdicts are checked (with --bootstrap).",
 )
+@click.option(
+    "--observer-token",
+    envvar="CHOREO_OBSERVER_TOKEN",
+    default=None,
+    help="Bearer token of that observer, if its reads ask for one (CHOREO_OBSERVER_TOKEN).",
+)
 @click.option("--timeout", default=180.0, show_default=True, help="Seconds to wait for the flows.")
 @click.option(
     "--concurrency",
@@ -303,6 +309,7 @@ def demo(
     orders_url: str,
     orders_token: str | None,
     observer_url: str | None,
+    observer_token: str | None,
     timeout: float,
     concurrency: int,
     rate: float,
@@ -396,6 +403,7 @@ def demo(
                         urls=urls,
                         orders_token=orders_token,
                         operator_token=operator_token,
+                        observer_token=observer_token,
                     )
                 )
         except ChoreoError as exc:

@@ -8,18 +8,19 @@ from choreokit.services.cli._common import bootstrap_option, run_async
 
 
 def declared_topics() -> list[str]:
-    """Every topic of a declared event type, each with its dead-letter topic."""
+    """Every topic of a declared event type, its dead-letter topic, and the DLQ audit topic."""
     from choreokit.events import dead_letter_topic, default_registry
+    from choreokit.events.dlq import AUDIT_TOPIC
     from choreokit.services.runtime.discovery import load_event_modules
 
     load_event_modules()
     topics = {default_registry.topic(t) for t in default_registry.types()}
-    return sorted(topics | {dead_letter_topic(t) for t in topics})
+    return sorted(topics | {dead_letter_topic(t) for t in topics} | {AUDIT_TOPIC})
 
 
 @click.group()
 def topics() -> None:
-    """List or create the topics of the declared events (with their .dlq topics)."""
+    """List or create the declared events' topics (with their .dlq topics and the audit topic)."""
 
 
 @topics.command(name="list")
@@ -75,16 +76,29 @@ Example (every service's principal named like its SCRAM user, applied as an admi
     multiple=True,
     help="Only this service (repeatable; default: every installed service).",
 )
+@click.option(
+    "--observer-replay/--no-observer-replay",
+    default=True,
+    show_default=True,
+    help="Let the saga observer write what its replay button writes "
+    "(the event topics it observes and the DLQ audit topic).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the ACL rules as a JSON list.")
 def acls(
-    bootstrap: str, principal: str, command_config: str, only: tuple[str, ...], as_json: bool
+    bootstrap: str,
+    principal: str,
+    command_config: str,
+    only: tuple[str, ...],
+    observer_replay: bool,
+    as_json: bool,
 ) -> None:
     """Print the ACLs the services need: least privilege per service principal.
 
     Each service may READ the topics it consumes and its consumer group, and
     WRITE (and DESCRIBE) only the topics of the events it declares in
     publishes= and the .dlq topics of what it consumes; the saga observer
-    reads every topic it observes; the gateway writes the topics of the
+    reads every topic it observes and writes sagas (and, for its replay
+    button, the event topics and the DLQ audit topic); the gateway writes the topics of the
     types its API keys (CHOREO_GATEWAY_KEYS, _KEYS_FILE) may publish. The
     output is kafka-acls commands to run as an admin, or JSON with --json.
     """
@@ -96,7 +110,7 @@ def acls(
     if "{service}" not in principal:
         raise click.UsageError("--principal must contain {service}, e.g. 'User:{service}'")
     try:
-        grants = deployment_grants(list(only) or None, principal)
+        grants = deployment_grants(list(only) or None, principal, observer_replay=observer_replay)
     except ChoreoError as exc:
         click.echo(f"error: {exc}", err=True)
         raise SystemExit(2) from None

@@ -1,6 +1,7 @@
 """Operator access for the toolkit's HTTP apps (the saga observer, and any app of yours).
 
-Bearer tokens stored hashed (never the token itself), two roles (a *viewer*
+Bearer tokens stored hashed (never the token itself), or JWTs of an OpenID
+Connect provider (:class:`~choreokit.services.runtime.oidc.JwtVerifier`), two roles (a *viewer*
 reads, an *operator* may also act: replay a dead letter, approve a step), a
 ``Host`` allowlist against DNS rebinding, security headers (CSP, frames,
 referrer), and a limit on failed authentications per client address::
@@ -29,13 +30,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, HTTPException, Request
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.responses import Response
 
-from choreokit.events import ConfigurationError
+from choreokit.events import ChoreoError, ConfigurationError
 
 TOKEN_PREFIX = "chk_"  # noqa: S105 - a prefix, not a secret
 """Every minted token starts with this, so a leaked one is easy to search for."""
@@ -84,6 +85,36 @@ class Principal:
 
     name: str
     role: Role
+
+
+class TokenRefusedError(ChoreoError):
+    """A bearer token was refused by a :class:`TokenVerifier`.
+
+    Attributes:
+        status: The HTTP status to answer: 401 (not a valid token), 403 (valid, but
+            it grants no role here) or 503 (what it is checked against cannot be
+            reached, e.g. an identity provider's keys).
+    """
+
+    def __init__(self, message: str, *, status: int = 401) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+class TokenVerifier(Protocol):
+    """Checks bearer tokens that are not in the :class:`TokenStore` (JWTs, say)."""
+
+    def accepts(self, token: str) -> bool:
+        """Whether ``token`` is of the kind this verifier checks."""
+        ...
+
+    async def verify(self, token: str) -> Principal:
+        """The principal ``token`` stands for.
+
+        Raises:
+            TokenRefusedError: The token is refused; its status says how to answer.
+        """
+        ...
 
 
 def mint_token() -> str:
@@ -220,6 +251,8 @@ class AccessPolicy:
         open_paths: Paths answered without a token and without the read check
             (health and metrics, for probes and scrapers).
         failed_auth: The limit on failed authentications per client address.
+        verifier: Checks the bearer tokens the token store does not hold (an OpenID
+            Connect provider's JWTs); ``None`` accepts listed tokens only.
     """
 
     tokens: TokenStore = field(default_factory=TokenStore)
@@ -227,12 +260,15 @@ class AccessPolicy:
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     open_paths: tuple[str, ...] = ("/healthz", "/readyz", "/metrics")
     failed_auth: FailedAuthLimit = field(default_factory=FailedAuthLimit)
+    verifier: TokenVerifier | None = None
 
-    def authenticate(self, request: Request) -> Principal | None:
+    async def authenticate(self, request: Request) -> Principal | None:
         """The request's principal, ``None`` without a token.
 
         Raises:
-            HTTPException: 401 for a wrong token, 429 for an address that failed too often.
+            HTTPException: 401 for a wrong token, 403 for a valid one that grants no
+                role, 429 for an address that failed too often, 503 when the
+                verifier cannot check it now.
         """
         address = request.client.host if request.client else "-"
         wait = self.failed_auth.blocked_for(address)
@@ -246,15 +282,29 @@ class AccessPolicy:
         if not header:
             return None
         scheme, _, token = header.partition(" ")
-        principal = self.tokens.verify(token.strip()) if scheme.lower() == "bearer" else None
-        if principal is None:
-            self.failed_auth.failed(address)
-            raise HTTPException(
-                401,
-                "the bearer token is not valid here",
-                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
-            )
-        return principal
+        token = token.strip()
+        bearer = scheme.lower() == "bearer"
+        principal = self.tokens.verify(token) if bearer else None
+        if principal is not None:
+            return principal
+        message = "the bearer token is not valid here"
+        if bearer and self.verifier is not None and self.verifier.accepts(token):
+            try:
+                return await self.verifier.verify(token)
+            except TokenRefusedError as exc:
+                if exc.status == 503:  # noqa: PLR2004 - the provider, not the client
+                    raise HTTPException(503, str(exc), headers={"Retry-After": "5"}) from None
+                if exc.status == 403:  # noqa: PLR2004 - authenticated, not authorized
+                    raise HTTPException(
+                        403,
+                        str(exc),
+                        headers={"WWW-Authenticate": 'Bearer error="insufficient_scope"'},
+                    ) from None
+                message = str(exc)
+        self.failed_auth.failed(address)
+        raise HTTPException(
+            401, message, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
 
 
 def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
@@ -265,7 +315,7 @@ def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
 
     async def dependency(request: Request) -> Principal:
         policy = _policy(request)
-        principal = policy.authenticate(request)
+        principal = await policy.authenticate(request)
         if principal is None:
             raise HTTPException(
                 401,
@@ -292,7 +342,7 @@ def install_access(app: FastAPI, policy: AccessPolicy) -> None:
     ) -> Response:
         if _needs_viewer(policy, request):
             try:
-                principal = policy.authenticate(request)
+                principal = await policy.authenticate(request)
             except HTTPException as exc:
                 return _with_headers(_problem_response(exc))
             if principal is None:

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -49,6 +50,8 @@ if TYPE_CHECKING:
 
 CLUSTER_SIZES = (1, 3)
 """How many nodes a rig may have: one, or three controller voters."""
+
+MAX_PORT = 65535
 
 HEAP = "512m"
 """Most heap one node may use; three of them share a small machine."""
@@ -120,11 +123,17 @@ class KafkaNode:
         artifacts: KafkaArtifacts,
         heap: str,
         launcher: ThreadPoolExecutor,
+        internal_port: int | None = None,
+        advertised: str | None = None,
     ) -> None:
         self.node_id = node_id
         self.host = host
         self.port = port
         self.controller_port = controller_port
+        self.internal_port = internal_port
+        """The inter-broker listener's port, when clients are sent elsewhere (a proxy)."""
+        self.advertised = advertised or f"{host}:{port}"
+        """The ``host:port`` this node tells clients to connect to."""
         self.directory = directory
         self.data = directory / "data"
         self.properties = directory / "server.properties"
@@ -202,7 +211,8 @@ class KafkaNode:
         """
         if self.running:
             raise KafkaRigError(f"node {self.node_id} runs already (pid {self.pid})")
-        for port in (self.port, self.controller_port):
+        ports = (self.port, self.controller_port, self.internal_port)
+        for port in (p for p in ports if p is not None):
             if not port_is_free(self.host, port):
                 raise KafkaRigError(
                     f"port {port} on {self.host} is already in use: is another broker running? "
@@ -314,9 +324,15 @@ class KafkaCluster:
         properties: Extra ``server.properties`` entries for every node.
         security: Run the (one) node on SASL_SSL with SCRAM users and ACLs enforced
             (:mod:`choreokit.services.runtime.kafka_security`); plaintext if omitted.
+        advertised: The ``host:port`` each node advertises to clients, node by node (a
+            TCP proxy in front of it, so that a fault test can cut clients off); the
+            brokers then talk to each other on a listener of their own, which the
+            proxy does not see. Each node advertises its own client port if omitted.
 
     Raises:
-        KafkaRigError: ``nodes`` is not 1 or 3, or ``security`` is asked of three nodes.
+        KafkaRigError: ``nodes`` is not 1 or 3, ``security`` is asked of three nodes or
+            together with ``advertised``, or ``advertised`` does not name one address
+            per node.
     """
 
     def __init__(
@@ -330,11 +346,29 @@ class KafkaCluster:
         artifacts: KafkaArtifacts | None = None,
         properties: dict[str, str] | None = None,
         security: RigSecurity | None = None,
+        advertised: Sequence[str] | None = None,
     ) -> None:
         if nodes not in CLUSTER_SIZES:
             raise KafkaRigError(f"a Kafka rig has 1 or 3 nodes, not {nodes}")
         if security is not None and nodes != 1:
             raise KafkaRigError("a secure Kafka rig (security=...) has one node; drop security")
+        if advertised is not None:
+            if security is not None:
+                raise KafkaRigError(
+                    "a secure Kafka rig advertises its own listener; drop advertised=..."
+                )
+            if len(advertised) != nodes:
+                raise KafkaRigError(
+                    f"advertised= names {len(advertised)} address(es) for {nodes} node(s); "
+                    "give one host:port per node"
+                )
+            for address in advertised:
+                name, _, number = address.rpartition(":")
+                if not name or not number.isdigit() or not 0 < int(number) <= MAX_PORT:
+                    raise KafkaRigError(
+                        f"advertised address {address!r} is not host:port (e.g. 127.0.0.1:9092)"
+                    )
+        self._advertised = list(advertised) if advertised is not None else None
         self.security = security
         self.tls: RigTls | None = None
         """The run's CA and broker certificate (secure rigs, once started)."""
@@ -478,6 +512,7 @@ class KafkaCluster:
         for index in range(self.size):
             port = self._first_port if index == 0 and self._first_port else fresh()
             taken.add(port)
+            proxied = self._advertised is not None
             nodes.append(
                 KafkaNode(
                     index + 1,
@@ -488,6 +523,8 @@ class KafkaCluster:
                     artifacts=artifacts,
                     heap=self._heap,
                     launcher=self._launcher,
+                    internal_port=fresh() if proxied else None,
+                    advertised=self._advertised[index] if self._advertised else None,
                 )
             )
         return nodes
@@ -526,6 +563,20 @@ class KafkaCluster:
             "background.threads": "2",
             "auto.create.topics.enable": "true",
         }
+        if node.internal_port is not None:
+            # Clients are sent to the advertised address (a proxy); the brokers replicate on
+            # a listener of their own, so cutting the clients off leaves the cluster whole.
+            entries.update(
+                {
+                    "listeners": f"PLAINTEXT://{node.host}:{node.port},INTERNAL://{node.host}:"
+                    f"{node.internal_port},CONTROLLER://{node.host}:{node.controller_port}",
+                    "advertised.listeners": f"PLAINTEXT://{node.advertised},INTERNAL://"
+                    f"{node.host}:{node.internal_port}",
+                    "inter.broker.listener.name": "INTERNAL",
+                    "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,"
+                    "INTERNAL:PLAINTEXT",
+                }
+            )
         if self.security is not None:
             assert self.tls is not None
             entries.update(

@@ -19,7 +19,14 @@ Run it with ``choreo run saga-observer``; see ``docs/saga-observer.md``.
 
 from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
-from choreokit.services.saga_observer.judge import Expectation, Judgement, Reason, Status, judge
+from choreokit.services.saga_observer.judge import (
+    Expectation,
+    Judgement,
+    Reason,
+    Refusal,
+    Status,
+    judge,
+)
 from choreokit.services.saga_observer.settings import ObserverSettings
 
 __all__ = [
@@ -29,6 +36,7 @@ __all__ = [
     "Node",
     "ObserverSettings",
     "Reason",
+    "Refusal",
     "SagaCatalog",
     "Status",
     "judge",

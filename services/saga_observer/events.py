@@ -91,6 +91,35 @@ class SagaStalled(Event, type="saga.stalled", version=1, topic=TOPIC):
     expected: Annotated[tuple[ExpectedStep, ...], Field(max_length=256)]
 
 
+class RefusedEvent(BaseModel):
+    """One consumer's refusal of one of a rejected flow's events."""
+
+    model_config = ConfigDict(frozen=True)
+
+    event_id: Ref
+    event_type: Type | None = None
+    group: Type | None = None
+    """The consumer group that dead-lettered it."""
+
+    error_type: Type
+    """The error it was dead-lettered with (``InvalidPayloadError``, ``KeyConflictError``...)."""
+
+
+class SagaRejected(Event, type="saga.rejected", version=1, topic=TOPIC):
+    """Nothing of a flow was accepted: consumers refused every one of its events.
+
+    Hostile or broken input that took no effect anywhere: an invalid start (at once),
+    or events that every consumer refused, none causing another (at the deadline).
+    """
+
+    saga: Type
+    started_at: EventTime
+    ended_at: EventTime
+    """When the last refusal happened."""
+
+    refused: Annotated[tuple[RefusedEvent, ...], Field(max_length=256)]
+
+
 class SagaStepOverdue(Event, type="saga.step_overdue", version=1, topic=TOPIC):
     """A flow waits at a step past the step's own deadline (published once per flow and step).
 
@@ -119,6 +148,7 @@ LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
     SagaFailed,
     SagaCompensated,
     SagaStalled,
+    SagaRejected,
     SagaStepOverdue,
 )
 """Every lifecycle event class."""

@@ -1,15 +1,18 @@
 """Judging a flow: its status and the step(s) expected next, from its graph and its spec.
 
-The judgement is a pure function of the flow's events (as a set), its spec and
-the time of judgement, so any order of arrival leads to the same result.
+The judgement is a pure function of the flow's events (as a set), the refusals
+of them by consumers (open dead letters, as a set), its spec and the time of
+judgement, so any order of arrival leads to the same result.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from choreokit.events import Fallback, SagaSpec
+from choreokit.events import DecodeError, Fallback, SagaSpec
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 
@@ -34,6 +37,12 @@ class Status(StrEnum):
 
     STALLED = "stalled"
     """No end within the timeout."""
+
+    REJECTED = "rejected"
+    """Nothing of the flow was accepted: consumers refused (dead-lettered) every one of its
+    events and none of them caused another. Judged at once when every event is invalid in
+    itself (a payload or envelope no consumer can decode), else at the deadline. A later
+    effect or a replay that succeeds moves the flow on, as for a stalled one."""
 
     UNTRACKED = "untracked"
     """No saga spec knows the flow's events: recorded and shown, never judged."""
@@ -64,6 +73,43 @@ class Reason(StrEnum):
 
     AWAITING_APPROVAL = "awaiting-approval"
     """The flow waits at a checkpoint for a person to approve or reject."""
+
+
+def _names(error: type[BaseException]) -> frozenset[str]:
+    found = {error.__name__}
+    for sub in error.__subclasses__():
+        found |= _names(sub)
+    return frozenset(found)
+
+
+INVALID_EVENT_ERRORS = _names(DecodeError) - {DecodeError.__name__}
+"""Errors a consumer dead-letters an event with when the event itself is invalid (its
+envelope, content type or payload breaks the contract): every consumer of the type decodes
+it with the same models, so every one refuses it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A consumer gave up on one of the flow's events: an open (unresolved) dead letter.
+
+    Attributes:
+        event_id: The refused event's ``ce_id``.
+        event_type: Its type, as the dead letter names it.
+        group: The consumer group that refused it.
+        error_type: The error it was dead-lettered with.
+        at_us: When it was dead-lettered.
+    """
+
+    event_id: str
+    event_type: str | None
+    group: str | None
+    error_type: str
+    at_us: int
+
+    @property
+    def invalid(self) -> bool:
+        """Whether the event itself is invalid: no consumer can ever accept it."""
+        return self.error_type in INVALID_EVENT_ERRORS
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +163,7 @@ class Judgement:
         missing: Required compensations not (yet) seen.
         expected: What the flow waits for (running, stalled and
             failed-uncompensated flows).
+        refused: The refusals that rejected the flow (rejected flows only).
     """
 
     status: Status
@@ -129,10 +176,16 @@ class Judgement:
     required: tuple[str, ...]
     missing: tuple[str, ...]
     expected: tuple[Expectation, ...]
+    refused: tuple[Refusal, ...] = ()
 
 
-def judge(graph: FlowGraph, catalog: SagaCatalog, now_us: int) -> Judgement:
-    """Judge ``graph`` against the spec that fits it, at time ``now_us``."""
+def judge(
+    graph: FlowGraph, catalog: SagaCatalog, now_us: int, refusals: Iterable[Refusal] = ()
+) -> Judgement:
+    """Judge ``graph`` against the spec that fits it, at time ``now_us``.
+
+    ``refusals`` are the open dead letters of the flow's events (any order).
+    """
     first_root = graph.root()
     spec = catalog.for_flow(first_root.type if first_root else None, graph.types.keys())
     if spec is None:
@@ -149,16 +202,31 @@ def judge(graph: FlowGraph, catalog: SagaCatalog, now_us: int) -> Judgement:
             missing=(),
             expected=(),
         )
-    return _judge(graph, spec, now_us)
+    return _judge(graph, spec, now_us, refusals)
 
 
-def _judge(graph: FlowGraph, spec: SagaSpec, now_us: int) -> Judgement:
+def _judge(graph: FlowGraph, spec: SagaSpec, now_us: int, refusals: Iterable[Refusal]) -> Judgement:
     root = graph.root(spec.start)
     has_start = root is not None and root.type == spec.start
     begin = root.time_us if root is not None else min(n.time_us for n in graph)
     paused = _paused(graph, spec)
     deadline = None if paused is None else begin + _micros(spec) + paused
     overdue = deadline is not None and now_us >= deadline
+    refused = _refused_entirely(graph, refusals)
+    if refused and (overdue or _all_invalid(graph, refused)):
+        return Judgement(
+            status=Status.REJECTED,
+            saga=spec.name,
+            root=root,
+            connected=graph.is_connected_tree(spec.start),
+            deadline_us=deadline,
+            end=None,
+            ended_us=max(r.at_us for r in refused),
+            required=(),
+            missing=(),
+            expected=(),
+            refused=refused,
+        )
     failure = _first(graph, spec.failure)
     success = _first(graph, spec.success)
     end = failure or success
@@ -209,6 +277,36 @@ def _judge(graph: FlowGraph, spec: SagaSpec, now_us: int) -> Judgement:
         missing=missing,
         expected=tuple(expected),
     )
+
+
+def _refused_entirely(graph: FlowGraph, refusals: Iterable[Refusal]) -> tuple[Refusal, ...]:
+    """The refusals, if consumers refused every event of the flow and none caused another.
+
+    An event that caused another was accepted somewhere (a failure event published on a
+    consumer's behalf when it gave up counts too: the flow then fails and compensates as
+    its spec says), so such a flow is judged as usual. Empty: the flow was not refused
+    entirely.
+    """
+    if graph.edges or not len(graph):
+        return ()
+    by_event: dict[str, list[Refusal]] = defaultdict(list)
+    for refusal in refusals:
+        if refusal.event_id in graph.nodes:
+            by_event[refusal.event_id].append(refusal)
+    if len(by_event) != len(graph):
+        return ()
+    return tuple(
+        sorted(
+            (r for found in by_event.values() for r in found),
+            key=lambda r: (r.at_us, r.event_id, r.group or "", r.error_type),
+        )
+    )
+
+
+def _all_invalid(graph: FlowGraph, refused: tuple[Refusal, ...]) -> bool:
+    """Whether every event of the flow was refused as invalid in itself by some consumer."""
+    invalid = {r.event_id for r in refused if r.invalid}
+    return len(invalid) == len(graph)
 
 
 def _paused(graph: FlowGraph, spec: SagaSpec) -> int | None:

@@ -35,9 +35,11 @@ from choreokit.events import (
 )
 from choreokit.services.saga_observer.events import (
     ExpectedStep,
+    RefusedEvent,
     SagaCompensated,
     SagaCompleted,
     SagaFailed,
+    SagaRejected,
     SagaStalled,
     SagaStepOverdue,
 )
@@ -56,6 +58,7 @@ LIFECYCLE_MODELS: dict[str, type[Event]] = {
         SagaFailed,
         SagaCompensated,
         SagaStalled,
+        SagaRejected,
         SagaStepOverdue,
         # a checkpoint's decision (an operator's, or its deadline's fallback) rides the outbox
         ApprovalGranted,
@@ -72,8 +75,8 @@ class Transition:
     Attributes:
         id: Its ``ce_id``: derived from the flow and the type.
         correlation_id: The flow.
-        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``
-            or ``saga.step_overdue``.
+        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``,
+            ``saga.rejected`` or ``saga.step_overdue``.
         status: The status the flow moved to.
         caused_by: The event that decided it (the new event's ``ce_causationid``).
         payload: The event's JSON payload.
@@ -93,9 +96,10 @@ _FIRST_US = micros(MIN_TIME)
 _LAST_US = micros(MAX_TIME) - 1
 
 
-def _moment(value_us: int) -> datetime:
-    # Lifecycle events carry bounded times; a flow stored with times beyond them (before
-    # envelopes were bounded) is announced with the nearest time an event may carry.
+def bounded_moment(value_us: int) -> datetime:
+    """The time ``value_us`` as a lifecycle event may carry it (the nearest bounded time)."""
+    # A flow stored with times beyond the bounds (before envelopes were bounded) is
+    # announced with the nearest time an event may carry.
     return from_micros(min(max(value_us, _FIRST_US), _LAST_US))
 
 
@@ -118,7 +122,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
         assert judgement.deadline_us is not None
         event = SagaStalled(
             saga=saga,
-            started_at=_moment(started),
+            started_at=bounded_moment(started),
             deadline=from_micros(judgement.deadline_us),
             last_type=latest.type,
             expected=tuple(
@@ -132,6 +136,24 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
             ),
         )
         caused_by = latest.id
+    elif status is Status.REJECTED:
+        assert judgement.ended_us is not None
+        event = SagaRejected(
+            saga=saga,
+            started_at=bounded_moment(started),
+            ended_at=bounded_moment(judgement.ended_us),
+            refused=tuple(
+                RefusedEvent(
+                    event_id=r.event_id,
+                    event_type=r.event_type or None,
+                    group=r.group or None,
+                    error_type=r.error_type or "unknown",
+                )
+                for r in judgement.refused[:256]
+            ),
+        )
+        first = judgement.root or min(graph, key=lambda n: (n.time_us, n.id))
+        caused_by = first.id
     else:
         assert end is not None
         ended = judgement.ended_us
@@ -140,8 +162,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
             event = SagaCompleted(
                 saga=saga,
                 end_type=end.type,
-                started_at=_moment(started),
-                ended_at=_moment(ended),
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended),
                 duration_ms=(ended - started) // 1000,
                 event_count=len(graph),
             )
@@ -152,8 +174,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 end_type=end.type,
                 compensations=judgement.required,
-                started_at=_moment(started),
-                ended_at=_moment(ended),
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended),
                 duration_ms=(ended - started) // 1000,
             )
             last = max(
@@ -166,8 +188,8 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 saga=saga,
                 status=status.value,
                 end_type=end.type,
-                started_at=_moment(started),
-                ended_at=_moment(ended) if ended is not None else None,
+                started_at=bounded_moment(started),
+                ended_at=bounded_moment(ended) if ended is not None else None,
                 missing=judgement.missing,
             )
             caused_by = end.id

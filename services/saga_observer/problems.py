@@ -56,7 +56,10 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else "see the documentation at /api/docs"
         if exc.status_code == HTTP_404_NOT_FOUND and detail == "Not Found":
             detail = f"nothing at {request.url.path}; the API is described at /api/docs"
-        return problem(exc.status_code, detail, instance=request.url.path)
+        answer = problem(exc.status_code, detail, instance=request.url.path)
+        for name, value in (exc.headers or {}).items():  # WWW-Authenticate, Retry-After
+            answer.headers[name] = value
+        return answer
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:

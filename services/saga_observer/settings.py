@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, PositiveInt, field_validator
+from pydantic import AliasChoices, Field, PositiveInt, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from choreokit.events import Duration
+
+_OIDC_PREFIX = "CHOREO_OBSERVER_OIDC_"
 
 DEFAULT_TOPIC_PATTERN = r"^(?!__).+"
 """Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""
@@ -24,7 +27,9 @@ class ObserverAuth(StrEnum):
     """Reads are open to whoever reaches the port (``choreo dev``; loopback only in production)."""
 
     TOKENS = "tokens"
-    """Reads need a viewer token, writes an operator token, from ``CHOREO_OBSERVER_TOKENS_FILE``."""
+    """Reads need a viewer token, writes an operator token: one listed in
+    ``CHOREO_OBSERVER_TOKENS_FILE``, or a JWT of the OpenID Connect provider
+    (``CHOREO_OBSERVER_OIDC_*``)."""
 
 
 class ObserverSettings(BaseSettings):
@@ -95,11 +100,67 @@ class ObserverSettings(BaseSettings):
     names users and proxies reach the observer by). ``*`` answers any Host: only behind a
     proxy that checks it. Other Hosts get 400 (so a DNS-rebinding page cannot read it)."""
 
-    @field_validator("allowed_hosts", mode="before")
+    oidc_jwks_url: str | None = None
+    """The OpenID Connect provider's JWKS URL (its discovery document's ``jwks_uri``): bearer
+    JWTs signed by its keys are accepted besides the listed tokens. Needs ``oidc_issuer``
+    and ``oidc_audience``; with ``CHOREO_PROFILE=production`` it must be ``https://``
+    (or on loopback)."""
+
+    oidc_issuer: str | None = None
+    """The ``iss`` every accepted JWT carries (the provider's issuer URL)."""
+
+    oidc_audience: str | None = None
+    """The ``aud`` every accepted JWT names (the observer's client id at the provider)."""
+
+    oidc_algorithms: Annotated[tuple[str, ...], NoDecode] = ("RS256", "ES256")
+    """Signature algorithms accepted (comma-separated): asymmetric ones only (``RS*``,
+    ``PS*``, ``ES*``, ``EdDSA``); ``none`` and ``HS*`` are refused at start."""
+
+    oidc_leeway: Duration = timedelta(seconds=60)
+    """Clock skew allowed on ``exp``, ``nbf`` and ``iat`` (at most 5 minutes)."""
+
+    oidc_role_claim: str = Field(default="roles", pattern=r"^[A-Za-z0-9_:./-]{1,128}$")
+    """The claim holding the token's roles or groups; dots walk into objects
+    (``realm_access.roles`` for Keycloak). A string value is split on spaces."""
+
+    oidc_viewer_roles: Annotated[tuple[str, ...], NoDecode] = ("viewer",)
+    """Values of the role claim that make a viewer (comma-separated)."""
+
+    oidc_operator_roles: Annotated[tuple[str, ...], NoDecode] = ("operator",)
+    """Values of the role claim that make an operator (comma-separated)."""
+
+    oidc_fetch_timeout: Duration = timedelta(seconds=5)
+    """Longest wait for the JWKS URL (at most 30 seconds)."""
+
+    oidc_cache: Duration = timedelta(minutes=5)
+    """How long fetched keys are used before they are fetched again (a token with an
+    unknown key id fetches them at most once per 30 seconds)."""
+
+    @field_validator(
+        "allowed_hosts",
+        "oidc_algorithms",
+        "oidc_viewer_roles",
+        "oidc_operator_roles",
+        mode="before",
+    )
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(h.strip() for h in value.split(",") if h.strip())
+        return value
+
+    @field_validator("oidc_leeway")
+    @classmethod
+    def _small_leeway(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) <= value <= timedelta(minutes=5):
+            raise ValueError("must be between 0 and 5 minutes")
+        return value
+
+    @field_validator("oidc_fetch_timeout")
+    @classmethod
+    def _bounded_fetch(cls, value: timedelta) -> timedelta:
+        if not timedelta(0) < value <= timedelta(seconds=30):
+            raise ValueError("must be more than 0 and at most 30 seconds")
         return value
 
     @field_validator("specs", mode="before")
@@ -122,3 +183,20 @@ class ObserverSettings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _no_unknown_oidc_variables(self) -> Self:
+        # A misspelt OpenID Connect variable would silently keep a default (the role claim,
+        # the role values): refuse it, naming the known ones.
+        known = {
+            f"CHOREO_OBSERVER_{name.upper()}"
+            for name in type(self).model_fields
+            if name.startswith("oidc_")
+        }
+        unknown = sorted(n for n in os.environ if n.startswith(_OIDC_PREFIX) and n not in known)
+        if unknown:
+            raise ValueError(
+                f"unknown variable(s) {', '.join(unknown)}; the OpenID Connect settings are "
+                f"{', '.join(sorted(known))}"
+            )
+        return self

@@ -36,7 +36,7 @@ from choreokit.services.saga_observer import schema
 from choreokit.services.saga_observer.approvals import Decided, DecisionRequest, decide
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
-from choreokit.services.saga_observer.judge import Judgement, judge
+from choreokit.services.saga_observer.judge import Judgement, Refusal, judge
 from choreokit.services.saga_observer.lifecycle import Pending, Transition, transition
 from choreokit.services.saga_observer.records import (
     Position,
@@ -639,15 +639,14 @@ class Store:
             graph = FlowGraph(cid, nodes.get(cid, ()))
             if not len(graph):
                 continue  # dead letters of a flow whose events have not been read yet
-            verdict = judge(graph, self._catalog, now_us)
+            refusals = letters.get(cid, ())
+            verdict = judge(graph, self._catalog, now_us, refusals)
             spec = self._catalog.get(verdict.saga) if verdict.saga else None
             waiting[cid] = (verdict.saga, waits_of(graph, verdict, spec))
             remembered[cid] = (
                 None if verdict.status.final else _Cached(version + 1, list(graph), duplicates[cid])
             )
-            updates.append(
-                _flow_values(graph, verdict, duplicates[cid], letters.get(cid, 0), now_us)
-            )
+            updates.append(_flow_values(graph, verdict, duplicates[cid], len(refusals), now_us))
             if verdict.status.value != status:
                 change = transition(graph, verdict, now_us)
                 if change is not None:
@@ -694,8 +693,8 @@ class Store:
 
     async def _load(
         self, conn: AsyncConnection, current: dict[str, tuple[str, int]], fresh: _Fresh
-    ) -> tuple[dict[str, list[Node]], dict[str, int], dict[str, int]]:
-        """The flows' events, extra copies and dead letters.
+    ) -> tuple[dict[str, list[Node]], dict[str, int], dict[str, list[Refusal]]]:
+        """The flows' events, extra copies and open dead letters.
 
         From the cache where it is current (the cached flow plus this batch's
         events), else from the database.
@@ -727,18 +726,33 @@ class Store:
                     Node(r.id, r.type, r.time_us, r.causation_id, r.service)
                 )
                 duplicates[r.correlation_id] += r.deliveries - 1
-        letters: dict[str, int] = {}
+        letters: dict[str, list[Refusal]] = defaultdict(list)
         for chunk in _chunks(list(current)):
-            counted = await conn.execute(
-                select(D.c.correlation_id, func.count())
+            open_letters = await conn.execute(
+                select(
+                    D.c.correlation_id,
+                    D.c.event_id,
+                    D.c.event_type,
+                    D.c.group_id,
+                    D.c.error_type,
+                    D.c.failed_us,
+                )
                 .select_from(D.outerjoin(DS, _same_position()))
                 .where(
                     D.c.correlation_id.in_(chunk),
                     or_(DS.c.status.is_(None), DS.c.status.notin_(_SETTLED)),
                 )
-                .group_by(D.c.correlation_id)
             )
-            letters.update({r[0]: r[1] for r in counted})
+            for letter in open_letters:
+                letters[letter.correlation_id].append(
+                    Refusal(
+                        letter.event_id or "",
+                        letter.event_type,
+                        letter.group_id,
+                        letter.error_type,
+                        letter.failed_us,
+                    )
+                )
         return nodes, duplicates, letters
 
     def _remember(self, remembered: dict[str, _Cached | None]) -> None:

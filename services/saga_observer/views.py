@@ -43,7 +43,8 @@ class FlowSummary(_View):
     saga: str | None = Field(description="The saga spec judging it; null: none knows its events.")
     status: str = Field(
         description="running, completed, failed, compensated, failed-uncompensated, stalled, "
-        "or untracked (no spec)."
+        "rejected (every event refused by consumers, none causing another), or untracked "
+        "(no spec)."
     )
     root_id: str | None
     root_type: str | None

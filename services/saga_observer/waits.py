@@ -14,10 +14,12 @@ second recording of the same overdue step a no-op.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import Table, and_, delete, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -28,9 +30,10 @@ from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.events import SagaStepOverdue
 from choreokit.services.saga_observer.graph import FlowGraph
 from choreokit.services.saga_observer.judge import Judgement, Reason, Status
-from choreokit.services.saga_observer.lifecycle import Transition, lifecycle_id
+from choreokit.services.saga_observer.lifecycle import Transition, bounded_moment, lifecycle_id
 from choreokit.services.saga_observer.records import from_micros
 
+logger = logging.getLogger("choreokit.observer.waits")
 W = schema.waits
 OVERDUE = SagaStepOverdue.event_info().type
 _WAITING = (Status.RUNNING, Status.STALLED)
@@ -149,10 +152,20 @@ async def record_overdue(
     rows = (await conn.execute(stmt)).all()
     if not rows:
         return []
-    found = [_overdue(r, now_us) for r in rows]
-    await conn.execute(
-        insert(schema.lifecycle).on_conflict_do_nothing(), [_outbox(t) for t in found]
-    )
+    found = []
+    for row in rows:
+        try:
+            found.append(_overdue(row, now_us))
+        except (ValidationError, ValueError) as exc:  # a stored value no event may carry
+            logger.warning(
+                "cannot announce the overdue step %r of a flow (%s); marking it announced",
+                row.step[:80],
+                type(exc).__name__,
+            )
+    if found:
+        await conn.execute(
+            insert(schema.lifecycle).on_conflict_do_nothing(), [_outbox(t) for t in found]
+        )
     for row in rows:
         spec = catalog.get(row.saga) if catalog is not None and row.saga else None
         point = spec.checkpoint_of(row.step) if spec is not None else None
@@ -192,7 +205,7 @@ def _overdue(row: Any, now_us: int) -> Transition:
         step=row.step,
         waiting_event_id=row.after_id,
         waiting_event_type=row.step,
-        waiting_since=from_micros(row.since_us),
+        waiting_since=bounded_moment(row.since_us),
         deadline=from_micros(row.deadline_us),
         expected=tuple(expected[:256]),
     )

@@ -2,21 +2,26 @@
 
 Every choreokit service of the compose file runs as its own process exactly as its container
 would: the Dockerfile's ENTRYPOINT with the service's ``command``, the image's ``ENV`` under the
-service's ``environment``, in ``depends_on`` order (``topics`` runs to completion first), each
-service's healthcheck (the image's ``choreo health``) run until it passes. Compose's hostnames
-point at the rig: Apache Kafka (``kafka_broker``), PostgreSQL ($CHOREO_TEST_POSTGRES_URL, the
-databases of deploy/postgres/init.sql) and Jaeger v2. ``choreo demo --bootstrap`` then drives
-20 orders through the order intake; the demo's own judgement, the saga observer's API (every
-flow judged, agreeing with the demo) and Jaeger's query API (traces of every service) must all
-see them.
+service's ``env_file`` and ``environment``, in ``depends_on`` order (``topics`` runs to
+completion, then ``acls``), each service's healthcheck (the image's ``choreo health``) run until
+it passes, ``CHOREO_PROFILE=production`` as the file says. ``scripts/compose-secrets`` makes
+the secrets into a directory standing in for ``deploy/secrets``. Compose's hostnames point at
+the rig: Apache Kafka as the compose file runs it (SASL_SSL, a SCRAM-SHA-512 user per secrets
+env file as ``start.sh`` formats them, the admin the only super user, ACLs enforced, no ACL =
+denied), PostgreSQL ($CHOREO_TEST_POSTGRES_URL, the databases of deploy/postgres/init.sql) and
+Jaeger v2. The ``acls`` job runs on the Kafka image; its stand-in (tests/rig/kafka_acls.py)
+reads its script and applies the ``kafka-acls.sh`` commands the ``topics`` job wrote, so each
+service gets exactly what the job would grant it and nothing more.
 
-One deviation, forced by the rig and stated here and in docs/deployment.md: the compose file
-runs ``CHOREO_PROFILE=production``, which refuses plaintext Kafka, and the rig's Apache Kafka
-offers no TLS listener yet. The test sets ``CHOREO_PROFILE=local`` on every service, and with it
-gives the observer and the gateway the local profile's development credentials instead of the
-token file and API keys production demands. Everything else comes from the compose file. Once
-the rig serves SASL_SSL, only the ``CHOREO_KAFKA_SECURITY_*`` / ``CHOREO_KAFKA_SSL_*`` /
-``CHOREO_KAFKA_SASL_*`` variables should be overridden here.
+``choreo demo --bootstrap`` then drives 12 orders through the order intake (with the token a
+user sets in ``.env``); the demo's own judgement, the saga observer's API (read with the
+operator token compose-secrets minted; without it, 401), and Jaeger's query API (traces of
+every service) must all see them.
+
+Deviations, forced by the rig and stated in docs/deployment.md: the rig's broker has its own
+certificate (for 127.0.0.1, where it listens), so the ``kafka-ca`` secret is the rig's CA
+rather than compose-secrets' (whose broker certificate, for ``kafka``, tests/unit/test_compose.py
+verifies); and the gateway's API key, which a user would mint into ``.env``, is minted here.
 """
 
 from __future__ import annotations
@@ -34,19 +39,29 @@ from typing import Any
 import httpx
 import pytest
 
+from choreokit.services.gateway import entry_document, mint_key
 from choreokit.services.runtime import KafkaCluster
 from choreokit.services.runtime.app import service_names
+from choreokit.services.runtime.kafka_artifacts import KafkaRigError
+from choreokit.services.runtime.kafka_security import RigSecurity, client_environment
 from tests.conftest import POSTGRES_DEFAULT, POSTGRES_ENV
-from tests.rig.compose import METRICS_PORT, ROOT, ComposeRun, Rig, read_dockerfile
+from tests.rig.compose import (
+    METRICS_PORT,
+    ROOT,
+    ComposeRun,
+    Rig,
+    read_dockerfile,
+    read_env_file,
+)
 from tests.rig.jaeger import Jaeger
+from tests.rig.kafka_acls import acls_job
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-ORDERS = 20
+ORDERS = 12
 SEED = 4  # every kind of injected failure among the first dozen orders
-OVERRIDES = {"CHOREO_PROFILE": "local"}
-"""The one deviation from the compose file (see the module docstring)."""
+PASSWORD = "CHOREO_KAFKA_SASL_PASSWORD"
 
 
 def _postgres_server() -> str:
@@ -54,21 +69,90 @@ def _postgres_server() -> str:
 
 
 @pytest.fixture(scope="module")
+def secrets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What ``scripts/compose-secrets`` makes, as a user runs it before ``docker compose up``."""
+    out = tmp_path_factory.mktemp("compose-secrets") / "secrets"
+    subprocess.run(
+        ["sh", str(ROOT / "scripts/compose-secrets"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def secure_kafka(
+    secrets_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[KafkaCluster]:
+    """Apache Kafka as docker-compose.yml's: one SCRAM user per ``<user>.env`` of the secrets
+    (start.sh's loop), the admin the super user (server.properties), ACLs enforced."""
+    passwords = {
+        path.stem: read_env_file(path)[PASSWORD] for path in sorted(secrets_dir.glob("*.env"))
+    }
+    admin = passwords.pop("admin")
+    cluster = KafkaCluster(
+        1,
+        directory=tmp_path_factory.mktemp("kafka-compose"),
+        security=RigSecurity(users=passwords, admin="admin", admin_password=admin),
+    )
+    try:
+        cluster.start()
+    except KafkaRigError as exc:
+        pytest.fail(
+            f"Apache Kafka on SASL_SSL is needed and did not start: {exc}\n"
+            "scripts/test resolves its jars up front; openssl must be installed; see docs/broker.md"
+        )
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def admin_config(cluster: KafkaCluster) -> dict[str, str | int | float | bool]:
+    """confluent-kafka's configuration of the rig's admin (what apply-acls.sh's properties say)."""
+    assert cluster.security is not None
+    assert cluster.tls is not None
+    return {
+        "bootstrap.servers": cluster.bootstrap,
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": cluster.security.admin,
+        "sasl.password": cluster.security.admin_password,
+        "ssl.ca.location": str(cluster.tls.ca),
+    }
+
+
+@pytest.fixture(scope="module")
 def compose(
-    kafka_broker: KafkaCluster, jaeger: Jaeger, tmp_path_factory: pytest.TempPathFactory
+    secure_kafka: KafkaCluster,
+    secrets_dir: Path,
+    jaeger: Jaeger,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[ComposeRun]:
     """Every choreokit service of docker-compose.yml, up and healthy against the rig."""
+    assert secure_kafka.tls is not None
     rig = Rig(
-        kafka_bootstrap=kafka_broker.bootstrap,
+        kafka_bootstrap=secure_kafka.bootstrap,
         postgres_url=_postgres_server(),
         jaeger_otlp_grpc=jaeger.otlp_endpoint,
         jaeger_otlp_http=jaeger.otlp_http_endpoint,
         jaeger_query=jaeger.url,
     )
-    # What a user would put in .env: the intake's token (the file's default is 'change-me').
-    variables = {"CHOREO_ORDERS_TOKEN": secrets.token_urlsafe(16)}
+    # What a user puts in .env: the intake's token (the file's 'change-me' is refused in
+    # production) and the gateway's API keys ('choreo gateway-key create').
+    storefront = mint_key("storefront", starts=("order.placed",))
+    variables = {
+        "CHOREO_ORDERS_TOKEN": secrets.token_urlsafe(16),
+        "CHOREO_GATEWAY_KEYS": json.dumps([entry_document(storefront.entry)]),
+    }
     run = ComposeRun(
-        rig, tmp_path_factory.mktemp("compose"), variables=variables, overrides=OVERRIDES
+        rig,
+        tmp_path_factory.mktemp("compose"),
+        variables=variables,
+        secrets_dir=secrets_dir,
+        secret_files={"kafka-ca": secure_kafka.tls.ca},
+        stand_ins={"acls": acls_job(admin_config(secure_kafka))},
     )
     try:
         run.ping_postgres()
@@ -102,19 +186,29 @@ def test_the_compose_file_is_read_as_compose_reads_it(tmp_path: Path) -> None:
     assert health is not None
     assert health["test"] == ["CMD", "choreo", "health"]
     assert run.healthcheck("topics") is None
+    # Files: env_file under environment, secrets and volumes where the container sees them.
+    secrets_dir = tmp_path / "secrets"
+    secrets_dir.mkdir()
+    (secrets_dir / "saga-observer.env").write_text("CHOREO_KAFKA_SASL_PASSWORD=pw\n")
+    mounted = ComposeRun(rig, tmp_path / "run", variables={}, secrets_dir=secrets_dir)
+    mounted.databases["observer"] = "observer_of_this_run"  # what create_databases records
+    env, _ = mounted.environment("saga-observer")
+    assert env["CHOREO_KAFKA_SASL_PASSWORD"] == "pw"
+    assert env["CHOREO_OBSERVER_TOKENS_FILE"] == str(secrets_dir / "observer-tokens.yaml")
+    assert env["CHOREO_KAFKA_SSL_CAFILE"] == str(secrets_dir / "ca.pem")
+    script = mounted.local_argv("topics")[-1]
+    written = tmp_path / "run/volumes/acls/acls.sh"
+    assert script.endswith(f"> {written}"), script
+    assert mounted.local_path("acls", "sh /acls/acls.sh") == f"sh {written}"
+    assert mounted.local_path("acls", "/acls-other /acls") == f"/acls-other {written.parent}"
 
 
-_SECURE_COMPOSE = (
-    "docker-compose.yml now runs Kafka on SASL_SSL with per-service SCRAM principals, "
-    "secrets from scripts/compose-secrets and ACLs applied by the 'acls' job on the Kafka image; "
-    "this runner starts the services against the plaintext rig and does not yet bring up the "
-    "secure rig, the secrets and the ACL job (tracked on issue 10)"
-)
-
-
-@pytest.mark.skip(reason=_SECURE_COMPOSE)
 def test_the_demo_runs_through_the_compose_deployment(
-    compose: ComposeRun, kafka_broker: KafkaCluster, jaeger: Jaeger, tmp_path: Path
+    compose: ComposeRun,
+    secure_kafka: KafkaCluster,
+    secrets_dir: Path,
+    jaeger: Jaeger,
+    tmp_path: Path,
 ) -> None:
     for name in service_names():
         process = compose.processes[name]
@@ -127,8 +221,20 @@ def test_the_demo_runs_through_the_compose_deployment(
     observer_port = compose.published["saga-observer"][8080]
     observer = f"http://127.0.0.1:{observer_port}"
     token = compose.processes["orders"].env["CHOREO_ORDERS_TOKEN"]
+    for name, process in compose.processes.items():  # as the compose file says, no override
+        assert process.env["CHOREO_PROFILE"] == "production", name
+    # The observer reads only with a token: the operator's that compose-secrets minted.
+    operator = (secrets_dir / "observer-operator.token").read_text().strip()
+    assert httpx.get(f"{observer}/api/flows", timeout=10).status_code == 401
+    authorized = {"Authorization": f"Bearer {operator}"}
     since_us = int(time.time() * 1e6)
+    assert secure_kafka.security is not None
+    assert secure_kafka.tls is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHOREO_", "OTEL_"))}
+    # The demo follows the flows on the topics as the admin (every topic, any group).
+    env |= client_environment(
+        secure_kafka.security, secure_kafka.tls, secure_kafka.bootstrap, "admin"
+    )
     result = subprocess.run(
         [
             sys.executable,
@@ -137,13 +243,15 @@ def test_the_demo_runs_through_the_compose_deployment(
             "demo",
             "--json",
             "--bootstrap",
-            kafka_broker.bootstrap,
+            secure_kafka.bootstrap,
             "--orders-url",
             f"http://127.0.0.1:{orders_port}",
             "--orders-token",
             token,
             "--observer-url",
             observer,
+            "--observer-token",
+            operator,
             "--orders",
             str(ORDERS),
             "--seed",
@@ -168,10 +276,14 @@ def test_the_demo_runs_through_the_compose_deployment(
 
     # The observer judged every flow, and agrees with what the demo saw on the topics.
     assert summary["observer_agrees"] is True, summary["observer"]
-    counts = httpx.get(f"{observer}/api/counts", params={"saga": "order"}, timeout=10).json()
+    counts = httpx.get(
+        f"{observer}/api/counts", params={"saga": "order"}, headers=authorized, timeout=10
+    ).json()
     assert int(counts["total"]) >= ORDERS
     assert not counts["by_status"].get("running"), counts
-    flows = httpx.get(f"{observer}/api/flows", params={"limit": "100"}, timeout=10).json()
+    flows = httpx.get(
+        f"{observer}/api/flows", params={"limit": "100"}, headers=authorized, timeout=10
+    ).json()
     assert flows, "the observer lists no flow"
 
     # Jaeger holds traces of every service that handled the orders.
@@ -180,12 +292,25 @@ def test_the_demo_runs_through_the_compose_deployment(
 
     wanted = {"orders", "inventory", "payments", "shipping", "saga-observer"}
     wait_until(lambda: wanted <= traced_services(), timeout=60, what=f"Jaeger to know {wanted}")
+
+    def traces_of(service: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = (
+            jaeger.get(
+                "/api/traces",
+                service=service,
+                start=str(since_us),
+                end=str(int(time.time() * 1e6) + 60_000_000),
+                limit="100",
+            )["data"]
+            or []
+        )
+        return found
+
+    # Each service exports its spans in batches (every few seconds): wait for them.
     for service in sorted(wanted):
-        traces = jaeger.get(
-            "/api/traces",
-            service=service,
-            start=str(since_us),
-            end=str(int(time.time() * 1e6) + 60_000_000),
-            limit="100",
-        )["data"]
-        assert traces, f"Jaeger has no trace of {service} since the demo began"
+        wait_until(
+            lambda service=service: bool(traces_of(service)),  # type: ignore[misc]
+            timeout=30,
+            what=f"a trace of {service} since the demo began in Jaeger "
+            f"(it knows {sorted(traced_services())})",
+        )

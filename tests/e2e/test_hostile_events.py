@@ -1,8 +1,9 @@
 """Acceptance: every attack of the hostile-input probe, replayed through the gateway and
 straight to Kafka against the running example system (`choreo dev`), changes nothing of
 another flow's state; the observer stays up, answers 200 and shows each hostile record
-as a reject or a key conflict; the attack flows end (or stall visibly, for flows that
-never had a start)."""
+as a reject or a key conflict; every attack flow ends: failed (nothing to compensate)
+where a consumer's refusal became the flow's failure, rejected where consumers refused
+every event and nothing came of it, announced by saga.rejected."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-FINAL = {"completed", "failed", "compensated", "failed-uncompensated", "stalled"}
+ENDED = {"completed", "failed", "compensated", "rejected"}
 LINE = {"sku": "SKU-1", "quantity": 1, "unit_price_cents": 1000}
 SHIP_TO = {"country": "DE", "postal_code": "10115"}
 
@@ -51,7 +52,8 @@ def keys() -> Keys:
 def dev(tmp_path_factory: pytest.TempPathFactory, keys: Keys) -> Iterator[Dev]:
     env = {
         "CHOREO_GATEWAY_KEYS": keys.document(),
-        "CHOREO_OBSERVER_TIMEOUT": "15s",  # flows that cannot end are judged stalled soon
+        # Flows refused by key conflicts only are judged rejected at their deadline: soon.
+        "CHOREO_OBSERVER_TIMEOUT": "15s",
         "CHOREO_SHIPPING_CARRIER_FAILURE_RATE": "0",
     }
     with running_dev(tmp_path_factory.mktemp("hostile") / "dev", env) as running:
@@ -95,6 +97,12 @@ def flow(dev: Dev, correlation_id: str) -> dict[str, Any] | None:
     assert response.status_code == 200, response.text
     found: dict[str, Any] = response.json()
     return found
+
+
+def announced(dev: Dev, correlation_id: str) -> list[tuple[str, bool]]:
+    found = flow(dev, correlation_id)
+    assert found is not None
+    return [(lc["type"], lc["observed"]) for lc in found["lifecycle"]]
 
 
 def wait_status(dev: Dev, correlation_id: str, wanted: set[str], timeout: float = 90) -> Any:
@@ -263,18 +271,27 @@ def test_every_probe_attack_is_contained(dev: Dev, keys: Keys) -> None:
         ]
         assert {d["group"] for d in conflicts} >= {"orders", "inventory", "shipping"}, conflicts
         assert [e for e in ended["events"] if e["type"] == "stock.reserved"] == []
-    # Flows that never had a start cannot end: they stall, with their refusals shown.
-    for stalled in ("kafka-cancel", "kafka-price"):
-        found = wait_status(dev, stalled, {"stalled"})
-        assert found["dead_letter_records"], found
+    # Flows whose every event was refused, nothing coming of it, end rejected: at once for a
+    # price no consumer can read (an invalid payload), at the deadline for a foreign cancel
+    # (refused for key conflicts, with no start). Each is announced, its refusals shown.
+    price = wait_status(dev, "kafka-price", {"rejected"}, timeout=30)
+    assert price["ended_at"] is not None, price
+    assert {d["error_type"] for d in price["dead_letter_records"]} == {"InvalidPayloadError"}
+    cancel = wait_status(dev, "kafka-cancel", {"rejected"})
     cancel_groups = {
-        d["group"]
-        for d in wait_status(dev, "kafka-cancel", {"stalled"})["dead_letter_records"]
-        if d["error_type"] == "KeyConflictError"
+        d["group"] for d in cancel["dead_letter_records"] if d["error_type"] == "KeyConflictError"
     }
     assert cancel_groups >= {"inventory", "payments"}
-    price_errors = {d["error_type"] for d in flow(dev, "kafka-price")["dead_letter_records"]}  # type: ignore[index]
-    assert price_errors == {"InvalidPayloadError"}
+    for rejected in ("kafka-price", "kafka-cancel"):
+        # Published on Kafka, and read back by the observer from the sagas topic.
+        def published(cid: str = rejected) -> bool:
+            return announced(dev, cid) == [("saga.rejected", True)]
+
+        wait_until(
+            published,
+            timeout=30,
+            what=f"saga.rejected for {rejected} on the sagas topic",
+        )
     wait_status(dev, acme_flow, {"completed"})
 
     # Nothing was applied to the customer's order, its stock or its payment.
@@ -310,5 +327,7 @@ def test_every_probe_attack_is_contained(dev: Dev, keys: Keys) -> None:
     assert {r["error_type"] for r in time_rejects} == {"InvalidEnvelopeError"}
     for path in ("/healthz", "/api/flows", "/api/counts", "/api/dead-letters", "/api/stats"):
         assert httpx.get(f"{base}{path}", timeout=10).status_code == 200, path
+    # Every flow ended: none running, stalled or waiting for a compensation.
     listed = httpx.get(f"{base}/api/flows", params={"limit": 100}, timeout=10).json()
-    assert {item["status"] for item in listed["items"]} <= FINAL, listed["items"]
+    assert {item["status"] for item in listed["items"]} <= ENDED, listed["items"]
+    assert listed["total"] == len(listed["items"])

@@ -26,7 +26,7 @@ from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
 
-FINAL = {"completed", "failed", "compensated", "failed-uncompensated", "stalled"}
+FINAL = {"completed", "failed", "compensated", "failed-uncompensated", "stalled", "rejected"}
 LINE = {"sku": "SKU-1", "quantity": 1, "unit_price_cents": 1000}
 SHIP_TO = {"country": "DE", "postal_code": "10115"}
 

@@ -1,17 +1,22 @@
 """The observer's web UI in a real browser (Chromium, headless), served by `choreo run
 saga-observer`: filter to a compensated flow, open it, find the swimlanes and the Jaeger link;
-a 1,000-event flow stays usable because only the rows in view are drawn."""
+a rejected flow says so; a 1,000-event flow stays usable because only the rows in view are
+drawn."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from aiokafka import AIOKafkaProducer
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from choreokit.events import KafkaSettings
+from choreokit.events import Envelope, KafkaSettings, encode_headers
+from choreokit.events._kafka import ensure_topics
 from choreokit.services.runtime import EmbeddedBroker, free_port
 from tests.observer_fixtures import ARTIFACTS, ObserverProcess, blocking
 from tests.order_flows import Flow, Outcome, long_flow, mix, publish, steps_of
@@ -19,6 +24,40 @@ from tests.support import wait_until
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 JAEGER = "http://jaeger.example.test:16686"
+REFUSED = "ui-refused-order"
+
+
+async def publish_refused_order(kafka: KafkaSettings) -> None:
+    """An order.placed no consumer can read, and inventory's dead letter of it."""
+    await ensure_topics(kafka, ["orders", "orders.dlq"])
+    headers = encode_headers(
+        Envelope(
+            id="ui-refused-1",
+            source="/services/orders",
+            type="order.placed",
+            dataversion=2,
+            time=datetime.now(UTC),
+            correlation_id=REFUSED,
+        )
+    )
+    value = json.dumps({"order_id": "o-1", "lines": "not a list"}).encode()
+    letter = [
+        *headers,
+        ("choreo_dlq_error_type", b"InvalidPayloadError"),
+        ("choreo_dlq_error_message", b"lines: not a list"),
+        ("choreo_dlq_original_topic", b"orders"),
+        ("choreo_dlq_original_partition", b"0"),
+        ("choreo_dlq_original_offset", b"0"),
+        ("choreo_dlq_consumer_group", b"inventory"),
+        ("choreo_dlq_attempts", b"1"),
+    ]
+    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        await producer.send_and_wait("orders", value, key=REFUSED.encode(), headers=headers)
+        await producer.send_and_wait("orders.dlq", value, key=REFUSED.encode(), headers=letter)
+    finally:
+        await producer.stop()
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +81,7 @@ def observed(
     with EmbeddedBroker(port=free_port(), log=tmp_path / "tansu.log") as broker:
         kafka = KafkaSettings(bootstrap=broker.bootstrap)
         blocking(publish(kafka, steps_of([*flows, big])))
+        blocking(publish_refused_order(kafka))
         observer = ObserverProcess(
             kafka,
             f"sqlite:///{tmp_path / 'observer.sqlite3'}",
@@ -51,7 +91,7 @@ def observed(
 
         def judged() -> bool:
             counts = observer.try_get("/api/counts")
-            return bool(counts and counts["total"] == 25 and counts["by_status"]["running"] == 0)
+            return bool(counts and counts["total"] == 26 and counts["by_status"]["running"] == 0)
 
         try:
             wait_until(judged, timeout=90, what="every flow judged")
@@ -121,6 +161,23 @@ def test_a_stalled_flow_shows_its_expected_next_step(
     expected = page.get_by_test_id("expected-next")
     expect(expected).to_contain_text("payment.authorized | payment.declined")
     expect(expected).to_contain_text("after stock.reserved")
+    assert errors == []
+
+
+def test_a_rejected_flow_says_that_nothing_of_it_took_effect(
+    browser: Browser, observed: tuple[ObserverProcess, list[Flow], Flow]
+) -> None:
+    observer, _, _ = observed
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors = watch_errors(page)
+    page.goto(observer.url + "/")
+    expect(page.get_by_test_id("flow-row").first).to_be_visible()
+    page.get_by_test_id("filter-status").select_option("rejected")
+    expect(page.get_by_test_id("flow-row")).to_have_count(1)
+    expect(page.get_by_test_id("count-rejected")).to_contain_text("1")
+    page.goto(f"{observer.url}/#/flow/{REFUSED}")
+    expect(page.get_by_test_id("flow-status")).to_have_text("rejected")
+    expect(page.get_by_test_id("rejected-note")).to_contain_text("refused every event")
     assert errors == []
 
 

@@ -17,6 +17,16 @@ per-run prefix on the shared test server), container paths (``CHOREO_DATA_DIR``,
 ``127.0.0.1``, and every container port (the metrics port ``CHOREO_METRICS_PORT`` too)
 becomes a free local port.
 
+Files reach a process where its container would see them: a service's ``env_file`` is read
+under its ``environment``; each mount (``./host:/container``, a named volume, a compose
+``secret`` at ``/run/secrets/<name>``) becomes a local path, and a container path in the
+service's environment or command names that local path instead. The compose file's
+``./deploy/secrets`` is the directory ``scripts/compose-secrets`` wrote for this run
+(``secrets_dir``); a compose secret may be swapped for the rig's file (``secret_files``: the
+rig's Kafka has its own certificate, so ``kafka-ca`` is the rig's CA). A service run from
+another image than ours (the ``acls`` job, on the Kafka image) needs a stand-in
+(``stand_ins``), which does in-process what its container would and fails as it would.
+
 What this cannot check (the image build, container networking, volumes, restart policies) is
 listed in docs/deployment.md.
 """
@@ -27,10 +37,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -207,6 +218,27 @@ def _depends_on(service: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+SECRETS = "deploy/secrets"
+"""Where docker-compose.yml expects what ``scripts/compose-secrets`` makes."""
+
+StandIn = Callable[["ComposeRun", str], None]
+"""Does what a one-shot job of a foreign image would; raises :class:`ComposeError` if it fails."""
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """A compose ``env_file``: ``KEY=VALUE`` lines, ``#`` comments and blank lines skipped."""
+    values: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not key.strip():
+            raise ComposeError(f"{path}:{number}: not KEY=VALUE")
+        values[key.strip()] = value
+    return values
+
+
 class ComposeRun:
     """Every service of ``docker-compose.yml`` built from this repository, as local processes.
 
@@ -216,6 +248,9 @@ class ComposeRun:
         variables: The shell environment compose would interpolate from (``.env``).
         overrides: Environment set on every service after the compose file's, each one a
             documented deviation (the test says why).
+        secrets_dir: What ``scripts/compose-secrets`` wrote, standing in for ``./deploy/secrets``.
+        secret_files: Compose secrets given another file than the compose file names.
+        stand_ins: One-shot services of foreign images, by name, and what does their work.
     """
 
     def __init__(
@@ -225,14 +260,21 @@ class ComposeRun:
         *,
         variables: Mapping[str, str],
         overrides: Mapping[str, str] | None = None,
+        secrets_dir: Path | None = None,
+        secret_files: Mapping[str, Path] | None = None,
+        stand_ins: Mapping[str, StandIn] | None = None,
         compose_file: Path = ROOT / "docker-compose.yml",
         dockerfile: Path = ROOT / "Dockerfile",
     ) -> None:
         self.rig = rig
         self.directory = directory
+        self.project = compose_file.parent
         self.compose = load_compose(compose_file, variables)
         self.image = read_dockerfile(dockerfile)
         self.overrides = dict(overrides or {})
+        self.secrets_dir = secrets_dir
+        self.secret_files = dict(secret_files or {})
+        self.stand_ins = dict(stand_ins or {})
         self.prefix = f"compose_{os.getpid()}_{int(time.time())}"
         self.databases: dict[str, str] = {}
         self.processes: dict[str, Process] = {}
@@ -295,6 +337,53 @@ class ComposeRun:
             return str(ports[int(value)])
         return value
 
+    # -- files ------------------------------------------------------------------------------
+
+    def host_path(self, path: str) -> Path:
+        """A host path of the compose file (relative to its folder), as this run has it."""
+        if Path(path).is_absolute():
+            return Path(path)
+        relative = Path(os.path.normpath(path))
+        secrets = Path(SECRETS).parts
+        if relative.parts[: len(secrets)] == secrets:
+            if self.secrets_dir is None:
+                raise ComposeError(f"{path}: run scripts/compose-secrets (give secrets_dir)")
+            return self.secrets_dir.joinpath(*relative.parts[len(secrets) :])
+        return self.project / relative
+
+    def mounts(self, name: str) -> dict[str, Path]:
+        """Container path -> local path of every volume and secret ``name`` mounts."""
+        service = self.compose["services"][name]
+        mounts: dict[str, Path] = {}
+        for entry in service.get("volumes", []) or []:
+            source, _, rest = str(entry).partition(":")
+            target = rest.split(":")[0]
+            if source.startswith((".", "/")):
+                mounts[target] = self.host_path(source)
+            else:  # a named volume: one directory per run, shared by whoever mounts it
+                local = self.directory / "volumes" / source
+                local.mkdir(parents=True, exist_ok=True)
+                mounts[target] = local
+        for secret in service.get("secrets", []) or []:
+            secret_name = str(secret if isinstance(secret, str) else secret["source"])
+            target = f"/run/secrets/{secret_name}"
+            if secret_name in self.secret_files:
+                mounts[target] = self.secret_files[secret_name]
+                continue
+            declared = (self.compose.get("secrets") or {}).get(secret_name)
+            if not declared or "file" not in declared:
+                raise ComposeError(f"{name}: secret {secret_name!r} names no file")
+            mounts[target] = self.host_path(str(declared["file"]))
+        return mounts
+
+    def local_path(self, name: str, text: str) -> str:
+        """``text`` with every container path ``name`` mounts replaced by its local path."""
+        mounts = self.mounts(name)
+        for target in sorted(mounts, key=len, reverse=True):
+            pattern = rf"(?<![\w/.-]){re.escape(target)}(?=/|$|[\s;&|>)\"'])"
+            text = re.sub(pattern, str(mounts[target]).replace("\\", r"\\"), text)
+        return text
+
     # -- services ---------------------------------------------------------------------------
 
     def runnable(self) -> list[str]:
@@ -333,11 +422,17 @@ class ComposeRun:
             "LANG": "C.UTF-8",
         }
         env.update(self.image.env)
+        env_files = service.get("env_file") or []
+        for env_file in [env_files] if isinstance(env_files, str) else env_files:
+            path = env_file if isinstance(env_file, str) else env_file["path"]
+            env.update(read_env_file(self.host_path(str(path))))
         compose_env = service.get("environment") or {}
         if isinstance(compose_env, list):
             compose_env = dict(str(item).partition("=")[::2] for item in compose_env)
         env.update({str(k): "" if v is None else str(v) for k, v in compose_env.items()})
-        env = {key: self._rewrite(value, ports) for key, value in env.items()}
+        env = {
+            key: self.local_path(name, self._rewrite(value, ports)) for key, value in env.items()
+        }
         env.setdefault("CHOREO_METRICS_PORT", str(ports[METRICS_PORT]))
         env["CHOREO_DATA_DIR"] = str(state / "data")
         env["CHOREO_READY_FILE"] = str(state / "choreo.ready")
@@ -353,6 +448,11 @@ class ComposeRun:
         entrypoint = service.get("entrypoint", self.image.entrypoint)
         return [str(part) for part in [*entrypoint, *command]]
 
+    def local_argv(self, name: str, ports: Mapping[int, int] | None = None) -> list[str]:
+        """:meth:`argv` with compose hostnames and container paths made this run's."""
+        rewritten = [self._rewrite(part, ports or {}) for part in self.argv(name)]
+        return [self.local_path(name, part) for part in rewritten]
+
     def healthcheck(self, name: str) -> dict[str, Any] | None:
         """The service's healthcheck: compose's, else the image's; ``None`` if disabled."""
         own = self.compose["services"][name].get("healthcheck")
@@ -362,8 +462,8 @@ class ComposeRun:
         check.update(own or {})
         return check if check.get("test") else None
 
-    def start(self, name: str) -> Process:
-        """Start ``name`` once what it depends on is started, healthy or completed."""
+    def wait_for_dependencies(self, name: str) -> None:
+        """Return once what ``name`` depends on is started, healthy or completed."""
         for needed, condition in _depends_on(self.compose["services"][name]).items():
             if needed in INFRASTRUCTURE:
                 continue  # the rig's fixtures are up (and healthy) before the run starts
@@ -374,15 +474,23 @@ class ComposeRun:
                 raise ComposeError(f"{name} needs {needed} started first")
             elif condition == "service_healthy":
                 self.wait_healthy(needed)
+
+    def start(self, name: str) -> Process:
+        """Start ``name`` once what it depends on is started, healthy or completed."""
+        self.wait_for_dependencies(name)
+        if name in self.stand_ins or "build" not in self.compose["services"][name]:
+            raise ComposeError(f"{name} runs another image than ours: give it a stand-in")
         env, ports = self.environment(name)
         state = self.directory / name
         (state / "data").mkdir(parents=True, exist_ok=True)
         log_path = state / "output.log"
+        argv = self.local_argv(name, ports)
+        executable = shutil.which(argv[0], path=env["PATH"])
+        if executable is None:
+            raise ComposeError(f"{name}: {argv[0]} is not on the image's PATH here")
         log: IO[bytes] = log_path.open("ab")
-        argv = self.argv(name)
-        executable = Path(sys.executable).parent / argv[0]
         popen = subprocess.Popen(
-            [str(executable), *argv[1:]],
+            [executable, *argv[1:]],
             cwd=state,
             env=env,
             stdout=log,
@@ -395,6 +503,11 @@ class ComposeRun:
 
     def run_to_completion(self, name: str, timeout: float = 120) -> int:
         """Run a one-shot service (``restart: "no"``) and record its exit code."""
+        if name in self.stand_ins:
+            self.wait_for_dependencies(name)
+            self.stand_ins[name](self, name)  # raises ComposeError where the job would fail
+            self.completed[name] = 0
+            return 0
         process = self.start(name)
         try:
             code = process.popen.wait(timeout=timeout)
@@ -455,7 +568,7 @@ class ComposeRun:
                 )
             # Docker checks every `interval` (start_interval while starting); a second is
             # quicker and still within the same deadline.
-            time.sleep(min(interval, 1.0))  # noqa: sleep-ok - between healthcheck runs
+            time.sleep(min(interval, 1.0))  # sleep-ok: between healthcheck runs
 
     def up(self) -> None:
         """Every runnable service in order: one-shots run to completion, the rest to healthy."""

@@ -185,7 +185,11 @@ def test_the_production_profile_needs_tokens(tmp_path: Path) -> None:
 
 def test_the_production_profile_refuses_open_reads_beyond_loopback(tmp_path: Path) -> None:
     settings = ObserverSettings(host="0.0.0.0", auth=ObserverAuth.OFF)
-    with pytest.raises(ConfigurationError, match=r"without authentication on 0\.0\.0\.0"):
+    with pytest.raises(
+        ConfigurationError,
+        match=r"without authentication on 0\.0\.0\.0: .*set CHOREO_OBSERVER_AUTH=tokens .*"
+        r"or CHOREO_OBSERVER_HOST=127\.0\.0\.1",
+    ):
         access_policy(settings, profile=Profile.PRODUCTION, data_dir=tmp_path)
 
 

@@ -165,6 +165,36 @@ def test_the_secrets_script_makes_every_file_compose_reads(tmp_path: Path) -> No
     assert verified.returncode == 0, verified.stderr
 
 
+def test_the_observer_reads_the_token_file_the_secrets_script_mints(tmp_path: Path) -> None:
+    """The production profile needs CHOREO_OBSERVER_TOKENS_FILE: compose mounts the hashed
+    tokens scripts/compose-secrets writes, which accept the operator token it mints (kept
+    readable by its owner only) and no other."""
+    from choreokit.services.runtime.access import Principal, Role, TokenStore
+
+    observer = SERVICES["saga-observer"]
+    path = environment("saga-observer")["CHOREO_OBSERVER_TOKENS_FILE"]
+    secret = path.removeprefix("/run/secrets/")
+    assert path == f"/run/secrets/{secret}"
+    assert secret in observer["secrets"]
+    out = tmp_path / "secrets"
+    subprocess.run(["sh", str(ROOT / "scripts/compose-secrets"), str(out)], check=True, timeout=60)
+    tokens_file = ROOT / COMPOSE["secrets"][secret]["file"]
+    assert tokens_file.parent == ROOT / "deploy/secrets"
+    store = TokenStore.load(out / tokens_file.name)
+    assert len(store) == 1
+    token_file = out / "observer-operator.token"
+    token = token_file.read_text().strip()
+    assert token.startswith("chk_")
+    assert store.verify(token) == Principal("operator", Role.OPERATOR)
+    assert store.verify(token[:-1]) is None
+    assert token not in (out / tokens_file.name).read_text()  # only its hash
+    assert token_file.stat().st_mode & 0o077 == 0
+    assert (out / tokens_file.name).stat().st_mode & 0o004  # the container's user reads it
+    # Run again (after adding a service): the token the operator holds stays valid.
+    subprocess.run(["sh", str(ROOT / "scripts/compose-secrets"), str(out)], check=True, timeout=60)
+    assert TokenStore.load(out / tokens_file.name).verify(token) is not None
+
+
 def test_nothing_stops_scaling_out() -> None:
     for name, service in SERVICES.items():
         assert "container_name" not in service, f"{name} has a fixed container name"

@@ -49,6 +49,7 @@ EXPECTED_TYPES = {
     "saga.failed",
     "saga.compensated",
     "saga.stalled",
+    "saga.rejected",
 }
 
 

@@ -41,7 +41,7 @@ def test_an_unknown_choreo_kafka_variable_is_an_error(monkeypatch: pytest.Monkey
                 "sasl_username": "u",
                 "sasl_password": PASSWORD,
             },
-            "SASL without TLS",
+            "SASL without TLS.*set CHOREO_KAFKA_SECURITY_PROTOCOL=SASL_SSL",
         ),
         (
             {

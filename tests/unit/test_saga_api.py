@@ -183,6 +183,7 @@ async def test_counts_list_every_status(api: Api) -> None:
         "compensated": 4,
         "failed-uncompensated": 0,
         "stalled": 0,
+        "rejected": 0,
         "untracked": 0,
     }
 

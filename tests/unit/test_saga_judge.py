@@ -10,7 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from choreokit.services.example.contracts.saga import ORDER_SAGA
-from choreokit.services.saga_observer import FlowGraph, Node, Reason, SagaCatalog, Status, judge
+from choreokit.services.saga_observer import (
+    FlowGraph,
+    Node,
+    Reason,
+    Refusal,
+    SagaCatalog,
+    Status,
+    judge,
+)
+from choreokit.services.saga_observer.judge import INVALID_EVENT_ERRORS
 from choreokit.services.saga_observer.lifecycle import lifecycle_id, transition
 from choreokit.services.saga_observer.records import micros
 from tests.order_flows import EXPECTED_STATUS, Flow, Outcome, order_flow
@@ -194,3 +203,88 @@ def test_lifecycle_events_have_ids_derived_from_the_flow() -> None:
     expected = '"one_of":["payment.authorized","payment.declined","approval.requested"]'
     assert expected in stall.payload
     assert transition(sgraph, judge(sgraph, CATALOG, BEFORE_DEADLINE), BEFORE_DEADLINE) is None
+
+
+PLACED = Node("p1", "order.placed", micros(START), None, "partners")
+START_US = micros(START)
+
+
+def refusal(event: Node, group: str, error: str, after_s: float = 1) -> Refusal:
+    return Refusal(event.id, event.type, group, error, START_US + int(after_s * 1e6))
+
+
+def test_an_invalid_start_refused_by_a_consumer_is_rejected_at_once() -> None:
+    graph = FlowGraph("p1", [PLACED])
+    refused = [refusal(PLACED, "inventory", "InvalidPayloadError")]
+    verdict = judge(graph, CATALOG, BEFORE_DEADLINE, refused)
+    assert verdict.status is Status.REJECTED
+    assert verdict.refused == tuple(refused)
+    assert verdict.ended_us == refused[0].at_us
+    assert verdict.expected == ()
+    change = transition(graph, verdict, BEFORE_DEADLINE)
+    assert change is not None
+    assert change.type == "saga.rejected"
+    assert change.caused_by == "p1"
+    assert '"error_type":"InvalidPayloadError"' in change.payload
+    assert '"group":"inventory"' in change.payload
+    # The same refusals in any order, with other groups' copies: the same verdict.
+    more = [*refused, refusal(PLACED, "orders", "InvalidPayloadError", 2)]
+    assert judge(graph, CATALOG, BEFORE_DEADLINE, more[::-1]).refused == tuple(more)
+
+
+def test_a_start_refused_for_a_key_conflict_only_is_rejected_at_the_deadline() -> None:
+    """Another consumer may still accept it: the flow runs until its deadline."""
+    graph = FlowGraph("p1", [PLACED])
+    refused = [refusal(PLACED, "orders", "KeyConflictError")]
+    assert judge(graph, CATALOG, BEFORE_DEADLINE, refused).status is Status.RUNNING
+    assert judge(graph, CATALOG, AFTER_DEADLINE, refused).status is Status.REJECTED
+    # Without the refusal (resolved by a replay, say) it stalls, as any flow that did not end.
+    assert judge(graph, CATALOG, AFTER_DEADLINE).status is Status.STALLED
+
+
+def test_a_foreign_cancel_without_a_start_refused_everywhere_ends_rejected_not_stalled() -> None:
+    cancel = Node("c1", "order.cancelled", START_US, None, "orders")
+    graph = FlowGraph("c1", [cancel])
+    refused = [
+        refusal(cancel, "inventory", "KeyConflictError"),
+        refusal(cancel, "payments", "KeyConflictError"),
+    ]
+    assert judge(graph, CATALOG, BEFORE_DEADLINE, refused).status is Status.RUNNING
+    verdict = judge(graph, CATALOG, AFTER_DEADLINE, refused)
+    assert verdict.status is Status.REJECTED
+    assert {r.group for r in verdict.refused} == {"inventory", "payments"}
+    change = transition(graph, verdict, AFTER_DEADLINE)
+    assert change is not None
+    assert change.caused_by == "c1"
+
+
+def test_a_refused_start_that_caused_a_failure_event_is_judged_as_usual() -> None:
+    """A consumer's refusal published stock.rejected: the flow failed, and compensates as its
+    spec says; nothing is rejected."""
+    rejected = Node("r1", "stock.rejected", START_US + 1000, "p1", "inventory")
+    cancelled = Node("x1", "order.cancelled", START_US + 2000, "r1", "orders")
+    graph = FlowGraph("p1", [PLACED, rejected, cancelled])
+    refused = [refusal(PLACED, "inventory", "InvalidPayloadError")]
+    assert judge(graph, CATALOG, AFTER_DEADLINE, refused).status is Status.FAILED
+
+
+def test_a_flow_with_an_event_nobody_refused_is_not_rejected() -> None:
+    reserved = Node("s2", "stock.reserved", START_US + 10, None, "rogue")
+    graph = FlowGraph("p1", [PLACED, reserved])
+    refused = [refusal(PLACED, "inventory", "InvalidPayloadError")]
+    assert judge(graph, CATALOG, AFTER_DEADLINE, refused).status is Status.STALLED
+    everything = [*refused, refusal(reserved, "payments", "KeyConflictError")]
+    assert judge(graph, CATALOG, BEFORE_DEADLINE, everything).status is Status.RUNNING
+    assert judge(graph, CATALOG, AFTER_DEADLINE, everything).status is Status.REJECTED
+    # Refusals of events that are not the flow's (or name none) change nothing.
+    stray = [Refusal("", None, "inventory", "InvalidPayloadError", START_US)]
+    assert judge(graph, CATALOG, AFTER_DEADLINE, stray).status is Status.STALLED
+
+
+def test_rejected_is_not_final_and_every_decode_error_counts_as_invalid() -> None:
+    assert not Status.REJECTED.final
+    assert {"InvalidPayloadError", "MalformedJsonError", "InvalidEnvelopeError"} <= (
+        INVALID_EVENT_ERRORS
+    )
+    assert "KeyConflictError" not in INVALID_EVENT_ERRORS
+    assert "DecodeError" not in INVALID_EVENT_ERRORS

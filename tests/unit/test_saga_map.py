@@ -302,3 +302,62 @@ async def test_failure_patterns_group_by_last_step_and_fingerprint(tmp_path: Pat
         assert (by_error, by_type) == (2, 6)
         stalled_only = await maps.failure_patterns(SPEC, statuses=(Status.STALLED,))
         assert stalled_only.total == 10
+
+
+async def test_a_wait_stored_with_an_extreme_time_is_announced_with_a_bounded_one(
+    tmp_path: Path,
+) -> None:
+    from choreokit.services.saga_observer.schema import waits
+
+    async with opened(tmp_path / "db.sqlite3") as (store, _queries, _maps):
+        async with store._engine.begin() as conn:
+            await conn.execute(
+                waits.insert(),
+                [
+                    {
+                        "correlation_id": "c-old",
+                        "step": "stock.reserved",
+                        "saga": "order",
+                        "after_id": "e-old",
+                        "since_us": -(2**62),
+                        "deadline_us": 0,
+                        "expected": '["payment.authorized"]',
+                        "overdue_us": None,
+                    }
+                ],
+            )
+        (change,) = await store.sweep_steps(micros(START))
+        assert change.correlation_id == "c-old"
+        assert '"waiting_since":"' in change.payload
+        assert await store.sweep_steps(micros(START)) == []
+
+
+async def test_a_version_3_database_gains_the_waits_and_fills_them_as_flows_move(
+    tmp_path: Path,
+) -> None:
+    from sqlalchemy import inspect, text
+
+    from choreokit.services.saga_observer.schema import LATEST, MIGRATIONS, schema_version
+
+    flows = [f for f in flows_of(12) if f.outcome is Outcome.STOPS_AT_PAYMENT][:2]
+    writer, reader = open_engines(f"sqlite:///{tmp_path / 'old.sqlite3'}")
+    try:
+        async with writer.begin() as conn:  # the schema as version 3 left it
+            await conn.run_sync(schema_version.create)
+            for step in MIGRATIONS[:3]:
+                await step(conn)
+            await conn.execute(schema_version.insert().values(id=1, version=3))
+        store = Store(writer, CATALOG, group="observer")
+        assert await store.migrate() == (3, LATEST)
+        async with writer.connect() as conn:
+            tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
+        assert "obs_waits" in tables
+        await Fed(store).feed(as_records(steps_of(flows)), batch=10, now=WITHIN)
+        queries = Queries(reader, CATALOG, group="observer", jaeger_url="-")
+        page, _ = await queries.flows(FlowFilter(waiting_at="stock.reserved"), limit=5, offset=0)
+        assert {f.correlation_id for f in page} == {f.correlation_id for f in flows}
+        async with writer.connect() as conn:
+            assert (await conn.execute(text("SELECT count(*) FROM obs_waits"))).scalar_one() == 2
+    finally:
+        await writer.dispose()
+        await reader.dispose()

@@ -66,6 +66,7 @@ def test_the_public_face_is_deliberate() -> None:
         "Node",
         "ObserverSettings",
         "Reason",
+        "Refusal",
         "SagaCatalog",
         "Status",
         "judge",

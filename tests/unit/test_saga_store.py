@@ -235,3 +235,68 @@ async def test_migrating_twice_changes_nothing_and_a_newer_schema_is_refused(
             await conn.execute(update(schema_version).values(version=99))
         with pytest.raises(ConfigurationError, match="schema version 99, newer than this"):
             await store.migrate()
+
+
+def refused(original: ConsumerRecord[bytes, bytes], group: str, error: str) -> Any:
+    from tests.support import record
+
+    return record(
+        f"{original.topic}.dlq",
+        value=original.value,
+        headers=[
+            *original.headers,
+            ("choreo_dlq_error_type", error.encode()),
+            ("choreo_dlq_error_message", b"refused"),
+            ("choreo_dlq_original_topic", original.topic.encode()),
+            ("choreo_dlq_original_partition", str(original.partition).encode()),
+            ("choreo_dlq_original_offset", str(original.offset).encode()),
+            ("choreo_dlq_consumer_group", group.encode()),
+            ("choreo_dlq_attempts", b"1"),
+        ],
+        offset=original.offset,
+    )
+
+
+async def test_a_start_every_consumer_refuses_as_invalid_is_rejected_and_announced(
+    tmp_path: Path,
+) -> None:
+    from choreokit.services.saga_observer.judge import Status
+
+    flows = mix(2, start=NOW)
+    records = as_records(steps_of(flows))
+
+    def start_of(cid: str) -> ConsumerRecord[bytes, bytes]:
+        found = next(r for r in records if dict(r.headers)["ce_correlationid"] == cid.encode())
+        assert dict(found.headers)["ce_type"] == b"order.placed"
+        return found
+
+    start = start_of(flows[0].correlation_id)
+    second = flows[1].correlation_id
+    second_start = start_of(second)
+    async with opened(tmp_path / "db.sqlite3") as (store, queries):
+        fed = Fed(store)
+        await fed.feed([start, second_start], batch=10)
+        assert (await queries.flow(flows[0].correlation_id)).status == "running"  # type: ignore[union-attr]
+        # An invalid payload: no consumer can ever accept it, so the flow ends at once.
+        await fed.feed([refused(start, "inventory", "InvalidPayloadError")], batch=10)
+        # A key conflict: another consumer still may; the flow ends at its deadline.
+        await fed.feed([refused(second_start, "orders", "KeyConflictError")], batch=10)
+        detail = await queries.flow(flows[0].correlation_id)
+        assert detail is not None
+        assert detail.status == "rejected"
+        assert detail.dead_letters == 1
+        assert (await queries.flow(second)).status == "running"  # type: ignore[union-attr]
+        claimed = await store.claim("me", micros(NOW), 30_000_000, 10)
+        assert [(p.correlation_id, p.type) for p in claimed] == [
+            (flows[0].correlation_id, "saga.rejected")
+        ]
+        later = NOW + ORDER_SAGA.timeout + timedelta(seconds=1)
+        _, transitions = await store.sweep(micros(later))
+        assert [(t.correlation_id, t.type) for t in transitions] == [(second, "saga.rejected")]
+        counts = await queries.counts()
+        assert counts.by_status["rejected"] == 2
+        listed, total = await queries.flows(
+            FlowFilter(statuses=(Status.REJECTED,)), limit=10, offset=0
+        )
+        assert total == 2
+        assert {f.correlation_id for f in listed} == {flows[0].correlation_id, second}

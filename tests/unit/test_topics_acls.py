@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from choreokit.events.dlq import AUDIT_TOPIC
 from choreokit.services.cli import cli
 from choreokit.services.cli._acls import deployment_grants
 from choreokit.services.gateway import mint_key
@@ -50,11 +51,40 @@ def test_each_domain_service_reads_what_it_consumes_and_writes_what_it_declares(
     assert set(found) == set(service_names())
 
 
-def test_the_observer_reads_everything_it_observes_and_writes_sagas_and_approvals() -> None:
+def test_the_observer_reads_everything_it_observes_and_writes_sagas_and_its_replays() -> None:
     reads, groups, writes = grants()["saga-observer"]
-    assert {"orders", "orders.dlq", "payments", "sagas", "shipping.dlq"} <= set(reads)
+    assert {"orders", "orders.dlq", "payments", "sagas", "shipping.dlq", AUDIT_TOPIC} <= set(reads)
     assert groups == ("saga-observer",)
-    assert writes == ("approvals", "sagas")  # approvals: operators' decisions at checkpoints
+    # The replay button writes a record back to its topic and an audit record; never a .dlq.
+    # approvals: operators' decisions at checkpoints
+    assert set(writes) == {
+        "approvals",
+        "inventory",
+        "orders",
+        "payments",
+        "sagas",
+        "shipping",
+        AUDIT_TOPIC,
+    }
+
+
+def test_without_observer_replays_the_observer_writes_only_sagas() -> None:
+    [observer] = deployment_grants(["saga-observer"], observer_replay=False)
+    assert observer.writes == ("approvals", "sagas")
+    result = CliRunner().invoke(
+        cli, ["topics", "acls", "--json", "--service", "saga-observer", "--no-observer-replay"]
+    )
+    assert result.exit_code == 0, result.output
+    written = {r["resource_name"] for r in json.loads(result.output) if r["operation"] == "WRITE"}
+    assert written == {"approvals", "sagas"}
+
+
+def test_the_topics_made_by_topics_create_include_the_dlq_audit_topic() -> None:
+    result = CliRunner().invoke(cli, ["topics", "list"])
+    assert result.exit_code == 0, result.output
+    listed = result.output.split()
+    assert AUDIT_TOPIC in listed
+    assert {"orders", "orders.dlq"} <= set(listed)
 
 
 def test_the_gateway_writes_what_its_keys_allow(monkeypatch: pytest.MonkeyPatch) -> None:

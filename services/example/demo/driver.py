@@ -34,13 +34,15 @@ async def drive(
     urls: Mapping[str, str],
     orders_token: str | None = None,
     operator_token: str | None = None,
+    observer_token: str | None = None,
 ) -> Summary:
     """Place ``count`` orders at ``rate`` per second (0: at once); follow every flow to its end.
 
     Waits at most ``wait`` for the flows. ``orders_token`` is the intake's bearer token
-    (``CHOREO_ORDERS_TOKEN`` of the orders service), if it asks for one. With an
-    ``operator_token`` (and a saga observer in ``urls``), some orders are above the
-    approval amount: the demo approves or rejects them through the observer's API.
+    (``CHOREO_ORDERS_TOKEN`` of the orders service), if it asks for one; ``observer_token``
+    the observer's (a viewer's at least), if its reads need one. With an ``operator_token``
+    (and a saga observer in ``urls``), some orders are above the approval amount: the demo
+    approves or rejects them through the observer's API.
     """
     observer = urls.get("saga-observer")
     approvals = operator_token is not None and observer is not None
@@ -80,13 +82,13 @@ async def drive(
     if approvals:
         summary = replace(summary, approvals=dict(Counter(decided.values())))
     if observer is not None:
-        observed = await _observer_counts(observer, began, count, wait)
+        observed = await _observer_counts(observer, began, count, wait, observer_token)
         summary = replace(summary, observer=observed)
     return summary
 
 
 async def _observer_counts(
-    url: str, since: datetime, count: int, wait: timedelta
+    url: str, since: datetime, count: int, wait: timedelta, token: str | None = None
 ) -> dict[str, int] | None:
     """The observer's verdicts on the flows started since ``since``, once it has judged them all.
 
@@ -94,7 +96,8 @@ async def _observer_counts(
     """
     deadline = time.monotonic() + wait.total_seconds()
     params = {"saga": "order", "since": since.isoformat()}
-    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10) as client:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10, headers=headers) as client:
         while True:
             try:
                 counts = (await client.get("/api/counts", params=params)).json()

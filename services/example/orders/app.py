@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from functools import partial
 
-from choreokit.events import Event, HandlerContext, Service
+from choreokit.events import Event, HandlerContext, Profile, Service
 from choreokit.events.sql import Inbox, Outbox, OutboxRelay, bind_key, create_tables, transaction
 from choreokit.services.example.contracts.inventory import StockRejected
 from choreokit.services.example.contracts.orders import (
@@ -28,7 +28,7 @@ from choreokit.services.example.contracts.payments import PaymentDeclined
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
 from choreokit.services.example.orders import store
 from choreokit.services.example.orders.api import create_api
-from choreokit.services.example.orders.settings import OrdersSettings
+from choreokit.services.example.orders.settings import OrdersSettings, check_production
 from choreokit.services.runtime.app import Runtime, ServiceApp
 from choreokit.services.runtime.database import create_engine
 from choreokit.services.runtime.http import serve
@@ -41,7 +41,14 @@ SETTINGS = (OrdersSettings,)
 
 
 def build(runtime: Runtime, settings: OrdersSettings) -> tuple[Service, ServiceApp]:
-    """Return the orders service and the app that runs it (consumer, relay, HTTP intake)."""
+    """Return the orders service and the app that runs it (consumer, relay, HTTP intake).
+
+    Raises:
+        ConfigurationError: With ``CHOREO_PROFILE=production``, an intake that is not safe
+            to run (see :func:`check_production`).
+    """
+    if runtime.kafka.profile is Profile.PRODUCTION:
+        check_production(settings)
     engine = create_engine(runtime.database_url(settings.db, "orders"))
     service = Service(
         runtime.name,

@@ -5,6 +5,12 @@ from __future__ import annotations
 from pydantic import PositiveInt, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from choreokit.events import ConfigurationError
+from choreokit.services.runtime.access import is_loopback
+
+PLACEHOLDER_TOKEN = "change-me"  # noqa: S105 - docker-compose.yml's placeholder, refused
+"""The intake token docker-compose.yml falls back to; the production profile refuses it."""
+
 
 class OrdersSettings(BaseSettings):
     """``CHOREO_ORDERS_*`` variables."""
@@ -22,3 +28,25 @@ class OrdersSettings(BaseSettings):
     """If set, the intake API requires ``Authorization: Bearer <token>``."""
 
     max_body_bytes: PositiveInt = 64 * 1024
+
+
+def check_production(settings: OrdersSettings) -> None:
+    """Refuse an intake that ``CHOREO_PROFILE=production`` must not run.
+
+    Raises:
+        ConfigurationError: The token is the compose file's placeholder, or the intake
+            listens beyond loopback without one; the message names the setting to change.
+    """
+    token = settings.token.get_secret_value() if settings.token is not None else None
+    if token is not None and token.strip() in {"", PLACEHOLDER_TOKEN}:
+        raise ConfigurationError(
+            f"CHOREO_PROFILE=production refuses CHOREO_ORDERS_TOKEN={token.strip()!r} (the "
+            "placeholder anyone can read): set CHOREO_ORDERS_TOKEN to a random secret, e.g. "
+            "the output of 'openssl rand -hex 24'"
+        )
+    if token is None and not is_loopback(settings.host):
+        raise ConfigurationError(
+            f"CHOREO_PROFILE=production refuses an order intake without authentication on "
+            f"{settings.host}: set CHOREO_ORDERS_TOKEN to a random secret, or "
+            "CHOREO_ORDERS_HOST=127.0.0.1"
+        )

@@ -311,7 +311,11 @@ async function flowPage(correlationId) {
         el("strong", { text: flow.status === "stalled" ? "Stalled — waiting for:" : "Expected next:" }),
         el("ul", {}, flow.expected.map((e) => el("li", {}, expectation(e, byId),
           e.reason === "awaiting-approval" ? approvalForm(flow, e) : ""))))
-    : null;
+    : flow.status === "rejected"
+      ? el("div", { class: "panel rejected-note", "data-testid": "rejected-note", style: "margin-top:12px" },
+          el("strong", { text: "Rejected: " }),
+          "consumers refused every event of this flow and none caused another, so nothing of it took effect. The refusals are under Dead letters.")
+      : null;
 
   const tabs = [
     ["Timeline", () => timeline(flow, select, () => selectedId)],

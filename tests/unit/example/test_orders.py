@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
+from pydantic import SecretStr
+
+from choreokit.events import ConfigurationError, KafkaSettings, Profile
 from choreokit.services.example.contracts.inventory import StockRejected
 from choreokit.services.example.contracts.orders import (
     CancelReason,
@@ -14,6 +20,7 @@ from choreokit.services.example.contracts.payments import PaymentDeclined
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
 from choreokit.services.example.orders.app import build
 from choreokit.services.example.orders.settings import OrdersSettings
+from choreokit.services.runtime.app import Runtime
 from choreokit.testing import drive
 from tests.unit.example.support import order, runtime
 
@@ -58,3 +65,51 @@ async def test_an_unknown_order_is_neither_confirmed_nor_cancelled(tmp_path: Pat
         )
     assert handling.complete
     assert handling.published == ()
+
+
+def production(name: str, data_dir: Path) -> Runtime:
+    """What ``choreo run NAME`` hands the factory under ``CHOREO_PROFILE=production``."""
+    return replace(runtime(name, data_dir), kafka=KafkaSettings(profile=Profile.PRODUCTION))
+
+
+@pytest.mark.parametrize("token", ["change-me", "", "  "])
+def test_the_production_profile_refuses_the_placeholder_intake_token(
+    tmp_path: Path, token: str
+) -> None:
+    """docker-compose.yml's fallback token (or an empty one) would let anyone place orders."""
+    settings = OrdersSettings(token=SecretStr(token))
+    with pytest.raises(
+        ConfigurationError, match=r"refuses CHOREO_ORDERS_TOKEN=.*set CHOREO_ORDERS_TOKEN"
+    ):
+        build(production("orders", tmp_path), settings)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "orders.internal"])
+def test_the_production_profile_refuses_an_open_intake_beyond_loopback(
+    tmp_path: Path, host: str
+) -> None:
+    with pytest.raises(
+        ConfigurationError,
+        match=rf"without authentication on {re.escape(host)}: set CHOREO_ORDERS_TOKEN .*"
+        r"or CHOREO_ORDERS_HOST=127\.0\.0\.1",
+    ):
+        build(production("orders", tmp_path), OrdersSettings(host=host))
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        OrdersSettings(host="0.0.0.0", token=SecretStr("a-real-secret-of-the-operator")),
+        OrdersSettings(host="127.0.0.1"),  # loopback: reachable from this host only
+    ],
+    ids=["token beyond loopback", "no token on loopback"],
+)
+def test_the_production_profile_builds_an_intake_that_is_safe(
+    tmp_path: Path, settings: OrdersSettings
+) -> None:
+    service, _ = build(production("orders", tmp_path), settings)
+    assert service.name == "orders"
+
+
+def test_the_local_profile_keeps_an_open_intake_for_development(tmp_path: Path) -> None:
+    build(runtime("orders", tmp_path), OrdersSettings(host="0.0.0.0", token=SecretStr("change-me")))
