@@ -126,6 +126,9 @@ def test_orders_above_the_amount_wait_for_a_person_across_restarts(
             page.get_by_test_id("approve").click()
             page.locator("#token-input").fill(token)
             page.locator("#token-form button").click()
+            # signing in draws the page again: a fresh, empty reason field
+            expect(page.locator("#token-form")).to_have_count(0)
+            expect(page.get_by_test_id("approval-reason")).to_have_value("", timeout=30_000)
             page.get_by_test_id("approval-reason").fill("customer verified by phone")
             page.get_by_test_id("approve").click()
             expect(page.get_by_test_id("approval-result")).to_contain_text(
