@@ -17,6 +17,7 @@ from playwright.sync_api import Browser, expect
 from choreokit.services.saga_observer.access import DEV_TOKEN_FILE
 from tests.e2e.system import Dev, alive, rows
 from tests.e2e.test_observer_ui import browser, watch_errors
+from tests.observer_fixtures import ARTIFACTS
 from tests.support import wait_until
 
 __all__ = ["browser"]
@@ -122,6 +123,8 @@ def test_orders_above_the_amount_wait_for_a_person_across_restarts(
             errors = watch_errors(page)
             page.goto(f"{observer}/#/flow/{flows['approve']}")
             expect(page.get_by_test_id("awaiting-approval")).to_be_visible(timeout=30_000)
+            ARTIFACTS.mkdir(exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "observer-checkpoint.png"))
             page.get_by_test_id("approval-reason").fill("customer verified by phone")
             page.get_by_test_id("approve").click()
             page.locator("#token-input").fill(token)

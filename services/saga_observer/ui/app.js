@@ -374,7 +374,7 @@ function approvalForm(flow, e) {
       showError(error);
     }
   };
-  const approve = el("button", { type: "button", "data-testid": "approve", text: "Approve" });
+  const approve = el("button", { type: "button", class: "primary", "data-testid": "approve", text: "Approve" });
   const reject = el("button", { type: "button", class: "secondary", "data-testid": "reject", text: "Reject" });
   approve.addEventListener("click", () => decide("approve", approve));
   reject.addEventListener("click", () => decide("reject", reject));
