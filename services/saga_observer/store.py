@@ -33,7 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from choreokit.events import ChoreoError
 from choreokit.services.runtime.database import create_engine
 from choreokit.services.saga_observer import schema
-from choreokit.services.saga_observer.approvals import Decided, DecisionRequest, decide
+from choreokit.services.saga_observer.approvals import (
+    APPROVAL_MODELS,
+    Decided,
+    DecisionRequest,
+    decide,
+)
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import Judgement, Refusal, judge
@@ -460,6 +465,11 @@ class Store:
                 self._insert(P).on_conflict_do_nothing(),
                 [{"type": t, "service": s} for t, s in pairs],
             )
+            # A checkpoint decision the observer published comes back as a flow event:
+            # its outbox row is then observed, like a lifecycle event read back.
+            decisions = [row["id"] for row in inserts if row["type"] in APPROVAL_MODELS]
+            if decisions:
+                await conn.execute(update(L).where(L.c.id.in_(decisions)).values(observed=True))
         if bumps:
             await conn.execute(
                 update(E)

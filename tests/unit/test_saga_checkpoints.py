@@ -5,6 +5,7 @@ earlier decision, and 401/403/422 change nothing."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -313,3 +314,37 @@ async def test_the_api_refuses_anonymous_viewers_and_malformed_decisions(
     assert (entry["actor"], entry["action"], entry["reason"]) == ("anna", "approval.approve", "ok")
     unknown = await client.post("/api/flows/nope/approvals", json=body, headers=operator)
     assert unknown.status_code == 404
+
+
+async def test_the_published_decision_read_back_is_observed_and_ends_the_wait(
+    scene: Scene,
+) -> None:
+    made = await scene.store.decide(decision(scene), micros(NOW))
+    granted = Step(
+        event=ApprovalGranted(flow=scene.flow.correlation_id, step="payment", actor="ops-anna"),
+        event_id=made.event_id,
+        correlation_id=scene.flow.correlation_id,
+        causation_id=scene.request.event_id,
+        service="saga-observer",
+        time=scene.request.time + timedelta(seconds=5),
+    )
+    offsets = {(r.topic, r.partition): r.offset + 1 for r in as_records(scene.flow.steps)}
+    await scene.fed.feed(as_records([granted], start_offsets=offsets), batch=10)
+    async with scene.store._engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(schema.lifecycle.c.observed).where(schema.lifecycle.c.id == made.event_id)
+            )
+        ).one()
+        flow = (
+            await conn.execute(
+                select(schema.flows.c.expected).where(
+                    schema.flows.c.correlation_id == scene.flow.correlation_id
+                )
+            )
+        ).one()
+    assert row.observed
+    assert "awaiting-approval" not in flow.expected
+    (step,) = json.loads(flow.expected)
+    assert (step["reason"], step["after_type"]) == ("next-step", "approval.granted")
+    assert step["one_of"] == ["payment.authorized", "payment.declined"]
