@@ -19,6 +19,14 @@ The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
 """
 
 from choreokit.events import wire
+from choreokit.events._approvals import (
+    APPROVAL_EVENTS,
+    APPROVALS_TOPIC,
+    ApprovalEscalated,
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+)
 from choreokit.events._asyncapi import ASYNCAPI_FILE, check_asyncapi, export_asyncapi
 from choreokit.events._attributes import (
     MAX_ATTRIBUTE_LENGTH,
@@ -85,7 +93,9 @@ from choreokit.events._registry import Registry, default_registry, upcaster
 from choreokit.events._retry import RetryPolicy
 from choreokit.events._saga import (
     SAGAS_GROUP,
+    Checkpoint,
     EventRef,
+    Fallback,
     SagaSpec,
     SagaStep,
     sagas_from_entry_points,
@@ -118,6 +128,8 @@ from choreokit.events._settings import (
 from choreokit.events.extras import MissingExtraError, needs_extra
 
 __all__ = [
+    "APPROVALS_TOPIC",
+    "APPROVAL_EVENTS",
     "ASYNCAPI_FILE",
     "LOG_SAFE_KEY",
     "MAX_ATTRIBUTE_LENGTH",
@@ -126,7 +138,12 @@ __all__ = [
     "REDACTED",
     "SAGAS_GROUP",
     "SENSITIVE_KEY",
+    "ApprovalEscalated",
+    "ApprovalGranted",
+    "ApprovalRejected",
+    "ApprovalRequested",
     "BrokerUnavailableError",
+    "Checkpoint",
     "ChoreoError",
     "ConfigurationError",
     "ConsumerStats",
@@ -140,6 +157,7 @@ __all__ = [
     "EventInfo",
     "EventRef",
     "EventTime",
+    "Fallback",
     "HandlerContext",
     "HandlerSpec",
     "Headers",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import timedelta
+from enum import StrEnum
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Self
@@ -70,6 +71,77 @@ class SagaStep(BaseModel):
         super().__init__(next=given, **data)
 
 
+class Fallback(StrEnum):
+    """What happens when a checkpoint's deadline passes with nobody having decided."""
+
+    APPROVE = "approve"
+    """The observer publishes the granted type (``by_deadline``): the flow goes on."""
+
+    REJECT = "reject"
+    """The observer publishes the rejected type (``by_deadline``): the flow fails."""
+
+    ESCALATE = "escalate"
+    """The observer publishes the escalation type; the flow keeps waiting for a person."""
+
+
+class Checkpoint(BaseModel):
+    """A step that waits for a person: the flow stops at it until approved or rejected.
+
+    The service that needs the decision publishes ``requested`` in the flow
+    (``approval.requested``) and waits for ``granted`` or ``rejected``, which an
+    operator sends through the saga observer (or the gateway, or any producer).
+    Meanwhile the observer shows the flow running, *awaiting approval*, and the
+    time spent waiting does not count against the saga's timeout. A checkpoint
+    with a ``deadline`` gets its ``fallback`` once the deadline passes.
+
+    Attributes:
+        step: The checkpoint's name (the ``step`` of the approval events), e.g. ``payment``.
+        requested: The type that opens the checkpoint.
+        granted: The type that approves.
+        rejected: The type that rejects.
+        deadline: How long after ``requested`` a person has to decide (``None``: no limit).
+        fallback: What the observer publishes when the deadline passes.
+        escalation: The type published by the ``escalate`` fallback.
+        roles: Who may decide (shown by the observer; its API asks for an operator).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    step: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")
+    requested: str = "approval.requested"
+    granted: str = "approval.granted"
+    rejected: str = "approval.rejected"
+    deadline: Duration | None = None
+    fallback: Fallback = Fallback.REJECT
+    escalation: str = "approval.escalated"
+    roles: tuple[str, ...] = Field(default=("operator",), min_length=1, max_length=8)
+
+    @field_validator("requested", "granted", "rejected", "escalation")
+    @classmethod
+    def _types(cls, value: str) -> str:
+        return _checked_type(value)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Self:
+        named = [self.requested, self.granted, self.rejected, self.escalation]
+        if len(set(named)) != len(named):
+            raise ValueError(
+                f"checkpoint {self.step!r}: requested, granted, rejected and escalation "
+                "must be four different types"
+            )
+        if self.deadline is not None and not timedelta(0) < self.deadline <= MAX_STEP_DEADLINE:
+            raise ValueError(
+                f"the deadline of checkpoint {self.step!r} must be positive and at most "
+                f"{MAX_STEP_DEADLINE.days} days"
+            )
+        return self
+
+    @property
+    def decisions(self) -> tuple[str, str]:
+        """The two types that end the wait: granted, rejected."""
+        return (self.granted, self.rejected)
+
+
 class SagaSpec(BaseModel):
     """What a flow started by ``start`` must do.
 
@@ -88,9 +160,13 @@ class SagaSpec(BaseModel):
             whole flow's ``timeout``).
         compensations: For a type that happened, the type that must happen once
             the flow failed (``stock.reserved`` -> ``stock.released``).
+        checkpoints: Steps that wait for a person (:class:`Checkpoint`), by the
+            type that opens them; each one's decision types become its step, and
+            its deadline the step's deadline.
         timeout: How long after the start event the flow must have ended
             (with every required compensation) before it is judged ``stalled``
-            or ``failed-uncompensated``.
+            or ``failed-uncompensated``; time spent waiting at a checkpoint is not
+            counted.
         description: A line for the UI.
     """
 
@@ -105,16 +181,19 @@ class SagaSpec(BaseModel):
     timeout: Duration = timedelta(seconds=60)
     description: str = ""
     deadlines: dict[str, Duration] = Field(default_factory=dict)
+    checkpoints: dict[str, Checkpoint] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
     def _split_steps(cls, data: Any) -> Any:
         """Steps given as :class:`SagaStep` (or ``{next, deadline}``) keep their deadline apart."""
-        if not isinstance(data, dict) or not isinstance(data.get("steps"), Mapping):
+        if not isinstance(data, dict) or not isinstance(data.get("steps") or {}, Mapping):
+            return data
+        if not isinstance(data.get("deadlines") or {}, Mapping):
             return data
         steps: dict[Any, Any] = {}
         deadlines: dict[Any, Any] = dict(data.get("deadlines") or {})
-        for after, value in data["steps"].items():
+        for after, value in (data.get("steps") or {}).items():
             step = value
             if isinstance(value, Mapping):
                 step = SagaStep.model_validate(value)
@@ -126,7 +205,8 @@ class SagaSpec(BaseModel):
                     deadlines[after] = step.deadline
             else:
                 steps[after] = value
-        return {**data, "steps": steps, "deadlines": deadlines}
+        checkpoints = _checkpoints(data.get("checkpoints") or {}, steps, deadlines)
+        return {**data, "steps": steps, "deadlines": deadlines, "checkpoints": checkpoints}
 
     @field_validator("start")
     @classmethod
@@ -185,6 +265,15 @@ class SagaSpec(BaseModel):
             raise ValueError(f"{sorted(ends)} cannot be both a success and a failure end")
         if self.start in self.success or self.start in self.failure:
             raise ValueError(f"the start event {self.start!r} cannot also end the flow")
+        steps = {s.step for s in self.checkpoints.values()}
+        if len(steps) != len(self.checkpoints):
+            raise ValueError("two checkpoints have the same step name")
+        for point in self.checkpoints.values():
+            if set(self.steps[point.requested]) != set(point.decisions):
+                raise ValueError(
+                    f"step {point.requested!r} opens checkpoint {point.step!r}: its next "
+                    f"types must be {list(point.decisions)}"
+                )
         unknown = sorted(set(self.deadlines) - set(self.steps))
         if unknown:
             raise ValueError(
@@ -203,6 +292,7 @@ class SagaSpec(BaseModel):
         failure: Iterable[EventRef] = (),
         steps: Mapping[EventRef, Iterable[EventRef] | SagaStep] | None = None,
         compensations: Mapping[EventRef, EventRef] | None = None,
+        checkpoints: Iterable[Checkpoint] = (),
         timeout: timedelta = timedelta(seconds=60),
         description: str = "",
     ) -> SagaSpec:
@@ -240,6 +330,7 @@ class SagaSpec(BaseModel):
                 compensations={
                     _type_name(k): _type_name(v) for k, v in (compensations or {}).items()
                 },
+                checkpoints={c.requested: c for c in checkpoints},
                 timeout=timeout,
                 description=description,
             )
@@ -257,11 +348,21 @@ class SagaSpec(BaseModel):
             found.update(following)
         for happened, required in self.compensations.items():
             found.update((happened, required))
+        for point in self.checkpoints.values():
+            found.update((point.requested, *point.decisions))
         return frozenset(found)
 
     def deadline_of(self, step: str) -> timedelta | None:
         """The deadline of the step after an event of type ``step``, if it has one."""
         return self.deadlines.get(step)
+
+    def checkpoint_of(self, step: str) -> Checkpoint | None:
+        """The checkpoint opened by an event of type ``step``, if it opens one."""
+        return self.checkpoints.get(step)
+
+    def checkpoint_named(self, name: str) -> Checkpoint | None:
+        """The checkpoint whose step name is ``name``."""
+        return next((c for c in self.checkpoints.values() if c.step == name), None)
 
     def required_compensations(self, happened: Collection[str]) -> tuple[str, ...]:
         """The compensations a failure requires, given the types that ``happened``."""
@@ -270,6 +371,38 @@ class SagaSpec(BaseModel):
                 required for done, required in self.compensations.items() if done in happened
             )
         )
+
+
+def _checkpoints(given: Any, steps: dict[Any, Any], deadlines: dict[Any, Any]) -> dict[Any, Any]:
+    """Checkpoints keyed by the type that opens them; their steps and deadlines join the others.
+
+    The wait at a checkpoint is a step (the decisions follow the request), and its
+    deadline is the step's deadline: the saga map and ``saga.step_overdue`` see
+    checkpoints like any other step.
+    """
+    if isinstance(given, list | tuple):  # YAML lists them: [{step: payment, ...}]
+        given = {None: list(given)}
+    if not isinstance(given, Mapping):
+        return given  # type: ignore[no-any-return]  # pydantic reports what it is
+    found: dict[Any, Any] = {}
+    for key, value in given.items():
+        for item in value if key is None else [value]:
+            point = Checkpoint.model_validate(item) if isinstance(item, Mapping) else item
+            if not isinstance(point, Checkpoint):
+                found[key] = point  # pydantic reports what it is
+                continue
+            if key is not None and key != point.requested:
+                raise ValueError(
+                    f"checkpoint {point.step!r} is listed under {key!r}, "
+                    f"not under the type that opens it ({point.requested!r})"
+                )
+            if point.requested in found:
+                raise ValueError(f"two checkpoints are opened by {point.requested!r}")
+            steps.setdefault(point.requested, point.decisions)
+            if point.deadline is not None:
+                deadlines.setdefault(point.requested, point.deadline)
+            found[point.requested] = point
+    return found
 
 
 def _step(value: Iterable[EventRef] | SagaStep) -> tuple[str, ...] | SagaStep:

@@ -25,12 +25,14 @@ See ``docs/orchestration.md``.
 from choreokit.events.extras import needs_extra as _needs_extra
 
 with _needs_extra("sql", "choreokit.events.orchestration"):
-    from choreokit.events.orchestration._orchestration import Orchestration, Outcome
-    from choreokit.events.orchestration._steps import Step, StepContext, StepFailedError
+    from choreokit.events.orchestration._orchestration import Delivery, Orchestration, Outcome
+    from choreokit.events.orchestration._steps import Await, Step, StepContext, StepFailedError
     from choreokit.events.orchestration._store import RunStatus
     from choreokit.events.orchestration.events import OrchestrationRun, StepReport
 
 __all__ = [
+    "Await",
+    "Delivery",
     "Orchestration",
     "OrchestrationRun",
     "Outcome",

@@ -18,7 +18,7 @@ from choreokit.events._context import current_context
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
 from choreokit.events._retry import is_retriable
-from choreokit.events.orchestration._steps import JSON, Step, StepContext
+from choreokit.events.orchestration._steps import JSON, Await, Step, StepContext
 from choreokit.events.orchestration._store import (
     OrchestrationStore,
     RunState,
@@ -77,7 +77,8 @@ class Outcome:
     Attributes:
         run_id: The run.
         status: ``SUCCEEDED``, ``COMPENSATED`` or ``COMPENSATION_FAILED``.
-        results: Results of the steps that completed, by name.
+        results: Results of the steps that completed, by name (an :class:`Await`
+            step's: ``{"delivery_id": ..., "event": ...}``).
         failed_step: The step that failed, if one did.
         error: Why it failed.
         compensated: Steps undone after the failure, in the order undone.
@@ -94,11 +95,35 @@ class Outcome:
     report: OrchestrationRun | None = field(default=None, compare=False)
     """The run's steps, tries and timings as an event (see :meth:`Orchestration.run`);
     left out of comparisons: recalling a run gives an equal outcome, timed anew."""
+    waiting_for: str | None = None
+    """The :class:`Await` step the run waits at (status ``WAITING``)."""
+    input: Mapping[str, JSON] = field(default_factory=dict)
+    """The run's input (what :meth:`Orchestration.run` was first given)."""
 
     @property
     def succeeded(self) -> bool:
         """Whether every step completed."""
         return self.status is RunStatus.SUCCEEDED
+
+    @property
+    def waiting(self) -> bool:
+        """Whether the run waits for an event (see :meth:`Orchestration.deliver`)."""
+        return self.status is RunStatus.WAITING
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What :meth:`Orchestration.deliver` did with an event.
+
+    Attributes:
+        accepted: This event (by ``delivery_id``) is the one the step recorded: the
+            first delivery, or a repeat of it. ``False``: another event ended the
+            wait before, or no run waits there; act on nothing.
+        outcome: The run's outcome after the delivery (``None``: no such run).
+    """
+
+    accepted: bool
+    outcome: Outcome | None
 
 
 class Orchestration:
@@ -130,7 +155,7 @@ class Orchestration:
     def __init__(
         self,
         name: str,
-        steps: Sequence[Step],
+        steps: Sequence[Step | Await],
         *,
         engine: AsyncEngine,
         tracer_provider: trace.TracerProvider | None = None,
@@ -177,14 +202,46 @@ class Orchestration:
             if resumed:
                 logger.info("%s run %s resumed at status %s", self.name, run_id, state.status)
             outcome = await self._drive(state, tally)
-            outcome = self._with_report(outcome, state, tally, resumed=resumed)
+            if state.status.finished:  # a run waiting at an Await step reports when it ends
+                outcome = self._with_report(outcome, state, tally, resumed=resumed)
             span.set_attribute(ATTR_STATUS, outcome.status.value)
-            if not outcome.succeeded:
+            if not outcome.succeeded and not outcome.waiting:
                 failed = f"step {outcome.failed_step} failed" if outcome.failed_step else "failed"
                 span.set_status(Status(StatusCode.ERROR, failed))
         if self.report and outcome.report is not None:
             await self._publish(outcome.report, cause)
         return outcome
+
+    async def deliver(
+        self, run_id: str, step: str, event: Mapping[str, JSON], *, delivery_id: str
+    ) -> Delivery:
+        """End the wait of run ``run_id`` at the :class:`Await` step ``step`` with ``event``.
+
+        ``event`` (JSON-ready) becomes the step's result, with ``delivery_id``
+        (the event's ``ce_id``) beside it; the steps after it then run. Exactly
+        once: a second event for the same wait is not accepted, and a repeat of
+        the accepted one (a redelivery after a crash) resumes the run again
+        without recording anything twice.
+        """
+        waiting = next((s for s in self.steps if s.name == step), None)
+        if not isinstance(waiting, Await):
+            raise ConfigurationError(f"orchestration {self.name}: {step!r} is not an Await step")
+        recorded = {"delivery_id": delivery_id, "event": dict(event)}
+        won = await self.store.deliver(run_id, step, recorded)
+        state = await self.store.load(run_id)
+        if state is None:
+            return Delivery(accepted=False, outcome=None)
+        status, result = state.steps.get(step, (None, None))
+        accepted = won or (
+            status is StepStatus.DONE
+            and isinstance(result, dict)
+            and result.get("delivery_id") == delivery_id
+        )
+        if not accepted:
+            return Delivery(accepted=False, outcome=self._outcome(state))
+        if won:
+            logger.info("%s run %s: %s delivered", self.name, run_id, step)
+        return Delivery(accepted=True, outcome=await self.run(run_id, state.input))
 
     async def _publish(self, report: OrchestrationRun, cause: Envelope | None) -> None:
         context = current_context.get()
@@ -213,7 +270,10 @@ class Orchestration:
             steps.append(
                 StepReport(
                     name=step.name[:128],
-                    status=recorded.value if recorded is not None else "not_run",
+                    # A wait that a finished run never got past did not run either.
+                    status="not_run"
+                    if recorded is None or recorded is StepStatus.WAITING
+                    else recorded.value,  # type: ignore[arg-type]  # the other statuses
                     attempts=tries.attempts,
                     offset_ms=tries.offset(tally.clock),
                     duration_ms=tries.millis(),
@@ -245,6 +305,8 @@ class Orchestration:
             error=outcome.error,
             compensated=outcome.compensated,
             uncompensated=outcome.uncompensated,
+            waiting_for=outcome.waiting_for,
+            input=outcome.input,
             report=report,
         )
 
@@ -254,6 +316,14 @@ class Orchestration:
                 recorded = state.steps.get(step.name)
                 if recorded is not None and recorded[0] is StepStatus.DONE:
                     continue
+                if isinstance(step, Await):
+                    await self.store.record_step(
+                        state.run_id, step.name, StepStatus.WAITING, None, 0
+                    )
+                    await self.store.record_run(state.run_id, RunStatus.WAITING)
+                    state.status = RunStatus.WAITING
+                    state.steps[step.name] = (StepStatus.WAITING, None)
+                    break
                 try:
                     result, attempts = await self._attempt(
                         step, state, tally.actions, compensation=False
@@ -293,8 +363,8 @@ class Orchestration:
             status, result = state.steps.get(step.name, (None, None))
             if status is not StepStatus.DONE:
                 continue  # never completed, already compensated, or already given up on
-            if step.compensate is None:
-                continue
+            if isinstance(step, Await) or step.compensate is None:
+                continue  # an event that happened cannot be undone
             try:
                 await self._attempt(
                     step, state, tally.compensations, compensation=True, result=result
@@ -393,4 +463,10 @@ class Orchestration:
             uncompensated=tuple(
                 n for n in order if state.steps.get(n, (None,))[0] is StepStatus.COMPENSATION_FAILED
             ),
+            input=state.input,
+            waiting_for=next(
+                (n for n, (s, _) in state.steps.items() if s is StepStatus.WAITING), None
+            )
+            if state.status is RunStatus.WAITING
+            else None,
         )

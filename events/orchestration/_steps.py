@@ -71,3 +71,24 @@ class Step:
     compensate: Compensation | None = None
     timeout: timedelta = timedelta(seconds=10)
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+@dataclass(frozen=True, slots=True)
+class Await:
+    """A step that waits for an event from outside the service (a durable wait).
+
+    When a run reaches it, the run stops: :meth:`Orchestration.run` returns an
+    outcome with status ``WAITING`` and the wait is recorded. Whoever handles
+    the awaited event calls :meth:`Orchestration.deliver` with the run's id
+    (the flow's correlation id, usually), which records the event as this
+    step's result, exactly once, and runs the steps after it. A restart while
+    waiting loses nothing: the wait is a row in the service's database.
+
+    Attributes:
+        name: Unique within the orchestration; keep it stable.
+        types: The event types that end the wait (documentation, and checked by
+            :meth:`Orchestration.deliver`).
+    """
+
+    name: str
+    types: tuple[str, ...] = ()

@@ -68,6 +68,8 @@ class RunStatus(StrEnum):
     """Where a run stands."""
 
     RUNNING = "running"
+    WAITING = "waiting"
+    """Stopped at an :class:`Await` step until its event is delivered."""
     COMPENSATING = "compensating"
     SUCCEEDED = "succeeded"
     """Every step completed."""
@@ -86,6 +88,7 @@ class StepStatus(StrEnum):
     """Where a step stands."""
 
     DONE = "done"
+    WAITING = "waiting"
     FAILED = "failed"
     COMPENSATED = "compensated"
     COMPENSATION_FAILED = "compensation_failed"
@@ -184,6 +187,38 @@ class OrchestrationStore:
                     set_=values,
                 )
             )
+
+    async def deliver(self, run_id: str, step: str, result: Any) -> bool:
+        """Record ``result`` as the waiting step's result; ``False`` if it was not waiting.
+
+        One conditional update in one transaction: of two deliveries, racing or
+        one after the other, exactly one finds the step waiting.
+        """
+        now = datetime.now(UTC)
+        async with self._engine.begin() as conn:
+            won = (
+                await conn.execute(
+                    update(steps)
+                    .where(
+                        steps.c.orchestration == self._name,
+                        steps.c.run_id == run_id,
+                        steps.c.step == step,
+                        steps.c.status == StepStatus.WAITING.value,
+                    )
+                    .values(status=StepStatus.DONE.value, result=json.dumps(result), updated_at=now)
+                )
+            ).rowcount
+            if won:
+                await conn.execute(
+                    update(runs)
+                    .where(
+                        runs.c.orchestration == self._name,
+                        runs.c.run_id == run_id,
+                        runs.c.status == RunStatus.WAITING.value,
+                    )
+                    .values(status=RunStatus.RUNNING.value)
+                )
+        return bool(won)
 
     async def record_run(
         self,

@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 DEMO_DRIVER = "choreokit.services.example.demo.driver"
+DEMO_PLAN = "choreokit.services.example.demo.plan"
 """The example domain's demo driver, loaded by name: no layer below imports the example."""
 
 MARKER = ".choreo-dev"
@@ -328,6 +329,10 @@ def demo(
     from choreokit.services.runtime.embedded_broker import free_port
 
     _demo_extras(embedded=bootstrap is None)
+    from choreokit.services.saga_observer.access import DEV_TOKEN_FILE
+
+    approval_above = int(importlib.import_module(DEMO_PLAN).APPROVAL_ABOVE_CENTS)
+    operator_token: str | None = None
     started: subprocess.Popen[bytes] | None = None
     urls: dict[str, str] = {}
     if bootstrap is not None and observer_url is not None:
@@ -340,6 +345,8 @@ def demo(
             "CHOREO_ORDERS_PORT": str(free_port()),
             "CHOREO_OBSERVER_PORT": str(free_port()),
             "CHOREO_GATEWAY_PORT": str(free_port()),
+            # some demo orders are above it and wait for a person (the demo decides them)
+            "CHOREO_ORDERS_APPROVAL_ABOVE_CENTS": str(approval_above),
         }
         log = (data_dir / "dev.log").open("ab")
         started = subprocess.Popen(
@@ -373,6 +380,8 @@ def demo(
         urls = {str(k): str(v) for k, v in dict(state.get("urls") or {}).items()}
         if "orders" in urls:
             orders_url = urls["orders"].removesuffix("/orders")
+        with contextlib.suppress(OSError):  # the observer's development operator token
+            operator_token = (data_dir / DEV_TOKEN_FILE).read_text(encoding="utf-8").strip()
     from datetime import timedelta
 
     from choreokit.events import ChoreoError
@@ -393,6 +402,7 @@ def demo(
                         rate=rate,
                         urls=urls,
                         orders_token=orders_token,
+                        operator_token=operator_token,
                         observer_token=observer_token,
                     )
                 )

@@ -52,6 +52,7 @@ TOOL_TABLE = "tool.choreokit"
 _EXAMPLE = "choreokit.services.example"
 _OBSERVER_EVENTS = "choreokit.services.saga_observer.events"
 _ORCHESTRATION_EVENTS = "choreokit.events.orchestration.events"
+_APPROVAL_EVENTS = "choreokit.events._approvals"  # the event layer's approval.* types
 
 
 @dataclass(frozen=True)
@@ -85,6 +86,7 @@ EXAMPLE = Declarations(
         "saga-observer": _OBSERVER_EVENTS,
         # shipping's orchestration reports its runs (orchestration.run)
         "orchestration": _ORCHESTRATION_EVENTS,
+        "approvals": _APPROVAL_EVENTS,
     },
     services={
         name: f"{_EXAMPLE}.{name}.app:create"
@@ -92,7 +94,8 @@ EXAMPLE = Declarations(
     },
     sagas={"order": f"{_EXAMPLE}.contracts.saga:ORDER_SAGA"},
 )
-"""The example domain: its contracts (with the observer's lifecycle events), services, saga."""
+"""The example domain: its contracts (with the observer's lifecycle events and the approval
+events of its checkpoint), services, saga."""
 
 
 def example_enabled() -> bool:

@@ -18,6 +18,7 @@ from choreokit.events import parse_duration
 from choreokit.services.runtime.access import AccessPolicy, Role, install_access, require
 from choreokit.services.runtime.http import health_response, metrics_response
 from choreokit.services.saga_observer import problems
+from choreokit.services.saga_observer.approvals import Desk, approval_routes
 from choreokit.services.saga_observer.audit import AuditLog
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.dead_letter_api import Replayer, dead_letter_routes
@@ -114,12 +115,14 @@ def build_api(
     replayer: Replayer | None = None,
     maps: SagaMaps | None = None,
     clock: Callable[[], int] = _clock,
+    desk: Desk | None = None,
 ) -> FastAPI:
     """The observer's FastAPI application, guarded by ``access``.
 
     ``replayer`` enables ``POST /api/dead-letters/.../replay`` (operators only);
     ``maps`` enables the saga map and failure patterns; ``clock`` says what time it is
-    (microseconds since the epoch) for "waiting for more than" and deadlines.
+    (microseconds since the epoch) for "waiting for more than" and deadlines; ``desk``
+    enables ``POST /api/flows/{id}/approvals`` (operators only).
     """
     app = FastAPI(
         title="choreokit saga observer",
@@ -139,6 +142,7 @@ def build_api(
             )
         return limit
 
+    approval_routes(app, desk, audit)  # before the flow routes: /api/flows/{id:path} is greedy
     _flow_routes(app, queries, page, clock)
     if maps is not None:
         _map_routes(app, maps, catalog, clock)

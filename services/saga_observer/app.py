@@ -11,7 +11,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from choreokit.events import KafkaSettings, Service, default_registry, needs_extra
+from choreokit.events import (
+    ApprovalEscalated,
+    ApprovalGranted,
+    ApprovalRejected,
+    KafkaSettings,
+    Service,
+    default_registry,
+    needs_extra,
+)
 from choreokit.events.dlq import DeadLetterStore, ReplayResult
 
 with needs_extra("observer", "the saga observer"):
@@ -23,6 +31,7 @@ with needs_extra("observer", "the saga observer"):
     from choreokit.services.runtime.limits import server_config
     from choreokit.services.saga_observer.access import access_policy
     from choreokit.services.saga_observer.api import build_api
+    from choreokit.services.saga_observer.approvals import Decided, DecisionRequest
     from choreokit.services.saga_observer.audit import AuditLog
     from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
     from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
@@ -63,6 +72,25 @@ class _KafkaReplayer:
                 [letter], data=data, registry=default_registry, to_topic=to_topic, force=force
             )
         return result
+
+
+class _Desk:
+    """Decisions at checkpoints: recorded by the store, then published by the woken relay."""
+
+    def __init__(self, store: Store, clock: Callable[[], int], wake: Callable[[], None]) -> None:
+        self._store = store
+        self._clock = clock
+        self._wake = wake
+
+    async def decide(self, request: DecisionRequest) -> Decided:
+        made = await self._store.decide(request, self._clock())
+        if made.recorded:
+            self._wake()
+        return made
+
+
+APPROVALS = (ApprovalGranted, ApprovalRejected, ApprovalEscalated)
+"""What the observer publishes for checkpoints (operators' decisions, deadline fallbacks)."""
 
 
 def create(runtime: Runtime) -> ObserverApp:
@@ -130,7 +158,7 @@ class ObserverApp:
         self.ready = asyncio.Event()
         self.port: int | None = None
         self.publisher = runtime.prepare(
-            Service(runtime.name, publishes=LIFECYCLE_EVENTS, settings=runtime.kafka)
+            Service(runtime.name, publishes=(*LIFECYCLE_EVENTS, *APPROVALS), settings=runtime.kafka)
         )
         """Publishes the lifecycle events (``saga.*``); nothing runs until :meth:`run`."""
 
@@ -237,6 +265,7 @@ class ObserverApp:
             replayer=_KafkaReplayer(self.runtime.kafka),
             maps=SagaMaps(reader),
             clock=self._clock,
+            desk=_Desk(store, self._clock, relay.wake),
         )
         server = HttpServer(
             server_config(api, host=settings.host, port=settings.port),

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from choreokit.events import DecodeError, SagaSpec
+from choreokit.events import DecodeError, Fallback, SagaSpec
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 
@@ -71,6 +71,9 @@ class Reason(StrEnum):
     MISSING_START = "missing-start"
     """The flow's start event has not been seen."""
 
+    AWAITING_APPROVAL = "awaiting-approval"
+    """The flow waits at a checkpoint for a person to approve or reject."""
+
 
 def _names(error: type[BaseException]) -> frozenset[str]:
     found = {error.__name__}
@@ -118,21 +121,29 @@ class Expectation:
         one_of: The event types, one of which is expected.
         after_id: The event it is expected to follow (or the missing cause's id).
         after_type: That event's type, if known.
+        checkpoint: The checkpoint's step name (``awaiting-approval``).
+        roles: Who may decide at that checkpoint.
     """
 
     reason: Reason
     one_of: tuple[str, ...]
     after_id: str | None = None
     after_type: str | None = None
+    checkpoint: str | None = None
+    roles: tuple[str, ...] = ()
 
     def as_dict(self) -> dict[str, object]:
         """A JSON-ready form."""
-        return {
+        found: dict[str, object] = {
             "reason": self.reason.value,
             "one_of": list(self.one_of),
             "after_id": self.after_id,
             "after_type": self.after_type,
         }
+        if self.checkpoint is not None:
+            found["checkpoint"] = self.checkpoint
+            found["roles"] = list(self.roles)
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +155,8 @@ class Judgement:
         saga: The spec's name (``None``: no spec knows the flow).
         root: The root event, if present.
         connected: Whether the flow is one tree rooted at the spec's start event.
-        deadline_us: When the flow must have ended (``None`` for untracked flows).
+        deadline_us: When the flow must have ended (``None`` for untracked flows, and
+            while it waits at a checkpoint without a deadline).
         end: The end event (success or failure), if reached.
         ended_us: When the flow ended (the end, or its last required compensation).
         required: Compensations the failure requires.
@@ -197,8 +209,9 @@ def _judge(graph: FlowGraph, spec: SagaSpec, now_us: int, refusals: Iterable[Ref
     root = graph.root(spec.start)
     has_start = root is not None and root.type == spec.start
     begin = root.time_us if root is not None else min(n.time_us for n in graph)
-    deadline = begin + _micros(spec)
-    overdue = now_us >= deadline
+    paused = _paused(graph, spec)
+    deadline = None if paused is None else begin + _micros(spec) + paused
+    overdue = deadline is not None and now_us >= deadline
     refused = _refused_entirely(graph, refusals)
     if refused and (overdue or _all_invalid(graph, refused)):
         return Judgement(
@@ -296,12 +309,51 @@ def _all_invalid(graph: FlowGraph, refused: tuple[Refusal, ...]) -> bool:
     return len(invalid) == len(graph)
 
 
+def _paused(graph: FlowGraph, spec: SagaSpec) -> int | None:
+    """Microseconds the flow waited at checkpoints (they do not count against its timeout).
+
+    A decided checkpoint paused the flow from its request to the first decision;
+    an undecided one pauses it until its deadline (when the fallback decides), or
+    without end (no deadline, or escalation): ``None``.
+    """
+    paused = 0
+    for point in spec.checkpoints.values():
+        requests = [n for n in graph if n.type == point.requested]
+        if not requests:
+            continue
+        asked = requests[0].time_us
+        decided = [n.time_us for n in graph if n.type in point.decisions]
+        if decided:
+            paused += max(0, min(decided) - asked)
+        elif point.deadline is not None and point.fallback is not Fallback.ESCALATE:
+            paused += int(point.deadline.total_seconds() * 1_000_000)
+        else:
+            return None
+    return paused
+
+
 def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
     """For each event the spec has steps for, the steps none of its effects took yet."""
     found = []
     for node in graph:
         following = spec.steps.get(node.type)
         if not following:
+            continue
+        point = spec.checkpoint_of(node.type)
+        if point is not None:
+            # A decision may come from any producer, with or without a causation id:
+            # any decision in the flow ends the wait.
+            if not any(t in graph.types for t in point.decisions):
+                found.append(
+                    Expectation(
+                        Reason.AWAITING_APPROVAL,
+                        following,
+                        after_id=node.id,
+                        after_type=node.type,
+                        checkpoint=point.step,
+                        roles=point.roles,
+                    )
+                )
             continue
         taken = {graph.nodes[c].type for c in graph.children.get(node.id, ())}
         if taken.isdisjoint(following):

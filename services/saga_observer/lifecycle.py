@@ -23,7 +23,16 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.context import Context
 
-from choreokit.events import MAX_TIME, MIN_TIME, ChoreoError, Event, Publisher
+from choreokit.events import (
+    MAX_TIME,
+    MIN_TIME,
+    ApprovalEscalated,
+    ApprovalGranted,
+    ApprovalRejected,
+    ChoreoError,
+    Event,
+    Publisher,
+)
 from choreokit.services.saga_observer.events import (
     ExpectedStep,
     RefusedEvent,
@@ -51,6 +60,10 @@ LIFECYCLE_MODELS: dict[str, type[Event]] = {
         SagaStalled,
         SagaRejected,
         SagaStepOverdue,
+        # a checkpoint's decision (an operator's, or its deadline's fallback) rides the outbox
+        ApprovalGranted,
+        ApprovalRejected,
+        ApprovalEscalated,
     )
 }
 

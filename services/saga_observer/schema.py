@@ -215,6 +215,24 @@ the next step must follow), with the step's deadline, and when ``saga.step_overd
 recorded for it. Rewritten with the flow's judgement; ended flows wait nowhere."""
 
 
+approvals = Table(
+    "obs_approvals",
+    metadata,
+    Column("correlation_id", String(ID), primary_key=True),
+    Column("step", String(64), primary_key=True),
+    Column("decision", String(16), nullable=False),
+    Column("actor", String(256), nullable=False),
+    Column("role", String(32), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at_us", BigInteger, nullable=False),
+    Column("event_id", String(ID), nullable=False),
+    Column("request_id", String(ID), nullable=False),
+    Column("by_deadline", Boolean, nullable=False),
+)
+"""The one decision the observer published per flow and checkpoint (an operator's, or the
+deadline's fallback): who, when, what, why, and the event that carries it."""
+
+
 async def _v1(conn: AsyncConnection) -> None:
     await conn.run_sync(
         lambda sync: metadata.create_all(
@@ -260,7 +278,12 @@ async def _v4(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[waits]))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
+async def _v5(conn: AsyncConnection) -> None:
+    # Human checkpoints: the decisions published through the observer.
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[approvals]))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
 """Step *n* (1-based) brings the schema from version *n-1* to *n*. Append, never edit:
 when a table changes, add a step (ALTER TABLE ...) and change the Table above to match."""
 

@@ -33,6 +33,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from choreokit.events import ChoreoError
 from choreokit.services.runtime.database import create_engine
 from choreokit.services.saga_observer import schema
+from choreokit.services.saga_observer.approvals import (
+    APPROVAL_MODELS,
+    Decided,
+    DecisionRequest,
+    decide,
+)
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import Judgement, Refusal, judge
@@ -258,7 +264,21 @@ class Store:
     async def sweep_steps(self, now_us: int, limit: int = 500) -> list[Transition]:
         """Record ``saga.step_overdue`` for waits whose step deadline passed (once each)."""
         async with self._lock, self._engine.begin() as conn:
-            return await record_overdue(conn, self._insert, now_us, limit, lock=self._postgres)
+            return await record_overdue(
+                conn, self._insert, now_us, limit, lock=self._postgres, catalog=self._catalog
+            )
+
+    async def decide(self, request: DecisionRequest, now_us: int) -> Decided:
+        """Record an operator's decision at a checkpoint (see ``approvals``).
+
+        Returns the decision in force, and whether this request recorded it.
+
+        Raises:
+            ApprovalError: The flow is unknown, does not wait there, or was decided otherwise.
+        """
+        async with self._lock, self._engine.begin() as conn:
+            made, _change = await decide(conn, self._insert, self._catalog, request, now_us)
+        return made
 
     async def claim(self, owner: str, now_us: int, lease_us: int, limit: int) -> list[Pending]:
         """Claim up to ``limit`` unsent lifecycle rows that no live claim holds."""
@@ -445,6 +465,11 @@ class Store:
                 self._insert(P).on_conflict_do_nothing(),
                 [{"type": t, "service": s} for t, s in pairs],
             )
+            # A checkpoint decision the observer published comes back as a flow event:
+            # its outbox row is then observed, like a lifecycle event read back.
+            decisions = [row["id"] for row in inserts if row["type"] in APPROVAL_MODELS]
+            if decisions:
+                await conn.execute(update(L).where(L.c.id.in_(decisions)).values(observed=True))
         if bumps:
             await conn.execute(
                 update(E)

@@ -19,7 +19,7 @@ class ExpectedStepView(_View):
 
     reason: str = Field(
         description="next-step, compensation, missing-cause (an event names a cause never "
-        "seen) or missing-start"
+        "seen), missing-start, or awaiting-approval (a checkpoint waits for a person)"
     )
     one_of: list[str] = Field(description="Event types, one of which is expected.")
     after_id: str | None = Field(
@@ -29,6 +29,12 @@ class ExpectedStepView(_View):
     services: list[str] = Field(
         default_factory=list,
         description="Services seen publishing the expected types (from the topology).",
+    )
+    checkpoint: str | None = Field(
+        None, description="awaiting-approval: the checkpoint's step name (POST it as step)."
+    )
+    roles: list[str] = Field(
+        default_factory=list, description="awaiting-approval: who may approve or reject."
     )
 
 

@@ -25,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from choreokit.events import SagaSpec
 from choreokit.services.saga_observer import schema
+from choreokit.services.saga_observer.approvals import fallback
+from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.events import SagaStepOverdue
 from choreokit.services.saga_observer.graph import FlowGraph
 from choreokit.services.saga_observer.judge import Judgement, Reason, Status
@@ -35,6 +37,7 @@ logger = logging.getLogger("choreokit.observer.waits")
 W = schema.waits
 OVERDUE = SagaStepOverdue.event_info().type
 _WAITING = (Status.RUNNING, Status.STALLED)
+_STEPS = (Reason.NEXT_STEP, Reason.AWAITING_APPROVAL)
 _CHUNK = 400
 
 
@@ -63,7 +66,7 @@ def waits_of(graph: FlowGraph, verdict: Judgement, spec: SagaSpec | None) -> lis
         return []
     found: dict[str, Wait] = {}
     for expectation in verdict.expected:
-        if expectation.reason is not Reason.NEXT_STEP or expectation.after_id is None:
+        if expectation.reason not in _STEPS or expectation.after_id is None:
             continue
         node = graph.nodes.get(expectation.after_id)
         if node is None or node.type in found:  # the earliest wait at a step counts
@@ -130,10 +133,13 @@ async def record_overdue(
     limit: int,
     *,
     lock: bool,
+    catalog: SagaCatalog | None = None,
 ) -> list[Transition]:
     """Record ``saga.step_overdue`` for up to ``limit`` waits past their deadline; mark them.
 
-    With ``lock`` (PostgreSQL), rows another instance holds are skipped.
+    A wait at a checkpoint also gets the checkpoint's fallback (a decision, or an
+    escalation), unless someone decided first. With ``lock`` (PostgreSQL), rows
+    another instance holds are skipped.
     """
     stmt = (
         select(W)
@@ -160,6 +166,23 @@ async def record_overdue(
         await conn.execute(
             insert(schema.lifecycle).on_conflict_do_nothing(), [_outbox(t) for t in found]
         )
+    for row in rows:
+        spec = catalog.get(row.saga) if catalog is not None and row.saga else None
+        point = spec.checkpoint_of(row.step) if spec is not None else None
+        if point is None:
+            continue
+        change = await fallback(
+            conn,
+            insert,
+            point,
+            correlation_id=row.correlation_id,
+            request_id=row.after_id,
+            now_us=now_us,
+        )
+        if change is not None and change.status == "escalated":
+            await conn.execute(insert(schema.lifecycle).on_conflict_do_nothing(), [_outbox(change)])
+        if change is not None:
+            found.append(change)
     keys = [(r.correlation_id, r.step) for r in rows]
     for start in range(0, len(keys), _CHUNK):
         await conn.execute(

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from choreokit.services.example.demo import plan
-from choreokit.services.example.demo.plan import EXPECTED
+from choreokit.services.example.demo.plan import EXPECTED, Kind
 from tests.e2e.consistency import check_databases
 from tests.e2e.system import run_demo
 
@@ -22,7 +22,8 @@ def test_the_demo_ends_every_flow_the_way_its_seed_injected(tmp_path: Path) -> N
     assert summary["ok"] is True
     assert summary["unexplained"] == []
 
-    injected = Counter(order.kind for order in plan(200, 1))
+    # the demo starts its own system, which asks for approvals: the demo decides them
+    injected = Counter(order.kind for order in plan(200, 1, approvals=True))
     expected_outcomes: Counter[str] = Counter()
     for kind, n in injected.items():
         expected_outcomes[EXPECTED[kind][0].value] += n
@@ -38,6 +39,12 @@ def test_the_demo_ends_every_flow_the_way_its_seed_injected(tmp_path: Path) -> N
     # choreo dev ran the saga observer too; the demo checked its verdicts against its own
     assert summary["observer_agrees"] is True
     assert summary["observer"] == summary["outcomes"]
+    assert summary["approvals"] == {
+        "approved": injected[Kind.APPROVED],
+        "rejected": injected[Kind.REJECTED],
+    }
+    assert injected[Kind.APPROVED] > 0
+    assert injected[Kind.REJECTED] > 0
 
     counts = check_databases(data_dir)
     assert counts["orders"] == 200

@@ -199,7 +199,7 @@ async def test_a_flow_whose_service_is_stopped_stalls_and_saga_stalled_is_publis
         )
     (step,) = stalled["expected"]
     assert step["reason"] == "next-step"
-    assert step["one_of"] == ["payment.authorized", "payment.declined"]
+    assert step["one_of"] == ["payment.authorized", "payment.declined", "approval.requested"]
     assert step["after_type"] == "stock.reserved"
     assert [lc["type"] for lc in stalled["lifecycle"]] == ["saga.stalled"]
 
@@ -215,7 +215,11 @@ async def test_a_flow_whose_service_is_stopped_stalls_and_saga_stalled_is_publis
     assert headers["ce_causationid"] == stalled["events"][-1]["id"]
     payload = json.loads(record.value or b"")
     assert payload["saga"] == "order"
-    assert payload["expected"][0]["one_of"] == ["payment.authorized", "payment.declined"]
+    assert payload["expected"][0]["one_of"] == [
+        "payment.authorized",
+        "payment.declined",
+        "approval.requested",
+    ]
 
 
 async def test_dead_letters_junk_and_new_topics_are_all_shown(

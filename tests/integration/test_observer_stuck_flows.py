@@ -126,7 +126,11 @@ async def test_held_flows_are_found_announced_once_and_grouped(
             assert (event.step, event.waiting_event_id) == (STEP, reservation["id"])
             assert event.waiting_event_type == STEP
             assert event.deadline - event.waiting_since == timedelta(seconds=1)
-            assert event.expected == ("payment.authorized", "payment.declined")
+            assert event.expected == (
+                "payment.authorized",
+                "payment.declined",
+                "approval.requested",
+            )
 
             released.set()  # payments goes on: the held flows move to payment.authorized
             await observer.wait(

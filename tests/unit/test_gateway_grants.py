@@ -7,7 +7,7 @@ import pytest
 
 from choreokit.services.gateway import mint_key
 from choreokit.services.gateway._admission import RefusedError, admit
-from choreokit.services.gateway._binding import Mode, parse
+from choreokit.services.gateway._binding import Mode, RawEvent, parse
 from choreokit.services.gateway._keys import normalise_source
 from choreokit.services.gateway._problems import Problem, ProblemKind
 from tests.support import catalog
@@ -99,3 +99,26 @@ def test_the_gateway_refuses_what_consumers_would_dead_letter(header: dict[str, 
     with pytest.raises(Problem) as caught:
         parse(Mode.BINARY, ce(**header), b'{"n": 1, "label": "x"}')
     assert caught.value.kind is ProblemKind.MALFORMED
+
+
+def test_a_trusted_key_granted_approvals_decides_a_waiting_flow_through_the_gateway() -> None:
+    """The gateway is one of the ways an approval arrives (docs/saga-observer.md)."""
+    from choreokit.events import default_registry
+
+    approver = mint_key("approver", types=("approval.*",), trusted=True).entry
+    decision = RawEvent(
+        {
+            "specversion": "1.0",
+            "id": "d-1",
+            "source": "/partners/approver",
+            "type": "approval.granted",
+            "correlationid": "flow-7",
+            "causationid": "req-1",
+        },
+        data={"flow": "flow-7", "step": "payment", "actor": "ops-lea", "reason": "ok"},
+    )
+    admitted = admit(decision, approver, default_registry)
+    assert (admitted.correlation_id, admitted.causation_id) == ("flow-7", "req-1")
+    # An untrusted key's events live in flows of its own: it cannot decide another's flow.
+    outsider = mint_key("outsider", types=("approval.*",)).entry
+    assert admit(decision, outsider, default_registry).correlation_id == "outsider:flow-7"

@@ -169,7 +169,7 @@ async def test_running_flows_say_what_they_expect_and_from_whom(api: Api) -> Non
     detail = (await api.client.get(f"/api/flows/{flow.correlation_id}")).json()
     assert detail["status"] == "running"
     (step,) = detail["expected"]
-    assert step["one_of"] == ["payment.authorized", "payment.declined"]
+    assert step["one_of"] == ["payment.authorized", "payment.declined", "approval.requested"]
     assert step["services"] == ["payments"]  # inferred: who was seen publishing those types
 
 

@@ -66,7 +66,10 @@ def transitions(flows: list[Flow]) -> Counter[tuple[str, str]]:
 
 
 def test_the_example_gives_the_payment_decision_a_deadline() -> None:
-    assert ORDER_SAGA.deadlines == {"stock.reserved": DEADLINE}
+    assert ORDER_SAGA.deadlines == {
+        "stock.reserved": DEADLINE,
+        "approval.requested": timedelta(days=1),  # the payment checkpoint's
+    }
 
 
 def test_the_spec_graph_has_its_steps_ends_and_compensations() -> None:
@@ -85,7 +88,8 @@ def test_the_spec_graph_has_its_steps_ends_and_compensations() -> None:
     depth = {n.type: n.depth for n in graph.nodes}
     assert depth["order.placed"] == 0
     assert depth["stock.reserved"] == 1
-    assert depth["payment.authorized"] == 2
+    # the longest way there: through the payment checkpoint (requested, then granted)
+    assert depth["payment.authorized"] == 4
 
 
 def test_latency_takes_nearest_rank_percentiles() -> None:

@@ -74,7 +74,7 @@ async def test_the_map_links_each_figure_to_its_flows(client: httpx.AsyncClient)
     waiting = (await client.get(node["waiting_url"])).json()
     assert {i["correlation_id"] for i in waiting["items"]} == stopped(FLOWS)
     spec = (await client.get("/api/sagas")).json()[0]
-    assert spec["deadlines_seconds"] == {"stock.reserved": 30}
+    assert spec["deadlines_seconds"] == {"stock.reserved": 30, "approval.requested": 86400}
 
 
 async def test_flows_waiting_longer_than_a_duration_are_found(client: httpx.AsyncClient) -> None:

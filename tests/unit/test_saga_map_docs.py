@@ -32,7 +32,8 @@ def examples() -> dict[str, str]:
 
 
 def test_the_page_has_its_examples() -> None:
-    assert set(examples()) == {"map-answer", "stuck-flows", "step-overdue-handler"}
+    # "checkpoint" is run by tests/unit/test_checkpoint_docs.py
+    assert set(examples()) == {"map-answer", "stuck-flows", "step-overdue-handler", "checkpoint"}
 
 
 async def test_the_documented_map_answer_has_the_real_shape_and_links(

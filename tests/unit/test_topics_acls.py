@@ -31,10 +31,11 @@ def grants() -> dict[str, tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...
 def test_each_domain_service_reads_what_it_consumes_and_writes_what_it_declares() -> None:
     found = grants()
     assert found["inventory"] == (("orders",), ("inventory",), ("inventory", "orders.dlq"))
+    # payments also waits for approvals (and asks for them) on the approvals topic
     assert found["payments"] == (
-        ("inventory", "orders"),
+        ("approvals", "inventory", "orders"),
         ("payments",),
-        ("inventory.dlq", "orders.dlq", "payments"),
+        ("approvals", "approvals.dlq", "inventory.dlq", "orders.dlq", "payments"),
     )
     assert found["shipping"] == (
         ("orders", "payments"),
@@ -55,7 +56,9 @@ def test_the_observer_reads_everything_it_observes_and_writes_sagas_and_its_repl
     assert {"orders", "orders.dlq", "payments", "sagas", "shipping.dlq", AUDIT_TOPIC} <= set(reads)
     assert groups == ("saga-observer",)
     # The replay button writes a record back to its topic and an audit record; never a .dlq.
+    # approvals: operators' decisions at checkpoints
     assert set(writes) == {
+        "approvals",
         "inventory",
         "orchestrations",
         "orders",
@@ -66,15 +69,15 @@ def test_the_observer_reads_everything_it_observes_and_writes_sagas_and_its_repl
     }
 
 
-def test_without_observer_replays_the_observer_writes_only_sagas() -> None:
+def test_without_observer_replays_the_observer_writes_only_sagas_and_approvals() -> None:
     [observer] = deployment_grants(["saga-observer"], observer_replay=False)
-    assert observer.writes == ("sagas",)
+    assert observer.writes == ("approvals", "sagas")
     result = CliRunner().invoke(
         cli, ["topics", "acls", "--json", "--service", "saga-observer", "--no-observer-replay"]
     )
     assert result.exit_code == 0, result.output
     written = {r["resource_name"] for r in json.loads(result.output) if r["operation"] == "WRITE"}
-    assert written == {"sagas"}
+    assert written == {"approvals", "sagas"}
 
 
 def test_the_topics_made_by_topics_create_include_the_dlq_audit_topic() -> None:
@@ -87,6 +90,7 @@ def test_the_topics_made_by_topics_create_include_the_dlq_audit_topic() -> None:
 
 def test_the_gateway_writes_what_its_keys_allow(monkeypatch: pytest.MonkeyPatch) -> None:
     assert grants()["gateway"][2] == (
+        "approvals",
         "inventory",
         "orchestrations",
         "orders",

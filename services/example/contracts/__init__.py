@@ -25,7 +25,7 @@ from choreokit.services.example.contracts.payments import (
     PaymentDeclined,
     PaymentRefunded,
 )
-from choreokit.services.example.contracts.saga import ORDER_SAGA
+from choreokit.services.example.contracts.saga import ORDER_SAGA, PAYMENT_APPROVAL
 from choreokit.services.example.contracts.shipping import (
     UNSERVED_PREFIX,
     ShipmentCompleted,
@@ -34,6 +34,7 @@ from choreokit.services.example.contracts.shipping import (
 
 __all__ = [
     "ORDER_SAGA",
+    "PAYMENT_APPROVAL",
     "UNSERVED_PREFIX",
     "Address",
     "CancelReason",

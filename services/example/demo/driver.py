@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from choreokit.events import ChoreoError, KafkaSettings
-from choreokit.services.example.demo.plan import Outcome, PlannedOrder, plan
+from choreokit.services.example.demo.plan import Kind, Outcome, PlannedOrder, plan
 from choreokit.services.example.demo.report import Summary, summarise
-from choreokit.services.example.demo.tracker import FlowTracker
+from choreokit.services.example.demo.tracker import APPROVALS_TOPIC, TOPICS, FlowTracker
 
 
 class IntakeRefusedError(ChoreoError):
@@ -32,21 +33,41 @@ async def drive(
     rate: float,
     urls: Mapping[str, str],
     orders_token: str | None = None,
+    operator_token: str | None = None,
     observer_token: str | None = None,
 ) -> Summary:
     """Place ``count`` orders at ``rate`` per second (0: at once); follow every flow to its end.
 
     Waits at most ``wait`` for the flows. ``orders_token`` is the intake's bearer token
     (``CHOREO_ORDERS_TOKEN`` of the orders service), if it asks for one; ``observer_token``
-    the observer's (a viewer's at least), if its reads need one.
+    the observer's (a viewer's at least), if its reads need one. With an ``operator_token``
+    (and a saga observer in ``urls``), some orders are above the approval amount: the demo
+    approves or rejects them through the observer's API.
     """
-    planned = plan(count, seed)
-    tracker = FlowTracker(KafkaSettings(bootstrap=bootstrap))
+    observer = urls.get("saga-observer")
+    approvals = operator_token is not None and observer is not None
+    planned = plan(count, seed, approvals=approvals)
+    topics = (*TOPICS, APPROVALS_TOPIC) if approvals else TOPICS
+    tracker = FlowTracker(KafkaSettings(bootstrap=bootstrap), topics)
     began = datetime.now(UTC) - timedelta(seconds=1)  # the observer judges by start time
+    decided: dict[str, str] = {}
     await tracker.start(from_end=True)
     try:
         correlation = await _place(planned, orders_url, concurrency, rate, orders_token)
-        await _follow(tracker, planned, correlation, wait)
+        deciding = None
+        if approvals:
+            assert observer is not None
+            assert operator_token is not None
+            deciding = asyncio.ensure_future(
+                _decide(tracker, planned, correlation, observer, operator_token, decided, wait)
+            )
+        try:
+            await _follow(tracker, planned, correlation, wait)
+        finally:
+            if deciding is not None:
+                deciding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await deciding
     finally:
         await tracker.stop()
     summary = summarise(
@@ -58,7 +79,8 @@ async def drive(
         urls=urls,
         bootstrap=bootstrap,
     )
-    observer = urls.get("saga-observer")
+    if approvals:
+        summary = replace(summary, approvals=dict(Counter(decided.values())))
     if observer is not None:
         observed = await _observer_counts(observer, began, count, wait, observer_token)
         summary = replace(summary, observer=observed)
@@ -86,6 +108,49 @@ async def _observer_counts(
                 pass  # not up yet, or answering with an error: look again
             if time.monotonic() > deadline:
                 return None
+            await asyncio.sleep(0.2)
+
+
+async def _decide(  # noqa: PLR0917 - the run's parts, passed on once
+    tracker: FlowTracker,
+    planned: list[PlannedOrder],
+    correlation: Mapping[str, str],
+    observer: str,
+    token: str,
+    decided: dict[str, str],
+    wait: timedelta,
+) -> None:
+    """Approve or reject each waiting order of the approval kinds, as an operator would.
+
+    A flow is decided once the observer judged it as awaiting approval (until then
+    it answers 409, and the demo asks again).
+    """
+    wanted = {
+        correlation[o.order_id]: ("approve" if o.kind is Kind.APPROVED else "reject")
+        for o in planned
+        if o.kind in (Kind.APPROVED, Kind.REJECTED) and o.order_id in correlation
+    }
+    deadline = time.monotonic() + wait.total_seconds()
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(
+        base_url=observer.rstrip("/"), timeout=10, headers=headers
+    ) as client:
+        while len(decided) < len(wanted) and time.monotonic() < deadline:
+            for cid, decision in wanted.items():
+                if cid in decided or "approval.requested" not in tracker.flow(cid).types:
+                    continue
+                body = {"step": "payment", "decision": decision, "reason": "choreo demo"}
+                try:
+                    response = await client.post(f"/api/flows/{cid}/approvals", json=body)
+                except httpx.HTTPError:
+                    continue  # the observer is busy or restarting: ask again
+                if response.status_code == httpx.codes.OK:
+                    decided[cid] = response.json()["decision"]
+                elif response.status_code in (httpx.codes.UNAUTHORIZED, httpx.codes.FORBIDDEN):
+                    raise IntakeRefusedError(
+                        "the saga observer refused the demo's operator token: "
+                        f"{response.text[:200]}"
+                    )
             await asyncio.sleep(0.2)
 
 

@@ -18,6 +18,10 @@ class Kind(StrEnum):
     OUT_OF_STOCK = "out of stock"
     PAYMENT_DECLINED = "payment declined"
     CARRIER_FAILURE = "carrier failure"
+    APPROVED = "approved by a person"
+    """Above the approval amount; the demo approves it through the observer's API."""
+    REJECTED = "rejected by a person"
+    """Above the approval amount; the demo rejects it through the observer's API."""
 
 
 class Outcome(StrEnum):
@@ -35,6 +39,8 @@ EXPECTED: dict[Kind, tuple[Outcome, str | None]] = {
     Kind.OUT_OF_STOCK: (Outcome.FAILED, "out_of_stock"),
     Kind.PAYMENT_DECLINED: (Outcome.COMPENSATED, "payment_declined"),
     Kind.CARRIER_FAILURE: (Outcome.COMPENSATED, "shipping_failed"),
+    Kind.APPROVED: (Outcome.COMPLETED, None),
+    Kind.REJECTED: (Outcome.COMPENSATED, "payment_declined"),
 }
 """The end each kind must reach, and the cancellation reason that explains it."""
 
@@ -44,6 +50,18 @@ WEIGHTS = {
     Kind.PAYMENT_DECLINED: 0.15,
     Kind.CARRIER_FAILURE: 0.15,
 }
+WEIGHTS_WITH_APPROVALS = {
+    **WEIGHTS,
+    Kind.HAPPY: 0.45,
+    Kind.APPROVED: 0.05,
+    Kind.REJECTED: 0.05,
+}
+"""The mix when the system asks for approvals (``choreo demo`` starting its own system)."""
+
+APPROVAL_ABOVE_CENTS = 50_000
+"""The approval amount ``choreo demo`` gives its system (``CHOREO_ORDERS_APPROVAL_ABOVE_CENTS``):
+above every happy order's total, below the credit limit and the approved orders' total."""
+
 LEGACY_SHARE = 0.25
 """Share of orders sent through the legacy API (published as ``order.placed`` v1)."""
 
@@ -64,15 +82,19 @@ class PlannedOrder:
         return "/v1/orders" if self.version == 1 else "/orders"
 
 
-def plan(count: int, seed: int, run: str | None = None) -> list[PlannedOrder]:
+def plan(
+    count: int, seed: int, run: str | None = None, *, approvals: bool = False
+) -> list[PlannedOrder]:
     """Return ``count`` orders; the kinds and payloads depend on ``seed`` only.
 
     ``run`` only names the orders (so two runs against one system do not
-    collide); it defaults to a fresh random value.
+    collide); it defaults to a fresh random value. With ``approvals``, some
+    orders are above :data:`APPROVAL_ABOVE_CENTS` and wait for a person.
     """
     rng = random.Random(seed)  # noqa: S311 - a reproducible mix, not secrets
     run = run or uuid.uuid4().hex[:6]
-    kinds, weights = zip(*WEIGHTS.items(), strict=True)
+    mix = WEIGHTS_WITH_APPROVALS if approvals else WEIGHTS
+    kinds, weights = zip(*mix.items(), strict=True)
     orders = []
     for index in range(count):
         kind = rng.choices(kinds, weights)[0]
@@ -104,6 +126,8 @@ def _body(rng: random.Random, kind: Kind, version: int, order_id: str) -> dict[s
         lines[-1] = {"sku": "SKU-RARE", "quantity": 1, "unit_price_cents": 9900}
     if kind is Kind.PAYMENT_DECLINED:
         lines[0] = {"sku": lines[0]["sku"], "quantity": 40, "unit_price_cents": 5000}
+    if kind in (Kind.APPROVED, Kind.REJECTED):  # 60,000 cents: waits for a person
+        lines = [{"sku": lines[0]["sku"], "quantity": 12, "unit_price_cents": 5000}]
     if version == 1:
         line = lines[0]
         return {

@@ -35,6 +35,9 @@ class Summary:
     """``"cause type -> effect type"``: how many flows had such a step (the saga map's edges)."""
     kept: bool = False
     """Whether the system keeps running after the summary."""
+    approvals: Mapping[str, int] | None = None
+    """Decisions the demo took through the observer's API (``approved``/``rejected``: n);
+    ``None``: the system asked for none."""
 
     @property
     def observer_agrees(self) -> bool | None:
@@ -68,6 +71,7 @@ class Summary:
             "events_per_second": round(self.events_per_second, 1),
             "unexplained": list(self.unexplained),
             "transitions": dict(self.transitions),
+            "approvals": dict(self.approvals) if self.approvals is not None else None,
             "observer": dict(self.observer) if self.observer is not None else None,
             "observer_agrees": self.observer_agrees,
             "urls": dict(self.urls),
@@ -77,12 +81,14 @@ class Summary:
     def render(self) -> str:
         """The summary as a table for the terminal."""
         lines = [f"choreo demo: {self.orders} orders, seed {self.seed}", ""]
-        lines.append(f"  {'injected':<18}{'orders':>8}{'ended as expected':>20}   expected end")
+        lines.append(f"  {'injected':<22}{'orders':>8}{'ended as expected':>20}   expected end")
         for kind in Kind:
+            if kind.value not in self.by_kind and kind in (Kind.APPROVED, Kind.REJECTED):
+                continue  # the system asked for no approvals
             row = self.by_kind.get(kind.value, {})
             expected = EXPECTED[kind][0].value
             lines.append(
-                f"  {kind.value:<18}{row.get('planned', 0):>8}{row.get('as expected', 0):>20}"
+                f"  {kind.value:<22}{row.get('planned', 0):>8}{row.get('as expected', 0):>20}"
                 f"   {expected}"
             )
         lines.append("")
@@ -97,6 +103,9 @@ class Summary:
             f"  throughput      {self.events_per_second:.0f} events/s "
             f"({self.events} events in {self.seconds:.2f} s)"
         )
+        if self.approvals is not None:
+            made = ", ".join(f"{k} {v}" for k, v in sorted(self.approvals.items())) or "none"
+            lines.append(f"  approvals       {made} (as an operator, through the observer's API)")
         versions = ", ".join(f"{k} {v}" for k, v in sorted(self.versions.items()))
         lines.append(f"  order.placed    {versions}")
         if self.observer_agrees is not None:

@@ -28,6 +28,9 @@ OPTIONAL_TOPICS = ("orchestrations",)
 """Read when they exist: shipping's orchestration.run reports (off by a setting), so the
 demo's event count is every event of the flows, as the observer counts them."""
 
+APPROVALS_TOPIC = "approvals"
+"""Read too when the demo decides approvals (the system asks for them)."""
+
 
 @dataclass
 class Flow:

@@ -259,6 +259,7 @@ function expectedText(expected) {
   return (expected || []).map((e) => {
     if (e.reason === "missing-cause") return `cause ${short(e.after_id)} not seen`;
     if (e.reason === "missing-start") return `start ${e.one_of.join(" | ")} not seen`;
+    if (e.reason === "awaiting-approval") return `awaiting approval at ${e.checkpoint} (${(e.roles || []).join(", ")})`;
     const who = e.services && e.services.length ? ` (${e.services.join(", ")})` : "";
     return `${e.one_of.join(" | ")}${who}`;
   }).join("; ");
@@ -286,7 +287,10 @@ async function flowPage(correlationId) {
   const head = el("div", { class: "panel" },
     el("div", { class: "row" },
       el("h1", { class: "grow" }, "Flow ", el("span", { class: "mono", text: flow.correlation_id })),
-      el("span", { "data-testid": "flow-status" }, badge(flow.status))),
+      el("span", { "data-testid": "flow-status" }, badge(flow.status)),
+      flow.expected.some((e) => e.reason === "awaiting-approval")
+        ? el("span", { class: "badge awaiting", "data-testid": "awaiting-approval", text: "awaiting approval" })
+        : ""),
     el("div", { class: "facts" },
       fact("Saga", flow.saga || "untracked"),
       fact("Started", when(flow.started_at)),
@@ -307,7 +311,8 @@ async function flowPage(correlationId) {
   const expected = flow.expected.length || flow.missing_compensations.length
     ? el("div", { class: "panel expected", "data-testid": "expected-next", style: "margin-top:12px" },
         el("strong", { text: flow.status === "stalled" ? "Stalled — waiting for:" : "Expected next:" }),
-        el("ul", {}, flow.expected.map((e) => el("li", {}, expectation(e, byId)))))
+        el("ul", {}, flow.expected.map((e) => el("li", {}, expectation(e, byId),
+          e.reason === "awaiting-approval" ? approvalForm(flow, e) : ""))))
     : flow.status === "rejected"
       ? el("div", { class: "panel rejected-note", "data-testid": "rejected-note", style: "margin-top:12px" },
           el("strong", { text: "Rejected: " }),
@@ -341,10 +346,42 @@ function expectation(e, byId) {
     return el("span", {}, "an event names cause ", el("code", { text: e.after_id }), ", which has not been seen");
   }
   if (e.reason === "missing-start") return el("span", { text: `the start event (${e.one_of.join(" | ")}) has not been seen` });
+  if (e.reason === "awaiting-approval") {
+    return el("span", {}, "awaiting approval at checkpoint ", el("strong", { text: e.checkpoint }),
+      ` — who can act: ${(e.roles || []).join(", ")}; then one of ${e.one_of.join(" | ")}`,
+      after ? ` (asked ${when(after.time)})` : "");
+  }
   const what = e.reason === "compensation" ? "compensation " : "";
   const who = e.services && e.services.length ? ` from ${e.services.join(", ")}` : "";
   return el("span", {}, `${what}one of `, el("strong", { text: e.one_of.join(" | ") }), who,
     after ? ` after ${after.type} (${after.service}, ${when(after.time)})` : "");
+}
+
+function approvalForm(flow, e) {
+  // A write action: it needs an operator token (apiWrite asks for one on 401/403), and a
+  // reason, which the audit log keeps with who decided and when.
+  const reason = el("input", { type: "text", "data-testid": "approval-reason", placeholder: "reason (kept in the audit log)", maxlength: "2000", required: "" });
+  const result = el("span", { class: "muted", "data-testid": "approval-result" });
+  const decide = async (decision, button) => {
+    if (!reason.value.trim()) { reason.focus(); result.textContent = "give a reason first"; return; }
+    for (const b of form.querySelectorAll("button")) b.disabled = true;
+    try {
+      const body = await apiWrite(`/api/flows/${encodeURIComponent(flow.correlation_id)}/approvals`,
+        { step: e.checkpoint, decision, reason: reason.value.trim() });
+      result.textContent = `${body.decision} by ${body.actor}` + (body.result === "already-decided" ? " (decided before)" : "");
+      button.dataset.result = body.result;
+    } catch (error) {
+      for (const b of form.querySelectorAll("button")) b.disabled = false;
+      result.textContent = "";
+      showError(error);
+    }
+  };
+  const approve = el("button", { type: "button", class: "primary", "data-testid": "approve", text: "Approve" });
+  const reject = el("button", { type: "button", class: "secondary", "data-testid": "reject", text: "Reject" });
+  approve.addEventListener("click", () => decide("approve", approve));
+  reject.addEventListener("click", () => decide("reject", reject));
+  const form = el("div", { class: "row approval", "data-testid": "approval-form", style: "margin-top:6px" }, reason, approve, reject, result);
+  return form;
 }
 
 function showEvent(panel, e) {
