@@ -85,6 +85,7 @@ from choreokit.events._saga import (
     SAGAS_GROUP,
     EventRef,
     SagaSpec,
+    SagaStep,
     sagas_from_entry_points,
     sagas_from_yaml,
 )
@@ -159,6 +160,7 @@ __all__ = [
     "Registry",
     "RetryPolicy",
     "SagaSpec",
+    "SagaStep",
     "SaslMechanism",
     "SchemaError",
     "SchemaProblem",

@@ -33,10 +33,41 @@ EventRef = str | type[Event]
 _TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
+MAX_STEP_DEADLINE = timedelta(days=30)
+"""The longest deadline a step may have."""
+
+
 def _type_name(ref: EventRef) -> str:
     if isinstance(ref, str):
         return ref
     return ref.event_info().type
+
+
+class SagaStep(BaseModel):
+    """A step with its own deadline: what must follow an event, and by when.
+
+    Used as a value of :attr:`SagaSpec.steps` instead of a plain list of types
+    (``steps={StockReserved: SagaStep([PaymentAuthorized, PaymentDeclined],
+    deadline=timedelta(seconds=30))}``); in YAML, ``{next: [...], deadline: 30s}``.
+
+    Attributes:
+        next: The types one of which is expected to follow.
+        deadline: How long after the event that makes the flow wait here the next
+            step must have happened; the observer publishes ``saga.step_overdue``
+            once it passes.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    next: tuple[str, ...] = Field(min_length=1)
+    deadline: Duration | None = None
+
+    def __init__(self, following: Iterable[EventRef] | None = None, /, **data: Any) -> None:
+        # The types may come first and as event classes: SagaStep([A, B], deadline=...).
+        given = data.pop("next", following)
+        if given is not None and not isinstance(given, str):
+            given = tuple(_type_name(t) for t in given)
+        super().__init__(next=given, **data)
 
 
 class SagaSpec(BaseModel):
@@ -50,7 +81,11 @@ class SagaSpec(BaseModel):
             ``compensated`` once every required compensation happened).
         steps: For a type, the types one of which is expected to follow it in
             the causation graph; this is where a running or stalled flow's
-            *expected next step* comes from.
+            *expected next step* comes from. A value may be a :class:`SagaStep`
+            (the types and a deadline); its deadline is kept in ``deadlines``.
+        deadlines: For a type of ``steps``, how long after an event of that type
+            the next step must have happened (a *step deadline*, besides the
+            whole flow's ``timeout``).
         compensations: For a type that happened, the type that must happen once
             the flow failed (``stock.reserved`` -> ``stock.released``).
         timeout: How long after the start event the flow must have ended
@@ -69,6 +104,29 @@ class SagaSpec(BaseModel):
     compensations: dict[str, str] = Field(default_factory=dict)
     timeout: Duration = timedelta(seconds=60)
     description: str = ""
+    deadlines: dict[str, Duration] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_steps(cls, data: Any) -> Any:
+        """Steps given as :class:`SagaStep` (or ``{next, deadline}``) keep their deadline apart."""
+        if not isinstance(data, dict) or not isinstance(data.get("steps"), Mapping):
+            return data
+        steps: dict[Any, Any] = {}
+        deadlines: dict[Any, Any] = dict(data.get("deadlines") or {})
+        for after, value in data["steps"].items():
+            step = value
+            if isinstance(value, Mapping):
+                step = SagaStep.model_validate(value)
+            if isinstance(step, SagaStep):
+                steps[after] = step.next
+                if step.deadline is not None:
+                    if after in deadlines:
+                        raise ValueError(f"the deadline of step {after!r} is given twice")
+                    deadlines[after] = step.deadline
+            else:
+                steps[after] = value
+        return {**data, "steps": steps, "deadlines": deadlines}
 
     @field_validator("start")
     @classmethod
@@ -101,6 +159,18 @@ class SagaSpec(BaseModel):
                 raise ValueError(f"{happened!r} cannot compensate itself")
         return value
 
+    @field_validator("deadlines")
+    @classmethod
+    def _bounded_deadlines(cls, value: dict[str, timedelta]) -> dict[str, timedelta]:
+        for after, deadline in value.items():
+            _checked_type(after)
+            if not timedelta(0) < deadline <= MAX_STEP_DEADLINE:
+                raise ValueError(
+                    f"the deadline of step {after!r} must be positive and at most "
+                    f"{MAX_STEP_DEADLINE.days} days"
+                )
+        return value
+
     @field_validator("timeout")
     @classmethod
     def _positive_timeout(cls, value: timedelta) -> timedelta:
@@ -115,6 +185,12 @@ class SagaSpec(BaseModel):
             raise ValueError(f"{sorted(ends)} cannot be both a success and a failure end")
         if self.start in self.success or self.start in self.failure:
             raise ValueError(f"the start event {self.start!r} cannot also end the flow")
+        unknown = sorted(set(self.deadlines) - set(self.steps))
+        if unknown:
+            raise ValueError(
+                f"deadlines name {unknown}, which are not steps: give each a step "
+                "(steps: {type: [next types]}) or remove its deadline"
+            )
         return self
 
     @classmethod
@@ -125,7 +201,7 @@ class SagaSpec(BaseModel):
         start: EventRef,
         success: Iterable[EventRef],
         failure: Iterable[EventRef] = (),
-        steps: Mapping[EventRef, Iterable[EventRef]] | None = None,
+        steps: Mapping[EventRef, Iterable[EventRef] | SagaStep] | None = None,
         compensations: Mapping[EventRef, EventRef] | None = None,
         timeout: timedelta = timedelta(seconds=60),
         description: str = "",
@@ -139,7 +215,13 @@ class SagaSpec(BaseModel):
                 start=OrderPlaced,
                 success=[OrderConfirmed],
                 failure=[OrderCancelled],
-                steps={OrderPlaced: [StockReserved, StockRejected]},
+                steps={
+                    OrderPlaced: [StockReserved, StockRejected],
+                    # a payment decision within 30 s of the reservation
+                    StockReserved: SagaStep(
+                        [PaymentAuthorized, PaymentDeclined], deadline=timedelta(seconds=30)
+                    ),
+                },
                 compensations={StockReserved: StockReleased},
                 timeout=timedelta(seconds=60),
             )
@@ -147,15 +229,14 @@ class SagaSpec(BaseModel):
         Raises:
             ConfigurationError: The spec is inconsistent; the message says where.
         """
+        given: dict[str, Any] = {_type_name(k): _step(v) for k, v in (steps or {}).items()}
         try:
             return cls(
                 name=name,
                 start=_type_name(start),
                 success=tuple(_type_name(t) for t in success),
                 failure=tuple(_type_name(t) for t in failure),
-                steps={
-                    _type_name(k): tuple(_type_name(t) for t in v) for k, v in (steps or {}).items()
-                },
+                steps=given,
                 compensations={
                     _type_name(k): _type_name(v) for k, v in (compensations or {}).items()
                 },
@@ -178,6 +259,10 @@ class SagaSpec(BaseModel):
             found.update((happened, required))
         return frozenset(found)
 
+    def deadline_of(self, step: str) -> timedelta | None:
+        """The deadline of the step after an event of type ``step``, if it has one."""
+        return self.deadlines.get(step)
+
     def required_compensations(self, happened: Collection[str]) -> tuple[str, ...]:
         """The compensations a failure requires, given the types that ``happened``."""
         return tuple(
@@ -185,6 +270,12 @@ class SagaSpec(BaseModel):
                 required for done, required in self.compensations.items() if done in happened
             )
         )
+
+
+def _step(value: Iterable[EventRef] | SagaStep) -> tuple[str, ...] | SagaStep:
+    if isinstance(value, SagaStep):
+        return value
+    return tuple(_type_name(t) for t in value)
 
 
 def _checked_type(value: str) -> str:
@@ -206,6 +297,9 @@ def sagas_from_yaml(path: Path) -> tuple[SagaSpec, ...]:
             failure: [order.cancelled]
             steps:
               order.placed: [stock.reserved, stock.rejected]
+              stock.reserved:
+                next: [payment.authorized, payment.declined]
+                deadline: 30s
             compensations:
               stock.reserved: stock.released
             timeout: 60s

@@ -162,9 +162,14 @@ class RunningObserver:
 
 @contextlib.asynccontextmanager
 async def running_observer(
-    kafka: KafkaSettings, db: str, data_dir: Path, **overrides: Any
+    kafka: KafkaSettings,
+    db: str,
+    data_dir: Path,
+    *,
+    sagas: SagaCatalog | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[RunningObserver]:
-    """Run the observer in this process until the block ends."""
+    """Run the observer in this process until the block ends (judging by ``sagas`` if given)."""
     settings = ObserverSettings(
         db=db, port=free_port(), topic_refresh=timedelta(seconds=1), **overrides
     )
@@ -173,7 +178,7 @@ async def running_observer(
         settings,
         # The example's order saga, as `choreo dev` (CHOREO_EXAMPLE=1) gives it to the observer;
         # a test that brings its own specs (YAML) is judged by those alone.
-        catalog=None if settings.specs else catalog().with_timeout(settings.timeout),
+        catalog=sagas or (None if settings.specs else catalog().with_timeout(settings.timeout)),
     )
     stop = asyncio.Event()
     task = asyncio.ensure_future(app.run(stop))

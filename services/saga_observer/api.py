@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
@@ -14,6 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException
 
+from choreokit.events import parse_duration
 from choreokit.services.runtime.access import AccessPolicy, Role, install_access, require
 from choreokit.services.runtime.http import health_response, metrics_response
 from choreokit.services.saga_observer import problems
@@ -24,6 +25,7 @@ from choreokit.services.saga_observer.judge import Status
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.queries import FlowFilter, Queries, Sort, saga_view
 from choreokit.services.saga_observer.records import micros
+from choreokit.services.saga_observer.saga_map import FAILURE_STATUSES, SagaMaps
 from choreokit.services.saga_observer.views import (
     AuditPage,
     AuditView,
@@ -31,12 +33,14 @@ from choreokit.services.saga_observer.views import (
     DeadLetterPage,
     EventDetail,
     Facets,
+    FailurePatternsView,
     FlowDetail,
     FlowPage,
     Health,
     InstanceView,
     Problem,
     RejectPage,
+    SagaMapView,
     SagaView,
     Stats,
     TopologyView,
@@ -89,6 +93,13 @@ Since = Annotated[
     datetime | None, Query(description="From this moment on (RFC 3339; without an offset, UTC).")
 ]
 Until = Annotated[datetime | None, Query(description="Before this moment.")]
+MAX_WAIT = timedelta(days=365)
+"""The longest ``waited_more_than`` taken."""
+_DURATION_TEXT = r"^\s*\d{1,12}(\.\d{1,6})?\s*(ms|s|m|h)?\s*$"
+
+
+def _clock() -> int:
+    return micros(datetime.now(UTC))
 
 
 def build_api(
@@ -101,10 +112,14 @@ def build_api(
     access: AccessPolicy,
     audit: AuditLog,
     replayer: Replayer | None = None,
+    maps: SagaMaps | None = None,
+    clock: Callable[[], int] = _clock,
 ) -> FastAPI:
     """The observer's FastAPI application, guarded by ``access``.
 
-    ``replayer`` enables ``POST /api/dead-letters/.../replay`` (operators only).
+    ``replayer`` enables ``POST /api/dead-letters/.../replay`` (operators only);
+    ``maps`` enables the saga map and failure patterns; ``clock`` says what time it is
+    (microseconds since the epoch) for "waiting for more than" and deadlines.
     """
     app = FastAPI(
         title="choreokit saga observer",
@@ -124,7 +139,9 @@ def build_api(
             )
         return limit
 
-    _flow_routes(app, queries, page)
+    _flow_routes(app, queries, page, clock)
+    if maps is not None:
+        _map_routes(app, maps, catalog, clock)
     dead_letter_routes(app, queries, replayer, audit)
     _record_routes(app, queries, catalog, page)
     _instance_routes(app, queries, metrics, instance)
@@ -164,7 +181,76 @@ def _audit_routes(app: FastAPI, audit: AuditLog, page: Callable[[int], int]) -> 
         )
 
 
-def _flow_routes(app: FastAPI, queries: Queries, page: Callable[[int], int]) -> None:
+def _map_routes(
+    app: FastAPI, maps: SagaMaps, catalog: SagaCatalog, clock: Callable[[], int]
+) -> None:
+    def spec_of(name: str) -> Any:
+        spec = catalog.get(name[:64])
+        if spec is None:
+            known = ", ".join(s.name for s in catalog) or "none"
+            raise HTTPException(404, f"no saga named {name!r}; the sagas are: {known}")
+        return spec
+
+    @app.get("/api/sagas/{name}/map", tags=["sagas"], responses=_NOT_FOUND | _INVALID | _BAD)
+    async def saga_map(name: str, since: Since = None, until: Until = None) -> SagaMapView:
+        """The saga drawn as a graph with live figures for its flows started in the window.
+
+        For each step: flows that passed it, flows waiting there now (running,
+        stalled, past the step's deadline); for each transition: the flows that
+        took it and the time between the two steps (p50/p95). Each figure links
+        to its flows in ``/api/flows``.
+        """
+        spec = spec_of(name)
+        since_us, until_us = _window(since, until)
+        return await maps.saga_map(spec, since_us=since_us, until_us=until_us, now_us=clock())
+
+    @app.get(
+        "/api/sagas/{name}/failure-patterns",
+        tags=["sagas"],
+        responses=_NOT_FOUND | _INVALID | _BAD,
+    )
+    async def failure_patterns(
+        name: str,
+        status: Annotated[
+            list[Status] | None,
+            Query(
+                description="Statuses to group (repeatable; stalled, failed, "
+                "failed-uncompensated and compensated by default)."
+            ),
+        ] = None,
+        since: Since = None,
+        until: Until = None,
+        limit: Annotated[int, Query(ge=1, le=200, description="Patterns to list.")] = 50,
+    ) -> FailurePatternsView:
+        """Stalled and failed flows grouped by last step and error fingerprint, largest first."""
+        spec = spec_of(name)
+        chosen = tuple(dict.fromkeys(status or FAILURE_STATUSES))
+        if Status.COMPLETED in chosen or Status.RUNNING in chosen:
+            raise HTTPException(
+                422,
+                "status: failure patterns group stalled and failed flows, not "
+                "completed or running ones",
+            )
+        since_us, until_us = _window(since, until)
+        return await maps.failure_patterns(
+            spec, statuses=chosen, since_us=since_us, until_us=until_us, limit=limit
+        )
+
+
+def _waited(value: str | None) -> timedelta | None:
+    if value is None:
+        return None
+    found = parse_duration(value)
+    if not isinstance(found, timedelta):
+        raise HTTPException(422, "waited_more_than: a duration such as 30s, 5m, 1h or 250ms")
+    if found > MAX_WAIT:
+        raise HTTPException(422, f"waited_more_than: at most {MAX_WAIT.days} days")
+    return found
+
+
+def _flow_routes(
+    app: FastAPI, queries: Queries, page: Callable[[int], int], clock: Callable[[], int]
+) -> None:
     @app.get("/api/flows", tags=["flows"], responses=_INVALID | _BAD)
     async def list_flows(
         *,
@@ -198,12 +284,56 @@ def _flow_routes(app: FastAPI, queries: Queries, page: Callable[[int], int]) -> 
         dead_letters: Annotated[
             bool | None, Query(description="Whether the flow has dead letters.")
         ] = None,
+        cause_type: Annotated[
+            str | None,
+            Query(
+                max_length=256,
+                description="With event_type: an event of that type caused by one of this type "
+                "(a transition of the saga map).",
+            ),
+        ] = None,
+        waiting_at: Annotated[
+            str | None,
+            Query(
+                max_length=256,
+                description="Flows waiting at this step now: an event of this type happened and "
+                "none of the next steps the spec expects after it.",
+            ),
+        ] = None,
+        waited_more_than: Annotated[
+            str | None,
+            Query(
+                pattern=_DURATION_TEXT,
+                description="Flows waiting (at waiting_at, else at any step) for longer than "
+                "this: 30s, 5m, 1h, 250ms.",
+            ),
+        ] = None,
+        dead_letter_error: Annotated[
+            str | None,
+            Query(max_length=256, description="Flows with an open dead letter of this error type."),
+        ] = None,
+        dead_letter_type: Annotated[
+            str | None,
+            Query(
+                max_length=256,
+                description="Flows with an open dead letter of an event of this type.",
+            ),
+        ] = None,
+        dead_letter_fingerprint: Annotated[
+            str | None,
+            Query(
+                max_length=32, description="Flows with an open dead letter of this failure group."
+            ),
+        ] = None,
         sort: Sort = Sort.NEWEST,
         limit: Limit = 50,
         offset: Offset = 0,
     ) -> FlowPage:
         """List and search flows, newest first by default."""
         since_us, until_us = _window(since, until)
+        if cause_type is not None and event_type is None:
+            raise HTTPException(400, "cause_type needs event_type: the type it caused")
+        waited = _waited(waited_more_than)
         where = FlowFilter(
             statuses=tuple(status or ()),
             saga=saga,
@@ -215,6 +345,14 @@ def _flow_routes(app: FastAPI, queries: Queries, page: Callable[[int], int]) -> 
             search=q,
             connected=connected,
             dead_letters=dead_letters,
+            cause_type=cause_type,
+            waiting_at=waiting_at,
+            waiting_since_us=(
+                clock() - int(waited.total_seconds() * 1_000_000) if waited is not None else None
+            ),
+            dead_letter_error=dead_letter_error,
+            dead_letter_type=dead_letter_type,
+            dead_letter_fingerprint=dead_letter_fingerprint,
         )
         items, total = await queries.flows(where, limit=page(limit), offset=offset, sort=sort)
         return FlowPage(items=items, total=total, limit=limit, offset=offset)

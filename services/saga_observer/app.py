@@ -31,6 +31,7 @@ with needs_extra("observer", "the saga observer"):
     from choreokit.services.saga_observer.metrics import ObserverMetrics
     from choreokit.services.saga_observer.queries import Queries
     from choreokit.services.saga_observer.records import micros
+    from choreokit.services.saga_observer.saga_map import SagaMaps
     from choreokit.services.saga_observer.settings import ObserverSettings
     from choreokit.services.saga_observer.store import Store, open_engines
     from choreokit.services.saga_observer.sweeper import Sweeper
@@ -234,6 +235,8 @@ class ObserverApp:
             access=access,
             audit=audit,
             replayer=_KafkaReplayer(self.runtime.kafka),
+            maps=SagaMaps(reader),
+            clock=self._clock,
         )
         server = HttpServer(
             server_config(api, host=settings.host, port=settings.port),

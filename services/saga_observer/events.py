@@ -91,11 +91,35 @@ class SagaStalled(Event, type="saga.stalled", version=1, topic=TOPIC):
     expected: Annotated[tuple[ExpectedStep, ...], Field(max_length=256)]
 
 
+class SagaStepOverdue(Event, type="saga.step_overdue", version=1, topic=TOPIC):
+    """A flow waits at a step past the step's own deadline (published once per flow and step).
+
+    The flow itself is not judged differently: it may still go on, or stall at
+    the saga's timeout. A service reacts by escalating or compensating.
+    """
+
+    saga: Type
+    step: Type
+    """The type of the event after which the flow waits (the spec's step)."""
+
+    waiting_event_id: Ref
+    """The event that made the flow wait here (also the envelope's causation id)."""
+
+    waiting_event_type: Type
+    waiting_since: EventTime
+    deadline: AwareDatetime
+    """When the next step was due."""
+
+    expected: Types = ()
+    """The types one of which was expected by the deadline."""
+
+
 LIFECYCLE_EVENTS: tuple[type[Event], ...] = (
     SagaCompleted,
     SagaFailed,
     SagaCompensated,
     SagaStalled,
+    SagaStepOverdue,
 )
 """Every lifecycle event class."""
 

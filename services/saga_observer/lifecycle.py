@@ -30,6 +30,7 @@ from choreokit.services.saga_observer.events import (
     SagaCompleted,
     SagaFailed,
     SagaStalled,
+    SagaStepOverdue,
 )
 from choreokit.services.saga_observer.graph import FlowGraph
 from choreokit.services.saga_observer.judge import Judgement, Status
@@ -41,7 +42,7 @@ _NAMESPACE = uuid.UUID("2f0f8a4c-3c1b-4f55-9d7e-5b3e0f6c2a17")
 
 LIFECYCLE_MODELS: dict[str, type[Event]] = {
     model.event_info().type: model
-    for model in (SagaCompleted, SagaFailed, SagaCompensated, SagaStalled)
+    for model in (SagaCompleted, SagaFailed, SagaCompensated, SagaStalled, SagaStepOverdue)
 }
 
 
@@ -52,7 +53,8 @@ class Transition:
     Attributes:
         id: Its ``ce_id``: derived from the flow and the type.
         correlation_id: The flow.
-        type: ``saga.completed``, ``saga.failed``, ``saga.compensated`` or ``saga.stalled``.
+        type: ``saga.completed``, ``saga.failed``, ``saga.compensated``, ``saga.stalled``
+            or ``saga.step_overdue``.
         status: The status the flow moved to.
         caused_by: The event that decided it (the new event's ``ce_causationid``).
         payload: The event's JSON payload.

@@ -44,6 +44,7 @@ from choreokit.services.saga_observer.views import (
     TopologyView,
     TraceView,
 )
+from choreokit.services.saga_observer.waits import waiting_condition
 from choreokit.tracing import flow_label
 
 E, F, D, R, L, OFF, P = (
@@ -93,6 +94,13 @@ class FlowFilter:
         search: A correlation id prefix, or the id of one of the flow's events.
         connected: Whether the graph is one tree rooted at the start event.
         dead_letters: Whether the flow has dead letters.
+        cause_type: With ``event_type``: an event of that type caused by one of this type.
+        waiting_at: Flows waiting at this step now (running or stalled).
+        waiting_since_us: Flows waiting (at ``waiting_at``, else anywhere) since this moment
+            or earlier.
+        dead_letter_error: Flows with an open dead letter of this error type.
+        dead_letter_type: Flows with an open dead letter of an event of this type.
+        dead_letter_fingerprint: Flows with an open dead letter of this failure group.
     """
 
     statuses: tuple[Status, ...] = ()
@@ -105,6 +113,12 @@ class FlowFilter:
     search: str | None = None
     connected: bool | None = None
     dead_letters: bool | None = None
+    cause_type: str | None = None
+    waiting_at: str | None = None
+    waiting_since_us: int | None = None
+    dead_letter_error: str | None = None
+    dead_letter_type: str | None = None
+    dead_letter_fingerprint: str | None = None
 
     def where(self) -> list[ColumnElement[bool]]:
         """The SQL conditions."""
@@ -113,7 +127,18 @@ class FlowFilter:
             found.append(F.c.status.in_([s.value for s in self.statuses]))
         if self.saga is not None:
             found.append(F.c.saga == self.saga)
-        if self.event_type is not None:
+        if self.event_type is not None and self.cause_type is not None:
+            cause = E.alias("cause")
+            found.append(
+                exists()
+                .select_from(E.join(cause, cause.c.id == E.c.causation_id))
+                .where(
+                    E.c.correlation_id == F.c.correlation_id,
+                    E.c.type == self.event_type,
+                    cause.c.type == self.cause_type,
+                )
+            )
+        elif self.event_type is not None:
             found.append(
                 exists().where(
                     E.c.correlation_id == F.c.correlation_id, E.c.type == self.event_type
@@ -125,6 +150,7 @@ class FlowFilter:
                     E.c.correlation_id == F.c.correlation_id, E.c.service == self.service
                 )
             )
+        found += self._stuck()
         if self.since_us is not None:
             found.append(F.c.started_us >= self.since_us)
         if self.until_us is not None:
@@ -143,6 +169,36 @@ class FlowFilter:
             found.append(F.c.connected.is_(self.connected))
         if self.dead_letters is not None:
             found.append(F.c.dead_letters > 0 if self.dead_letters else F.c.dead_letters == 0)
+        return found
+
+    def _stuck(self) -> list[ColumnElement[bool]]:
+        """Where flows wait, and why: the waiting and dead-letter conditions."""
+        found: list[ColumnElement[bool]] = []
+        if self.waiting_at is not None or self.waiting_since_us is not None:
+            found.append(
+                exists().where(
+                    waiting_condition(
+                        F.c.correlation_id,
+                        step=self.waiting_at,
+                        since_before_us=self.waiting_since_us,
+                    )
+                )
+            )
+        letter = [
+            (D.c.error_type, self.dead_letter_error),
+            (D.c.event_type, self.dead_letter_type),
+            (D.c.fingerprint, self.dead_letter_fingerprint),
+        ]
+        if any(value is not None for _, value in letter):
+            found.append(
+                exists()
+                .select_from(_LETTERS)
+                .where(
+                    D.c.correlation_id == F.c.correlation_id,
+                    or_(DS.c.status.is_(None), DS.c.status.notin_(("resolved", "purged"))),
+                    *(column == value for column, value in letter if value is not None),
+                )
+            )
         return found
 
 
@@ -578,7 +634,7 @@ class Queries:
 
         Leaves out what says *when* or *how often* the observer worked rather
         than what it saw: judgement times, row versions, lifecycle payloads and
-        send times, and the consumer group's name.
+        send times, when an overdue step was announced, and the consumer group's name.
         """
         async with self._engine.connect() as conn:
             events = [dict(r._mapping) for r in await conn.execute(select(E).order_by(E.c.id))]
@@ -599,6 +655,14 @@ class Queries:
                     select(L.c.id, L.c.correlation_id, L.c.type).order_by(L.c.id)
                 )
             ]
+            waits = [
+                {k: v for k, v in r._mapping.items() if k != "overdue_us"}
+                for r in await conn.execute(
+                    select(schema.waits).order_by(
+                        schema.waits.c.correlation_id, schema.waits.c.step
+                    )
+                )
+            ]
             positions = [
                 tuple(r)
                 for r in await conn.execute(
@@ -613,6 +677,7 @@ class Queries:
             "dead_letters": letters,
             "rejects": rejects,
             "lifecycle": lifecycle,
+            "waits": waits,
             "positions": positions,
         }
 
@@ -657,6 +722,7 @@ def saga_view(spec: SagaSpec) -> SagaView:
         steps={k: list(v) for k, v in spec.steps.items()},
         compensations=dict(spec.compensations),
         timeout_seconds=spec.timeout.total_seconds(),
+        deadlines_seconds={k: v.total_seconds() for k, v in spec.deadlines.items()},
     )
 
 

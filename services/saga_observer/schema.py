@@ -196,6 +196,25 @@ audit_log = Table(
 """Every write action an operator took (who, when, what, why, how it ended)."""
 
 
+waits = Table(
+    "obs_waits",
+    metadata,
+    Column("correlation_id", String(ID), primary_key=True),
+    Column("step", String(256), primary_key=True),
+    Column("saga", String(64), nullable=False),
+    Column("after_id", String(ID), nullable=False),
+    Column("since_us", BigInteger, nullable=False),
+    Column("deadline_us", BigInteger),
+    Column("expected", Text, nullable=False),
+    Column("overdue_us", BigInteger),
+    Index("obs_waits_step", "saga", "step", "since_us"),
+    Index("obs_waits_due", "overdue_us", "deadline_us"),
+)
+"""Where running and stalled flows wait: one row per flow and step (the type of the event
+the next step must follow), with the step's deadline, and when ``saga.step_overdue`` was
+recorded for it. Rewritten with the flow's judgement; ended flows wait nowhere."""
+
+
 async def _v1(conn: AsyncConnection) -> None:
     await conn.run_sync(
         lambda sync: metadata.create_all(
@@ -235,7 +254,13 @@ async def _v3(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[dead_letter_status]))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3)
+async def _v4(conn: AsyncConnection) -> None:
+    # The saga map, stuck-flow search and step deadlines: where flows wait. Flows judged
+    # before this version get their rows when they are judged again (an event or a sweep).
+    await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[waits]))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4)
 """Step *n* (1-based) brings the schema from version *n-1* to *n*. Append, never edit:
 when a table changes, add a step (ALTER TABLE ...) and change the Table above to match."""
 

@@ -49,6 +49,7 @@ from choreokit.services.saga_observer.records import (
     service_of,
     trace_id,
 )
+from choreokit.services.saga_observer.waits import Wait, record_overdue, record_waits, waits_of
 
 logger = logging.getLogger("choreokit.observer.store")
 
@@ -253,6 +254,11 @@ class Store:
             transitions, remembered = await self._rejudge(conn, due, set(), now_us, _Fresh())
         self._remember(remembered)
         return len(due), transitions
+
+    async def sweep_steps(self, now_us: int, limit: int = 500) -> list[Transition]:
+        """Record ``saga.step_overdue`` for waits whose step deadline passed (once each)."""
+        async with self._lock, self._engine.begin() as conn:
+            return await record_overdue(conn, self._insert, now_us, limit, lock=self._postgres)
 
     async def claim(self, owner: str, now_us: int, lease_us: int, limit: int) -> list[Pending]:
         """Claim up to ``limit`` unsent lifecycle rows that no live claim holds."""
@@ -613,11 +619,14 @@ class Store:
         remembered: dict[str, _Cached | None] = {}
         updates = []
         transitions = []
+        waiting: dict[str, tuple[str | None, list[Wait]]] = {}
         for cid, (status, version) in current.items():
             graph = FlowGraph(cid, nodes.get(cid, ()))
             if not len(graph):
                 continue  # dead letters of a flow whose events have not been read yet
             verdict = judge(graph, self._catalog, now_us)
+            spec = self._catalog.get(verdict.saga) if verdict.saga else None
+            waiting[cid] = (verdict.saga, waits_of(graph, verdict, spec))
             remembered[cid] = (
                 None if verdict.status.final else _Cached(version + 1, list(graph), duplicates[cid])
             )
@@ -642,6 +651,7 @@ class Store:
             await conn.execute(
                 self._insert(L).on_conflict_do_nothing(), [_outbox_row(t) for t in transitions]
             )
+        await record_waits(conn, self._insert, waiting)
         return transitions, remembered
 
     async def _lock_flows(

@@ -21,8 +21,10 @@ class Sweeper:
     """Every ``interval``, judges the running flows past their deadline.
 
     Such a flow becomes ``stalled`` (no end) or ``failed-uncompensated`` (a
-    required compensation missing). Several instances may sweep one database:
-    each skips the flows another holds locked, and judging twice changes nothing.
+    required compensation missing). Then a flow waiting at a step past the
+    step's own deadline gets its ``saga.step_overdue`` (once per flow and step).
+    Several instances may sweep one database: each skips the flows another holds
+    locked, and judging twice changes nothing.
 
     Args:
         store: The observer's store.
@@ -48,17 +50,25 @@ class Sweeper:
         self._on_transitions = on_transitions
 
     async def sweep(self, limit: int = 500) -> int:
-        """Judge every overdue running flow now; return how many were judged."""
+        """Judge every overdue running flow, then record overdue steps; return flows judged."""
         total = 0
         while True:
             judged, transitions = await self._store.sweep(self._clock(), limit)
             total += judged
-            for change in transitions:
-                self._metrics.transitions.labels(change.type).inc()
-            if transitions:
-                self._on_transitions(transitions)
+            self._recorded(transitions)
             if judged < limit:
+                break
+        while True:
+            overdue = await self._store.sweep_steps(self._clock(), limit)
+            self._recorded(overdue)
+            if len(overdue) < limit:
                 return total
+
+    def _recorded(self, transitions: Sequence[Transition]) -> None:
+        for change in transitions:
+            self._metrics.transitions.labels(change.type).inc()
+        if transitions:
+            self._on_transitions(transitions)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Sweep until ``stop`` is set; database errors are logged and the sweep retried."""

@@ -238,6 +238,9 @@ class SagaView(_View):
     steps: dict[str, list[str]]
     compensations: dict[str, str]
     timeout_seconds: float
+    deadlines_seconds: dict[str, float] = Field(
+        default_factory=dict, description="Step deadlines: for a step type, seconds to the next."
+    )
 
 
 class FlowDetail(FlowSummary):
@@ -412,3 +415,84 @@ class Problem(_View):
 
 
 Stats.model_rebuild()
+
+
+class LatencyView(_View):
+    """Time between two steps in milliseconds (nearest rank)."""
+
+    p50: float
+    p95: float
+    max: float
+    samples: int
+
+
+class WaitingView(_View):
+    """Flows waiting at a step now (the next step has not happened yet)."""
+
+    running: int
+    stalled: int
+    overdue: int = Field(description="Of these, waiting past the step's deadline.")
+
+
+class MapNode(_View):
+    """A step of the saga map: an event type of the spec."""
+
+    id: str = Field(description="The event type.")
+    kind: str = Field(description="start, step, success, failure or compensation.")
+    depth: int = Field(description="Steps from the start (for drawing in columns).")
+    deadline_seconds: float | None = Field(
+        None, description="The step's own deadline (to the next step), if it has one."
+    )
+    passed: int = Field(description="Flows of the window with an event of this type.")
+    waiting: WaitingView
+    flows_url: str = Field(description="The flows that passed, in the flow list API.")
+    waiting_url: str = Field(description="The flows waiting here now, in the flow list API.")
+
+
+class MapEdge(_View):
+    """A transition of the saga map: events of ``target`` caused by events of ``source``."""
+
+    source: str
+    target: str
+    kind: str = Field(
+        description="step (the spec's steps), compensation (a failure end to a required "
+        "compensation) or unexpected (seen, but not in the spec)."
+    )
+    count: int = Field(description="Flows of the window that took this transition.")
+    latency_ms: LatencyView | None
+    flows_url: str
+
+
+class SagaMapView(_View):
+    """A saga spec drawn as a graph, with live figures for a time window."""
+
+    saga: str
+    since: datetime | None = Field(description="Flows started at or after (null: no bound).")
+    until: datetime | None
+    now: datetime
+    flows: int = Field(description="Flows of the saga started in the window.")
+    nodes: list[MapNode]
+    edges: list[MapEdge]
+    latency_sample: int = Field(description="Most recent transitions the latencies are taken from.")
+
+
+class FailurePatternView(_View):
+    """Stalled and failed flows that ended (or stopped) alike."""
+
+    last_step: str = Field(description="The type of the flow's latest event.")
+    fingerprint: str | None = Field(description="Its latest open dead letter's failure group.")
+    error_type: str | None
+    message: str | None
+    count: int
+    by_status: dict[str, int]
+    example: str = Field(description="One such flow's correlation id.")
+    flows_url: str
+
+
+class FailurePatternsView(_View):
+    """A saga's failure patterns, largest first."""
+
+    saga: str
+    total: int = Field(description="Stalled and failed flows grouped.")
+    statuses: list[str]
+    patterns: list[FailurePatternView]

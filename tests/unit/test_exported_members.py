@@ -60,6 +60,7 @@ def test_events_exports() -> None:
             "SAGAS_GROUP",
             "EventRef",
             "SagaSpec",
+            "SagaStep",
             "sagas_from_entry_points",
             "sagas_from_yaml",
             "Duration",

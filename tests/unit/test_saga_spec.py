@@ -172,3 +172,75 @@ def test_a_catalog_refuses_ambiguity_and_finds_a_flows_saga() -> None:
     quick = catalog.with_timeout(timedelta(seconds=2))
     assert {s.timeout for s in quick} == {timedelta(seconds=2)}
     assert catalog.with_timeout(None) is catalog
+
+
+def test_a_step_gets_a_deadline_of_its_own_in_python_and_yaml(tmp_path: Path) -> None:
+    from choreokit.events import SagaStep
+    from choreokit.services.example.contracts.payments import PaymentAuthorized, PaymentDeclined
+
+    declared = SagaSpec.declare(
+        "order",
+        start=OrderPlaced,
+        success=[OrderConfirmed],
+        steps={
+            OrderPlaced: [StockReserved],
+            StockReserved: SagaStep(
+                [PaymentAuthorized, PaymentDeclined], deadline=timedelta(seconds=30)
+            ),
+        },
+    )
+    assert declared.steps["stock.reserved"] == ("payment.authorized", "payment.declined")
+    assert declared.deadline_of("stock.reserved") == timedelta(seconds=30)
+    assert declared.deadline_of("order.placed") is None
+    path = tmp_path / "sagas.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            _minimal(
+                steps={
+                    "order.placed": ["stock.reserved"],
+                    "stock.reserved": {
+                        "next": ["payment.authorized", "payment.declined"],
+                        "deadline": "30s",
+                    },
+                }
+            )
+        )
+    )
+    (from_yaml,) = sagas_from_yaml(path)
+    assert from_yaml.steps == {
+        "order.placed": ("stock.reserved",),
+        "stock.reserved": ("payment.authorized", "payment.declined"),
+    }
+    assert from_yaml.deadlines == {"stock.reserved": timedelta(seconds=30)}
+    # a spec without deadlines reads as before
+    assert SagaSpec.model_validate(_minimal()).deadlines == {}
+
+
+def test_a_step_deadline_must_be_positive_bounded_and_belong_to_a_step() -> None:
+    from choreokit.events import SagaStep
+
+    with pytest.raises(ConfigurationError, match="must be positive and at most 30 days"):
+        SagaSpec.declare(
+            "order",
+            start=OrderPlaced,
+            success=[OrderConfirmed],
+            steps={OrderPlaced: SagaStep([OrderConfirmed], deadline=timedelta(0))},
+        )
+    with pytest.raises(ConfigurationError, match="must be positive and at most 30 days"):
+        SagaSpec.declare(
+            "order",
+            start=OrderPlaced,
+            success=[OrderConfirmed],
+            steps={OrderPlaced: SagaStep([OrderConfirmed], deadline=timedelta(days=31))},
+        )
+    with pytest.raises(ValueError, match=re.escape("deadlines name ['stock.reserved']")):
+        SagaSpec.model_validate(_minimal(deadlines={"stock.reserved": "5s"}))
+    with pytest.raises(ValueError, match="given twice"):
+        SagaSpec.model_validate(
+            _minimal(
+                steps={"order.placed": {"next": ["order.confirmed"], "deadline": "1s"}},
+                deadlines={"order.placed": "2s"},
+            )
+        )
+    with pytest.raises(ValueError, match="at least 1 item"):
+        SagaSpec.model_validate(_minimal(steps={"order.placed": {"next": []}}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from choreokit.events import SagaSpec
+from choreokit.events import SagaSpec, SagaStep
 from choreokit.services.example.contracts.inventory import (
     StockRejected,
     StockReleased,
@@ -26,7 +26,10 @@ ORDER_SAGA = SagaSpec.declare(
     failure=[OrderCancelled],
     steps={
         OrderPlaced: [StockReserved, StockRejected],
-        StockReserved: [PaymentAuthorized, PaymentDeclined],
+        # a payment decision within 30 s of the reservation, or saga.step_overdue says so
+        StockReserved: SagaStep(
+            [PaymentAuthorized, PaymentDeclined], deadline=timedelta(seconds=30)
+        ),
         PaymentAuthorized: [ShipmentCompleted, ShipmentFailed],
         ShipmentCompleted: [OrderConfirmed],
         StockRejected: [OrderCancelled],

@@ -31,6 +31,8 @@ class Summary:
     """The Kafka the demo ran on (its bootstrap servers)."""
     observer: Mapping[str, int] | None = None
     """The saga observer's counts by status for the same flows, when one runs."""
+    transitions: Mapping[str, int] = field(default_factory=dict)
+    """``"cause type -> effect type"``: how many flows had such a step (the saga map's edges)."""
     kept: bool = False
     """Whether the system keeps running after the summary."""
 
@@ -65,6 +67,7 @@ class Summary:
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
             "unexplained": list(self.unexplained),
+            "transitions": dict(self.transitions),
             "observer": dict(self.observer) if self.observer is not None else None,
             "observer_agrees": self.observer_agrees,
             "urls": dict(self.urls),
@@ -151,6 +154,7 @@ def summarise(
     unexplained = []
     durations = []
     events = 0
+    transitions: Counter[str] = Counter()
     for order in planned:
         row = by_kind.setdefault(order.kind.value, Counter())
         row["planned"] += 1
@@ -175,6 +179,7 @@ def summarise(
             )
         if flow is not None:
             events += len(flow.events)
+            transitions.update(flow.transitions)
             started = flow.started_at
             if ended is not None and started is not None:
                 durations.append((ended - started).total_seconds() * 1000)
@@ -195,4 +200,5 @@ def summarise(
         seconds=seconds,
         urls=urls,
         bootstrap=bootstrap,
+        transitions=dict(sorted(transitions.items())),
     )

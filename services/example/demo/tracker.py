@@ -53,6 +53,15 @@ class Flow:
         return {kind for kind, *_ in self.events.values()}
 
     @property
+    def transitions(self) -> set[str]:
+        """``"cause type -> effect type"`` for each step the flow took (each pair once)."""
+        return {
+            f"{self.events[cause][0]} -> {kind}"
+            for kind, _, cause, _ in self.events.values()
+            if cause is not None and cause in self.events
+        }
+
+    @property
     def closed(self) -> bool:
         """Whether every cause named by an event has been seen (no effect without its cause)."""
         return all(cause is None or cause in self.events for _, _, cause, _ in self.events.values())

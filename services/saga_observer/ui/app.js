@@ -125,6 +125,7 @@ function route() {
   let page;
   if (path.startsWith("/flow/")) page = flowPage(decodeURIComponent(path.slice(6)));
   else if (path === "/topology") page = topologyPage();
+  else if (path === "/map") page = mapPage(params);
   else if (path === "/records") page = recordsPage(params);
   else page = flowsPage(params);
   page.catch(showError);
@@ -139,6 +140,8 @@ api("/api/stats")
 // -- the flow list ----------------------------------------------------------------------
 
 const FILTERS = ["status", "saga", "event_type", "service", "since", "until", "q", "connected", "dead_letters", "sort"];
+// Filters the map and the failure patterns link to (kept as they are when the form changes).
+const LINKED = ["cause_type", "waiting_at", "waited_more_than", "dead_letter_error", "dead_letter_type", "dead_letter_fingerprint"];
 
 async function flowsPage(params) {
   const [facets, counts] = await Promise.all([api("/api/facets"), api("/api/counts")]);
@@ -152,7 +155,12 @@ async function flowsPage(params) {
   for (const key of ["since", "until"]) {
     if (query[key]) query[key] = new Date(query[key]).toISOString();
   }
+  for (const key of LINKED) {
+    if (params.get(key)) query[key] = params.get(key);
+  }
   const page = await api("/api/flows", { ...query, limit, offset });
+  const linked = LINKED.filter((key) => params.get(key)).map((key) =>
+    el("span", { class: "chip", "data-testid": `linked-${key}` }, `${key.replaceAll("_", " ")}: ${params.get(key)}`));
 
   const go = (changes) => {
     const next = new URLSearchParams(params);
@@ -237,7 +245,11 @@ async function flowsPage(params) {
         onchange: (e) => { sessionStorage.setItem("autorefresh", e.target.checked ? "1" : "0"); route(); } }),
       " refresh every 5 s"),
   );
-  app.replaceChildren(el("h1", { text: "Flows" }), countBar, form, el("h2", {}), table, pager);
+  const chips = linked.length
+    ? el("div", { class: "row chips", "data-testid": "linked-filters" }, linked,
+      el("button", { class: "secondary", type: "button", text: "Drop these", onclick: () => go(Object.fromEntries(LINKED.map((k) => [k, ""]))) }))
+    : null;
+  app.replaceChildren(el("h1", { text: "Flows" }), countBar, form, chips, el("h2", {}), table, pager);
   if (sessionStorage.getItem("autorefresh") === "1") refreshTimer = setInterval(route, 5000);
 }
 
@@ -603,6 +615,178 @@ async function topologyPage() {
     el("h2", { text: "Who publishes what" }), publishers,
     el("h2", { text: "Who reacts to what" }), reactions,
   );
+}
+
+// -- the saga map -------------------------------------------------------------------------
+// The spec as a graph (columns by distance from the start), with live figures for the
+// flows started in the chosen window; every figure links to its flows in the flow list.
+
+const WINDOWS = [["5m", 5 * 60e3], ["15m", 15 * 60e3], ["1h", 3600e3], ["24h", 86400e3], ["all", null]];
+const NODE_W = 180;
+const NODE_H = 64;
+const COL_W = 310;
+const ROW_H = 100;
+
+function flowsLink(apiUrl) {
+  // "/api/flows?a=b" -> "#/?a=b": the same filters, in the flow list
+  return `#/?${apiUrl.split("?")[1] || ""}`;
+}
+
+function seconds(value) {
+  if (value >= 3600) return `${+(value / 3600).toFixed(1)} h`;
+  if (value >= 60) return `${+(value / 60).toFixed(1)} min`;
+  return `${+value.toFixed(1)} s`;
+}
+
+async function mapPage(params) {
+  const sagas = await api("/api/sagas");
+  if (!sagas.length) {
+    app.replaceChildren(el("h1", { text: "Saga map" }), el("p", { class: "muted", text: "No saga specs: nothing to draw." }));
+    return;
+  }
+  const name = params.get("saga") || sagas[0].name;
+  const windowKey = params.get("window") || "all";
+  const span = (WINDOWS.find(([key]) => key === windowKey) || WINDOWS[WINDOWS.length - 1])[1];
+  const since = span ? new Date(Date.now() - span).toISOString() : undefined;
+  const map = await api(`/api/sagas/${encodeURIComponent(name)}/map`, { since });
+  const go = (changes) => {
+    const next = new URLSearchParams(params);
+    for (const [key, value] of Object.entries(changes)) next.set(key, value);
+    location.hash = `#/map?${next}`;
+  };
+
+  const columns = new Map();
+  for (const node of map.nodes) {
+    if (!columns.has(node.depth)) columns.set(node.depth, []);
+    columns.get(node.depth).push(node);
+  }
+  const depths = [...columns.keys()].sort((a, b) => a - b);
+  const tallest = Math.max(...[...columns.values()].map((c) => c.length));
+  const place = new Map();
+  depths.forEach((depth, col) => {
+    const nodes = columns.get(depth);
+    const top = ((tallest - nodes.length) * ROW_H) / 2;
+    nodes.forEach((node, row) => place.set(node.id, [30 + col * COL_W, 30 + top + row * ROW_H]));
+  });
+  const column = new Map(depths.map((depth, col) => [depth, col]));
+  const colOf = new Map(map.nodes.map((n) => [n.id, column.get(n.depth)]));
+  // Transitions that skip a column go around the bottom, under the nodes they would cross.
+  const skips = map.edges.some((e) => colOf.get(e.target) - colOf.get(e.source) > 1);
+  const w = 60 + depths.length * COL_W - (COL_W - NODE_W);
+  const bottom = 30 + tallest * ROW_H - (ROW_H - NODE_H);
+  const h = bottom + (skips ? 90 : 30);
+  const picture = svg("svg", { viewBox: `0 0 ${w} ${h}`, class: "saga-map-picture", "data-testid": "saga-map", role: "img" });
+  const defs = svg("defs");
+  const marker = svg("marker", { id: "map-arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse" });
+  marker.append(svg("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#8290ad" }));
+  defs.append(marker);
+  picture.append(defs);
+
+  for (const edge of map.edges) {
+    if (!place.has(edge.source) || !place.has(edge.target)) continue;
+    const [sx, sy] = place.get(edge.source);
+    const [tx, ty] = place.get(edge.target);
+    const x1 = sx + NODE_W;
+    const y1 = sy + NODE_H / 2;
+    const x2 = tx;
+    const y2 = ty + NODE_H / 2;
+    const bend = Math.max(40, (x2 - x1) / 2);
+    const skip = colOf.get(edge.target) - colOf.get(edge.source) > 1;
+    const low = bottom + 60;
+    let d;
+    let mx = (x1 + x2) / 2;
+    let my = (y1 + y2) / 2;
+    if (skip) {
+      d = `M${x1} ${y1} C${x1 + 90} ${low} ${x2 - 90} ${low} ${x2} ${y2}`;
+      my = 0.125 * y1 + 0.75 * low + 0.125 * y2;
+    } else if (x2 > x1) {
+      d = `M${x1} ${y1} C${x1 + bend} ${y1} ${x2 - bend} ${y2} ${x2} ${y2}`;
+    } else {
+      d = `M${x1} ${y1} C${x1 + 80} ${y1 - 120} ${x2 - 80} ${y2 - 120} ${x2} ${y2}`;
+      my = Math.min(y1, y2) - 90;
+    }
+    const g = svg("g", {
+      class: `map-edge ${edge.kind}${edge.count ? "" : " idle"}`,
+      "data-testid": "map-edge",
+      "data-source": edge.source,
+      "data-target": edge.target,
+      "data-count": edge.count,
+      tabindex: 0,
+    });
+    const title = svg("title", {}, `${edge.source} → ${edge.target}: ${edge.count} flows` +
+      (edge.latency_ms ? `, p50 ${ms(edge.latency_ms.p50)}, p95 ${ms(edge.latency_ms.p95)}` : ""));
+    g.append(title, svg("path", { class: "hit", d }), svg("path", { class: "line", d, "marker-end": "url(#map-arrow)" }));
+    const top = edge.latency_ms ? my - 12 : my + 4;
+    g.append(svg("text", { class: "map-edge-label", x: mx, y: top, "data-testid": "map-edge-count" }, `×${edge.count}`));
+    if (edge.latency_ms) {
+      g.append(svg("text", { class: "map-edge-latency", x: mx, y: top + 13 }, `p50 ${ms(edge.latency_ms.p50)}`));
+      g.append(svg("text", { class: "map-edge-latency", x: mx, y: top + 25 }, `p95 ${ms(edge.latency_ms.p95)}`));
+    }
+    const open = () => { location.hash = flowsLink(edge.flows_url); };
+    g.addEventListener("click", open);
+    g.addEventListener("keydown", (e) => { if (e.key === "Enter") open(); });
+    picture.append(g);
+  }
+
+  for (const node of map.nodes) {
+    const [x, y] = place.get(node.id);
+    const waiting = node.waiting.running + node.waiting.stalled;
+    const g = svg("g", {
+      class: `map-node ${node.kind}${node.waiting.overdue ? " overdue" : ""}`,
+      "data-testid": "map-node",
+      "data-type": node.id,
+      "data-passed": node.passed,
+      "data-waiting": waiting,
+      "data-overdue": node.waiting.overdue,
+    });
+    g.append(svg("rect", { x, y, width: NODE_W, height: NODE_H, rx: 8 }));
+    g.append(svg("text", { class: "map-node-type", x: x + 10, y: y + 18 }, node.id));
+    const passed = svg("text", { class: "map-node-figure link", x: x + 10, y: y + 36, "data-testid": "map-node-passed" }, `passed ${node.passed}`);
+    passed.addEventListener("click", () => { location.hash = flowsLink(node.flows_url); });
+    g.append(passed);
+    if (node.deadline_seconds !== null) {
+      g.append(svg("text", { class: "map-node-deadline", x: x + NODE_W - 10, y: y + 36, "text-anchor": "end" }, `deadline ${seconds(node.deadline_seconds)}`));
+    }
+    if (waiting || node.kind === "step" || node.kind === "start") {
+      const parts = [`waiting ${node.waiting.running}`];
+      if (node.waiting.stalled) parts.push(`stalled ${node.waiting.stalled}`);
+      if (node.waiting.overdue) parts.push(`overdue ${node.waiting.overdue}`);
+      const text = svg("text", { class: `map-node-figure${waiting ? " link waiting" : ""}`, x: x + 10, y: y + 54, "data-testid": "map-node-waiting" }, parts.join(" · "));
+      if (waiting) text.addEventListener("click", () => { location.hash = flowsLink(node.waiting_url); });
+      g.append(text);
+    }
+    picture.append(g);
+  }
+
+  const sagaSelect = el("select", { "data-testid": "map-saga", onchange: (e) => go({ saga: e.target.value }) },
+    sagas.map((s) => el("option", { value: s.name, text: s.name, selected: s.name === name })));
+  const windowSelect = el("select", { "data-testid": "map-window", onchange: (e) => go({ window: e.target.value }) },
+    WINDOWS.map(([key]) => el("option", { value: key, text: key === "all" ? "all flows" : `started in the last ${key}`, selected: key === windowKey })));
+  const patterns = await api(`/api/sagas/${encodeURIComponent(name)}/failure-patterns`, { since, limit: 20 });
+  const patternTable = el("table", { "data-testid": "failure-patterns" },
+    el("thead", {}, el("tr", {}, ["Flows", "Last step", "Error", "Statuses"].map((t) => el("th", { text: t })))),
+    el("tbody", {}, patterns.patterns.length ? patterns.patterns.map((p) => el("tr", { "data-testid": "failure-pattern" },
+      el("td", { class: "num" }, el("a", { href: flowsLink(p.flows_url), text: p.count })),
+      el("td", { class: "mono", text: p.last_step }),
+      el("td", { text: p.error_type ? `${p.error_type}: ${p.message || ""}` : "no dead letter" }),
+      el("td", {}, Object.entries(p.by_status).map(([status, n]) => el("span", {}, badge(status), ` ${n} `))),
+    )) : el("tr", {}, el("td", { colspan: 4, class: "muted", text: "No stalled or failed flow." }))));
+  app.replaceChildren(
+    el("h1", { text: `Saga map · ${name}` }),
+    el("div", { class: "row panel" },
+      el("label", {}, "Saga ", sagaSelect),
+      el("label", {}, "Window ", windowSelect),
+      el("span", { class: "muted", "data-testid": "map-flows", text: `${map.flows} flows` }),
+      el("span", { class: "muted grow", text: "Click a transition or a figure to list its flows. Waiting: now, among the window's flows." }),
+      el("label", { class: "muted" },
+        el("input", { type: "checkbox", checked: sessionStorage.getItem("autorefresh") === "1",
+          onchange: (e) => { sessionStorage.setItem("autorefresh", e.target.checked ? "1" : "0"); route(); } }),
+        " refresh every 5 s")),
+    el("div", { class: "saga-map panel" }, picture),
+    el("h2", { text: "Failure patterns: stalled and failed flows by last step and error" }),
+    patternTable,
+  );
+  if (sessionStorage.getItem("autorefresh") === "1") refreshTimer = setInterval(route, 5000);
 }
 
 // -- dead letters and rejects --------------------------------------------------------------
