@@ -89,6 +89,7 @@ from choreokit.events._saga import (
     sagas_from_entry_points,
     sagas_from_yaml,
 )
+from choreokit.events._saga_check import SagaProblem, check_saga, saga_diagram
 from choreokit.events._sensitive import (
     LOG_SAFE_KEY,
     REDACTED,
@@ -159,6 +160,7 @@ __all__ = [
     "RecordInfo",
     "Registry",
     "RetryPolicy",
+    "SagaProblem",
     "SagaSpec",
     "SagaStep",
     "SaslMechanism",
@@ -177,6 +179,7 @@ __all__ = [
     "broker_unavailable",
     "check_asyncapi",
     "check_attribute",
+    "check_saga",
     "check_schemas",
     "check_time",
     "client_options",
@@ -204,6 +207,7 @@ __all__ = [
     "parse_time",
     "record_time",
     "redact",
+    "saga_diagram",
     "sagas_from_entry_points",
     "sagas_from_yaml",
     "sensitive_fields",
