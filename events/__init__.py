@@ -19,7 +19,12 @@ The wire contract (CloudEvents 1.0, Kafka binary content mode) is described in
 """
 
 from choreokit.events import wire
-from choreokit.events._asyncapi import ASYNCAPI_FILE, check_asyncapi, export_asyncapi
+from choreokit.events._asyncapi import (
+    ASYNCAPI_FILE,
+    asyncapi_document,
+    check_asyncapi,
+    export_asyncapi,
+)
 from choreokit.events._attributes import (
     MAX_ATTRIBUTE_LENGTH,
     MAX_TIME,
@@ -45,6 +50,7 @@ from choreokit.events._codec import (
 from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
 from choreokit.events._context import HandlerContext
 from choreokit.events._contract import SchemaProblem, check_schemas, export_schemas
+from choreokit.events._contract_users import ContractUsers, contract_users
 from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import (
@@ -128,6 +134,7 @@ __all__ = [
     "ChoreoError",
     "ConfigurationError",
     "ConsumerStats",
+    "ContractUsers",
     "DecodeError",
     "DecodedRecord",
     "Delivery",
@@ -175,6 +182,7 @@ __all__ = [
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "asyncapi_document",
     "attribute_problem",
     "broker_unavailable",
     "check_asyncapi",
@@ -184,6 +192,7 @@ __all__ = [
     "check_time",
     "client_options",
     "consumer_options",
+    "contract_users",
     "dead_letter_topic",
     "decode",
     "default_registry",
