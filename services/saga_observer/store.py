@@ -443,6 +443,7 @@ class Store:
                         inserted["time_us"],
                         inserted["causation_id"],
                         inserted["service"],
+                        first.envelope.joined_ids,
                     )
                 )
                 fresh.duplicates[cid] += len(group) - 1
@@ -741,11 +742,12 @@ class Store:
                     E.c.causation_id,
                     E.c.service,
                     E.c.deliveries,
+                    E.c.joined,
                 ).where(E.c.correlation_id.in_(chunk))
             )
             for r in rows:
                 nodes[r.correlation_id].append(
-                    Node(r.id, r.type, r.time_us, r.causation_id, r.service)
+                    Node(r.id, r.type, r.time_us, r.causation_id, r.service, _ids(r.joined))
                 )
                 duplicates[r.correlation_id] += r.deliveries - 1
         letters: dict[str, int] = {}
@@ -886,7 +888,12 @@ def _event_row(seen: SeenEvent, *, deliveries: int) -> dict[str, Any]:
         "payload": seen.payload,
         "size": seen.size,
         "deliveries": deliveries,
+        "joined": envelope.joined,
     }
+
+
+def _ids(joined: str | None) -> tuple[str, ...]:
+    return tuple(joined.split(",")) if joined else ()
 
 
 def _status_of(seen: SeenLifecycle) -> str:
