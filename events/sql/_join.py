@@ -48,6 +48,9 @@ E = TypeVar("E", bound=Event)
 
 logger = logging.getLogger("choreokit.join")
 
+MIN_INPUTS = 2
+"""Fewest input types of a join (one is a plain handler)."""
+
 MAX_INPUTS = 8
 """Most input types one join waits for."""
 
@@ -164,10 +167,13 @@ class Join:
     ) -> None:
         types = [m.event_info().type for m in inputs]
         if not _NAME.match(name):
-            raise ConfigurationError(f"join name {name!r} must be 1-64 lowercase letters, ...")
-        if not 2 <= len(types) <= MAX_INPUTS or len(set(types)) != len(types):  # noqa: PLR2004
             raise ConfigurationError(
-                f"join {name!r} needs 2 to {MAX_INPUTS} distinct input types, not {types}"
+                f"join name {name!r} must be 1-64 lowercase letters, digits, '.', '_' or '-'"
+            )
+        if not MIN_INPUTS <= len(types) <= MAX_INPUTS or len(set(types)) != len(types):
+            raise ConfigurationError(
+                f"join {name!r} needs {MIN_INPUTS} to {MAX_INPUTS} distinct input types, "
+                f"not {types}"
             )
         if (deadline is None) != (on_timeout is None):
             raise ConfigurationError(
