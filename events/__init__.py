@@ -27,7 +27,12 @@ from choreokit.events._approvals import (
     ApprovalRejected,
     ApprovalRequested,
 )
-from choreokit.events._asyncapi import ASYNCAPI_FILE, check_asyncapi, export_asyncapi
+from choreokit.events._asyncapi import (
+    ASYNCAPI_FILE,
+    asyncapi_document,
+    check_asyncapi,
+    export_asyncapi,
+)
 from choreokit.events._attributes import (
     MAX_ATTRIBUTE_LENGTH,
     MAX_TIME,
@@ -53,6 +58,7 @@ from choreokit.events._codec import (
 from choreokit.events._consumer import ConsumerStats, UnknownTypePolicy
 from choreokit.events._context import HandlerContext
 from choreokit.events._contract import SchemaProblem, check_schemas, export_schemas
+from choreokit.events._contract_users import ContractUsers, contract_users
 from choreokit.events._dead_letter import dead_letter_topic, is_dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import (
@@ -101,6 +107,7 @@ from choreokit.events._saga import (
     sagas_from_entry_points,
     sagas_from_yaml,
 )
+from choreokit.events._saga_check import SagaProblem, check_saga, saga_diagram
 from choreokit.events._sensitive import (
     LOG_SAFE_KEY,
     REDACTED,
@@ -147,6 +154,7 @@ __all__ = [
     "ChoreoError",
     "ConfigurationError",
     "ConsumerStats",
+    "ContractUsers",
     "DecodeError",
     "DecodedRecord",
     "Delivery",
@@ -181,6 +189,7 @@ __all__ = [
     "RecordInfo",
     "Registry",
     "RetryPolicy",
+    "SagaProblem",
     "SagaSpec",
     "SagaStep",
     "SaslMechanism",
@@ -196,14 +205,17 @@ __all__ = [
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
+    "asyncapi_document",
     "attribute_problem",
     "broker_unavailable",
     "check_asyncapi",
     "check_attribute",
+    "check_saga",
     "check_schemas",
     "check_time",
     "client_options",
     "consumer_options",
+    "contract_users",
     "dead_letter_topic",
     "decode",
     "default_registry",
@@ -228,6 +240,7 @@ __all__ = [
     "reader_options",
     "record_time",
     "redact",
+    "saga_diagram",
     "sagas_from_entry_points",
     "sagas_from_yaml",
     "sensitive_fields",

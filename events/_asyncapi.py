@@ -78,6 +78,14 @@ _HEADERS: dict[str, Any] = {
         },
         "traceparent": {"type": "string", "description": "W3C trace context of the producer."},
         "tracestate": {"type": "string", "description": "W3C trace state."},
+        "ce_joined": {
+            "type": "string",
+            "pattern": "^[^,]+(,[^,]+)*$",
+            "description": (
+                "Only on a join's output: the ce_ids of the inputs it joined besides its "
+                "cause, comma-separated."
+            ),
+        },
     },
 }
 

@@ -24,6 +24,7 @@ from choreokit.events._envelope import (
     H_CORRELATION,
     H_DATAVERSION,
     H_ID,
+    H_JOINED,
     H_SOURCE,
     H_SPECVERSION,
     H_TIME,
@@ -61,6 +62,7 @@ _STRUCTURED_KEYS = {
     "causationid": H_CAUSATION,
     "traceparent": H_TRACEPARENT,
     "tracestate": H_TRACESTATE,
+    "joined": H_JOINED,
 }
 
 
@@ -134,6 +136,8 @@ def encode_headers(envelope: Envelope) -> list[tuple[str, bytes]]:
         headers.append((H_TRACEPARENT, envelope.traceparent.encode()))
         if envelope.tracestate:
             headers.append((H_TRACESTATE, envelope.tracestate.encode()))
+    if envelope.joined:
+        headers.append((H_JOINED, envelope.joined.encode()))
     return headers
 
 
@@ -160,6 +164,8 @@ def to_structured(envelope: Envelope, data: Any) -> dict[str, Any]:
         out["traceparent"] = envelope.traceparent
     if envelope.tracestate:
         out["tracestate"] = envelope.tracestate
+    if envelope.joined:
+        out["joined"] = envelope.joined
     out["data"] = data
     return out
 
@@ -300,7 +306,17 @@ def _envelope(attrs: dict[str, str], fallback_time: datetime) -> Envelope:
         causation_id=_checked(H_CAUSATION, causation) if causation else None,
         traceparent=_optional(attrs, H_TRACEPARENT),
         tracestate=_optional(attrs, H_TRACESTATE),
+        joined=_joined(attrs.get(H_JOINED)),
     )
+
+
+def _joined(raw: str | None) -> str | None:
+    if raw is None:
+        return None
+    value = _checked(H_JOINED, raw)
+    if not all(part.strip() == part and part for part in value.split(",")):
+        raise InvalidEnvelopeError(H_JOINED, "must be event ids separated by commas")
+    return value
 
 
 def _optional(attrs: dict[str, str], header: str) -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextvars import ContextVar
 
 from choreokit.events._envelope import Envelope
@@ -51,7 +52,9 @@ class HandlerContext:
         """1 on the first try, then 2, 3, ... on retries."""
         return self._delivery.attempt
 
-    async def publish(self, event: Event, *, cause: Envelope | None = None) -> Envelope:
+    async def publish(
+        self, event: Event, *, cause: Envelope | None = None, joined: Sequence[str] = ()
+    ) -> Envelope:
         """Publish ``event`` as a consequence of the handled one; returns its envelope.
 
         Args:
@@ -60,6 +63,8 @@ class HandlerContext:
                 the handled event only completed a join (e.g. the second of
                 two events a service waits for) and the other one is the
                 real trigger. Default: the handled event.
+            joined: The ids of the other events of the flow this one joins (a
+                join's output: ``cause`` completed it); sent as ``ce_joined``.
 
         Raises:
             ConfigurationError: ``cause`` belongs to another flow.
@@ -77,6 +82,7 @@ class HandlerContext:
             correlation_id=cause.correlation_id,
             causation_id=cause.id,
             event_id=derived_event_id(cause.id, self._producer_name, len(self.outputs)),
+            joined=",".join(joined) or None,
         )
         self.outputs.append(outbound)
         return outbound.envelope

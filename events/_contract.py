@@ -188,10 +188,13 @@ class SchemaProblem:
     Attributes:
         path: The schema file, relative to ``schemas/``.
         message: What is wrong and what to do.
+        incompatible: Whether the committed version was changed incompatibly (its
+            readers and writers are affected; see :func:`contract_users`).
     """
 
     path: Path
     message: str
+    incompatible: bool = False
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
@@ -223,6 +226,7 @@ def check_schemas(registry: Registry, directory: Path) -> list[SchemaProblem]:
                 SchemaProblem(
                     rel,
                     f"{label}: {item}; keep the committed contract or declare a new major version",
+                    incompatible=True,
                 )
                 for item in broken
             )

@@ -22,9 +22,21 @@ H_CORRELATION = "ce_correlationid"
 H_CAUSATION = "ce_causationid"
 H_TRACEPARENT = "traceparent"
 H_TRACESTATE = "tracestate"
+H_JOINED = "ce_joined"
+"""The ``joined`` extension: the other inputs' ids of a join's output (comma-separated)."""
 
 CE_HEADERS = frozenset(
-    {H_SPECVERSION, H_ID, H_SOURCE, H_TYPE, H_DATAVERSION, H_TIME, H_CORRELATION, H_CAUSATION}
+    {
+        H_SPECVERSION,
+        H_ID,
+        H_SOURCE,
+        H_TYPE,
+        H_DATAVERSION,
+        H_TIME,
+        H_CORRELATION,
+        H_CAUSATION,
+        H_JOINED,
+    }
 )
 
 
@@ -43,6 +55,9 @@ class Envelope:
             ``None`` for the event that started the flow.
         traceparent: W3C trace context of the producing span, if any.
         tracestate: W3C trace state accompanying ``traceparent``.
+        joined: For the output of a join (:class:`~choreokit.events.sql.Join`), the
+            ids of the inputs it joined besides its cause, comma-separated (the
+            CloudEvents extension ``joined``, header ``ce_joined``).
     """
 
     id: str
@@ -54,6 +69,12 @@ class Envelope:
     causation_id: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
+    joined: str | None = None
+
+    @property
+    def joined_ids(self) -> tuple[str, ...]:
+        """The ids in :attr:`joined` (empty unless the event is a join's output)."""
+        return tuple(self.joined.split(",")) if self.joined else ()
 
     def with_trace(self, traceparent: str | None, tracestate: str | None) -> Envelope:
         """Return a copy carrying another trace context."""
@@ -68,6 +89,7 @@ class Envelope:
             self.causation_id,
             traceparent,
             tracestate,
+            self.joined,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -82,6 +104,7 @@ class Envelope:
             "causation_id": self.causation_id,
             "traceparent": self.traceparent,
             "tracestate": self.tracestate,
+            "joined": self.joined,
         }
 
     @classmethod
@@ -97,4 +120,5 @@ class Envelope:
             causation_id=data.get("causation_id"),
             traceparent=data.get("traceparent"),
             tracestate=data.get("tracestate"),
+            joined=data.get("joined"),
         )

@@ -78,8 +78,12 @@ class Publisher:
         causation_id: str | None = None,
         event_id: str | None = None,
         time: datetime | None = None,
+        joined: str | None = None,
     ) -> Outbound:
-        """Assign ``event`` its envelope: a new flow unless a correlation id is given."""
+        """Assign ``event`` its envelope: a new flow unless a correlation id is given.
+
+        ``joined`` is the ``joined`` extension of a join's output (the other inputs' ids).
+        """
         if self._allowed is not None and type(event) not in self._allowed:
             raise ConfigurationError(
                 f"{type(event).__qualname__} is not among the events this service declared "
@@ -96,6 +100,7 @@ class Publisher:
             time=time or datetime.now(UTC),
             correlation_id=correlation,
             causation_id=causation_id,
+            joined=joined,
         )
         return Outbound(
             topic=info.topic,

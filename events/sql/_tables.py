@@ -1,4 +1,4 @@
-"""The toolkit's own tables: inbox, business keys bound to their flows, and outbox."""
+"""The toolkit's own tables: inbox, business keys bound to their flows, outbox, and joins."""
 
 from __future__ import annotations
 
@@ -55,7 +55,39 @@ outbox = Table(
 Index("ix_choreo_outbox_pending", outbox.c.producer, outbox.c.published_at, outbox.c.id)
 
 
+joins = Table(
+    "choreo_joins",
+    metadata,
+    Column("consumer", String(128), primary_key=True),
+    Column("join_name", String(64), primary_key=True),
+    Column("join_key", String(1024), primary_key=True),
+    Column("correlation_id", String(1024), nullable=False),
+    Column("opened_by", String(1024), nullable=False),
+    Column("opened_at", DateTime(timezone=True), nullable=False),
+    Column("deadline_at", DateTime(timezone=True), nullable=True),
+    Column("claimed_by", String(1024), nullable=True),
+    Column("claimed_at", DateTime(timezone=True), nullable=True),
+    Column("timeout_sent_at", DateTime(timezone=True), nullable=True),
+)
+"""Open and completed joins: one row per consumer, join and key; ``claimed_by`` is the input
+whose handling completed it (or ``deadline``), set once by an atomic update."""
+Index("ix_choreo_joins_deadline", joins.c.consumer, joins.c.join_name, joins.c.deadline_at)
+
+join_inputs = Table(
+    "choreo_join_inputs",
+    metadata,
+    Column("consumer", String(128), primary_key=True),
+    Column("join_name", String(64), primary_key=True),
+    Column("join_key", String(1024), primary_key=True),
+    Column("event_type", String(255), primary_key=True),
+    Column("envelope", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+"""The first event of each input type a join received, per key (later ones are ignored)."""
+
+
 async def create_tables(engine: AsyncEngine) -> None:
-    """Create the inbox, key and outbox tables if they do not exist."""
+    """Create the inbox, key, outbox and join tables if they do not exist."""
     async with engine.begin() as conn:
         await conn.run_sync(metadata.create_all)

@@ -16,6 +16,7 @@ from choreokit.services.cli._health import health
 from choreokit.services.cli._observer import observer_token
 from choreokit.services.cli._publish import publish
 from choreokit.services.cli._run import run
+from choreokit.services.cli._sagas import sagas
 from choreokit.services.cli._schemas import schemas
 from choreokit.services.cli._tail import tail
 from choreokit.services.cli._topics import topics
@@ -57,6 +58,7 @@ for command in (
     tail,
     dlq,
     schemas,
+    sagas,
     topics,
     health,
     gateway_key,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -21,6 +21,9 @@ _DIR_OPTION = click.option(
     help="The schemas directory.",
 )
 
+
+_MAX_DOCUMENT = 16 * 1024 * 1024
+"""Largest committed asyncapi.yaml read to name a contract's users."""
 
 _MODULE_OPTION = click.option(
     "--module",
@@ -149,20 +152,50 @@ def export(directory: Path, modules: tuple[str, ...], example: bool, force: bool
         raise SystemExit(1)
 
 
+def _documents(contract: _Contract, directory: Path) -> list[dict[str, Any]]:
+    """The AsyncAPI documents that say who uses what: the committed one, and the declared one."""
+    import yaml
+
+    from choreokit.events import ASYNCAPI_FILE, asyncapi_document
+
+    found = [asyncapi_document(contract.registry, contract.services)]
+    committed = directory / ASYNCAPI_FILE
+    try:
+        if committed.stat().st_size <= _MAX_DOCUMENT:
+            loaded = yaml.safe_load(committed.read_text(encoding="utf-8"))
+            if isinstance(loaded, dict):
+                found.append(loaded)
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        pass  # check_asyncapi already says what is wrong with it
+    return found
+
+
 @schemas.command()
 @_DIR_OPTION
 @_MODULE_OPTION
 @_EXAMPLE_OPTION
 def check(directory: Path, modules: tuple[str, ...], example: bool) -> None:
-    """Fail if committed schemas are stale, missing, or were changed incompatibly."""
-    from choreokit.events import check_asyncapi, check_schemas
+    """Fail if committed schemas are stale, missing, or were changed incompatibly.
+
+    For an incompatible change, the services that publish and that handle the
+    type and version are named (from the declared services and the committed
+    asyncapi.yaml).
+    """
+    from choreokit.events import check_asyncapi, check_schemas, contract_users
 
     contract = _contract(modules, example)
     registry = contract.registry
     problems = check_schemas(registry, directory)
     problems += check_asyncapi(registry, contract.services, directory)
+    documents = _documents(contract, directory) if any(p.incompatible for p in problems) else []
+    named: set[Path] = set()
     for problem in problems:
         click.echo(f"error: {directory / problem.path}: {problem.message}", err=True)
+        if problem.incompatible and problem.path not in named:
+            named.add(problem.path)
+            event_type, version = problem.path.parent.name, int(problem.path.stem[1:])
+            users = contract_users(documents, event_type, version)
+            click.echo(f"  {event_type} v{version} is {users}", err=True)
     if problems:
         raise SystemExit(1)
     click.echo(f"{directory}: {len(registry)} schemas and asyncapi.yaml match the declared events")

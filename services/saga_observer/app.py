@@ -33,7 +33,7 @@ with needs_extra("observer", "the saga observer"):
     from choreokit.services.saga_observer.api import build_api
     from choreokit.services.saga_observer.approvals import Decided, DecisionRequest
     from choreokit.services.saga_observer.audit import AuditLog
-    from choreokit.services.saga_observer.catalog import SagaCatalog, load_catalog
+    from choreokit.services.saga_observer.catalog import SagaCatalog, SpecFiles, load_catalog
     from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS, LIFECYCLE_TYPES
     from choreokit.services.saga_observer.ingest import Ingest
     from choreokit.services.saga_observer.lifecycle import LifecycleRelay, Transition
@@ -130,7 +130,8 @@ class ObserverApp:
         runtime: Name, Kafka settings, middlewares and data directory.
         settings: The observer's settings.
         catalog: The saga specs; loaded from the entry points and
-            ``settings.specs`` when omitted.
+            ``settings.specs`` when omitted (then a changed spec file is reloaded
+            on the next sweep, without a restart).
         clock: Microseconds since the epoch, now.
         access: Who may read and act; built from ``settings`` and the profile when omitted.
     """
@@ -251,6 +252,11 @@ class ObserverApp:
             interval=settings.sweep_interval,
             metrics=metrics,
             on_transitions=transitions,
+            spec_files=(
+                None
+                if self._catalog is not None or not settings.specs
+                else SpecFiles(catalog, settings.specs, timeout=settings.timeout)
+            ),
         )
         instance = _InstanceState(group=self.group, client_id=self.client_id, ingest=ingest)
         queries = Queries(reader, catalog, group=self.group, jaeger_url=settings.jaeger_url)

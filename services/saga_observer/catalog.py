@@ -67,6 +67,17 @@ class SagaCatalog:
                 return spec
         return None
 
+    def update(self, other: SagaCatalog) -> frozenset[str]:
+        """Take ``other``'s specs in place, so everything holding this catalog judges by them.
+
+        Returns:
+            The names of the specs added, removed or changed.
+        """
+        before = self._by_name
+        self._by_name, self._by_start = dict(other._by_name), dict(other._by_start)
+        names = set(before) | set(self._by_name)
+        return frozenset(n for n in names if before.get(n) != self._by_name.get(n))
+
     def with_timeout(self, timeout: timedelta | None) -> SagaCatalog:
         """Return the catalog with every timeout replaced by ``timeout`` (if given)."""
         if timeout is None:
@@ -94,3 +105,65 @@ def load_catalog(
                 logger.info("saga %r from %s replaces the declared one", spec.name, path)
             by_name[spec.name] = spec
     return SagaCatalog(by_name.values()).with_timeout(timeout)
+
+
+class SpecFiles:
+    """The YAML spec files of a catalog, reloaded into it when one changes on disk.
+
+    :meth:`reload_if_changed` compares each file's modification time and size
+    with the last look (the observer calls it on every sweep); on a change the
+    catalog is rebuilt as at start (entry points, then the files) and updated in
+    place. A file that no longer reads, or specs that no longer agree, are
+    logged and leave the catalog as it was.
+
+    Args:
+        catalog: The catalog to update (the one the store, API and queries hold).
+        paths: The YAML files.
+        timeout: The timeout override, applied to reloaded specs too.
+        group: The entry-point group.
+    """
+
+    def __init__(
+        self,
+        catalog: SagaCatalog,
+        paths: Iterable[Path],
+        *,
+        timeout: timedelta | None = None,
+        group: str = SAGAS_GROUP,
+    ) -> None:
+        self._catalog = catalog
+        self._paths = tuple(paths)
+        self._timeout = timeout
+        self._group = group
+        self._stamps = self._stat()
+
+    def _stat(self) -> tuple[tuple[int, int] | None, ...]:
+        stamps: list[tuple[int, int] | None] = []
+        for path in self._paths:
+            try:
+                found = path.stat()
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((found.st_mtime_ns, found.st_size))
+        return tuple(stamps)
+
+    def reload_if_changed(self) -> frozenset[str]:
+        """Reload the specs if a file changed; return the names of the specs that changed."""
+        stamps = self._stat()
+        if stamps == self._stamps:
+            return frozenset()
+        self._stamps = stamps
+        try:
+            fresh = load_catalog(self._paths, timeout=self._timeout, group=self._group)
+        except ConfigurationError as exc:
+            refused: ConfigurationError | None = exc
+        else:
+            refused = None
+        if refused is not None:
+            logger.error("saga specs not reloaded (%s); judging by the previous ones", refused)
+            return frozenset()
+        changed = self._catalog.update(fresh)
+        if changed:
+            logger.info("saga specs reloaded; changed: %s", ", ".join(sorted(changed)))
+        return changed

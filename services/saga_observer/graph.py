@@ -1,5 +1,7 @@
 """A flow as a causation graph: events are nodes, ``causation id -> id`` are the edges.
 
+A join's output (``ce_joined``) also has an edge from each other input it joined.
+
 The graph is built from the *set* of a flow's events, never from the order in
 which they arrived: an effect that arrives before its cause is an orphan until
 the cause arrives, and is then simply placed under it.
@@ -23,6 +25,8 @@ class Node:
         time_us: Its ``ce_time`` in microseconds since the epoch.
         causation_id: The ``ce_id`` of its cause, if it names one.
         service: The service that published it (from ``ce_source``).
+        joined: For a join's output, the other inputs it joined (``ce_joined``):
+            besides its cause, each is a parent of it in the graph.
     """
 
     id: str
@@ -30,6 +34,7 @@ class Node:
     time_us: int
     causation_id: str | None
     service: str
+    joined: tuple[str, ...] = ()
 
 
 class FlowGraph:
@@ -45,10 +50,15 @@ class FlowGraph:
         ordered = sorted(nodes, key=lambda n: (n.time_us, n.id))
         self.nodes: dict[str, Node] = {n.id: n for n in ordered}
         children: dict[str, list[str]] = defaultdict(list)
+        edges: list[tuple[str, str]] = []
         for node in ordered:
-            if node.causation_id is not None and node.causation_id in self.nodes:
-                children[node.causation_id].append(node.id)
+            parents = (node.causation_id, *node.joined) if node.causation_id else node.joined
+            for parent in dict.fromkeys(parents):
+                if parent in self.nodes and parent != node.id:
+                    children[parent].append(node.id)
+                    edges.append((parent, node.id))
         self.children: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in children.items()}
+        self._edges = tuple(edges)
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -76,14 +86,14 @@ class FlowGraph:
             if n.causation_id is not None and n.causation_id not in self.nodes
         )
 
-    @cached_property
+    @property
     def edges(self) -> tuple[tuple[str, str], ...]:
-        """``(cause id, effect id)`` for every effect whose cause is present."""
-        return tuple(
-            (n.causation_id, n.id)
-            for n in self.nodes.values()
-            if n.causation_id is not None and n.causation_id in self.nodes
-        )
+        """``(cause id, effect id)`` for every effect whose cause is present.
+
+        A join's output has an edge from its cause and from every other input it
+        joined (one node, several parents).
+        """
+        return self._edges
 
     def root(self, start_type: str | None = None) -> Node | None:
         """The flow's root: the event whose id is the correlation id, else the earliest root.

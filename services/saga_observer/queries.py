@@ -278,6 +278,7 @@ class Queries:
                         E.c.kafka_offset,
                         E.c.deliveries,
                         E.c.size,
+                        E.c.joined,
                     )
                     .where(E.c.correlation_id == correlation_id)
                     .order_by(E.c.time_us, E.c.id)
@@ -309,7 +310,17 @@ class Queries:
         summary = _summary(row._mapping, publishers)
         graph = FlowGraph(
             correlation_id,
-            (Node(e.id, e.type, e.time_us, e.causation_id, e.service) for e in events),
+            (
+                Node(
+                    e.id,
+                    e.type,
+                    e.time_us,
+                    e.causation_id,
+                    e.service,
+                    tuple(e.joined.split(",")) if e.joined else (),
+                )
+                for e in events
+            ),
         )
         spec = self._catalog.get(summary.saga) if summary.saga else None
         depth = graph.depth()
@@ -374,6 +385,7 @@ class Queries:
             offset=row.kafka_offset,
             deliveries=row.deliveries,
             size=row.size,
+            joined=row.joined.split(",") if row.joined else [],
             correlation_id=row.correlation_id,
             traceparent=row.traceparent,
             payload=payload,
@@ -817,6 +829,7 @@ def _events(graph: FlowGraph, rows: Sequence[Any], depth: dict[str, int]) -> lis
             offset,
             deliveries,
             size,
+            joined,
         ) = row
         cause = nodes.get(causation_id) if causation_id is not None else None
         out.append(
@@ -838,6 +851,7 @@ def _events(graph: FlowGraph, rows: Sequence[Any], depth: dict[str, int]) -> lis
                 offset=offset,
                 deliveries=deliveries,
                 size=size,
+                joined=joined.split(",") if joined else [],
             )
         )
     return out

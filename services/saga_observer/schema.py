@@ -9,6 +9,7 @@ by a newer observer is refused rather than misread.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -59,6 +60,7 @@ events = Table(
     Column("payload", Text),
     Column("size", Integer, nullable=False),
     Column("deliveries", Integer, nullable=False),
+    Column("joined", Text),
     Index("obs_events_flow", "correlation_id", "time_us"),
     Index("obs_events_type", "type", "correlation_id"),
     Index("obs_events_service", "service", "correlation_id"),
@@ -283,7 +285,23 @@ async def _v5(conn: AsyncConnection) -> None:
     await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[approvals]))
 
 
-MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5)
+async def _joined_column(conn: AsyncConnection) -> None:
+    # Joins: a join's output names its other inputs (ce_joined), each an edge of the graph.
+    # Idempotent, so it may come after other steps when branches merge.
+    def columns(sync: Any) -> set[str] | None:
+        found = inspect(sync)
+        if not found.has_table("obs_events"):
+            return None
+        return {c["name"] for c in found.get_columns("obs_events")}
+
+    present = await conn.run_sync(columns)
+    if present is None:
+        await conn.run_sync(lambda sync: metadata.create_all(sync, tables=[events]))
+    elif "joined" not in present:
+        await conn.execute(text("ALTER TABLE obs_events ADD COLUMN joined TEXT"))
+
+
+MIGRATIONS: tuple[Migration, ...] = (_v1, _v2, _v3, _v4, _v5, _joined_column)
 """Step *n* (1-based) brings the schema from version *n-1* to *n*. Append, never edit:
 when a table changes, add a step (ALTER TABLE ...) and change the Table above to match."""
 

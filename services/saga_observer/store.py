@@ -19,7 +19,7 @@ import contextlib
 import json
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -41,7 +41,7 @@ from choreokit.services.saga_observer.approvals import (
 )
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
-from choreokit.services.saga_observer.judge import Judgement, Refusal, judge
+from choreokit.services.saga_observer.judge import Judgement, Refusal, Status, judge
 from choreokit.services.saga_observer.lifecycle import Pending, Transition, transition
 from choreokit.services.saga_observer.records import (
     Position,
@@ -261,6 +261,42 @@ class Store:
         self._remember(remembered)
         return len(due), transitions
 
+    async def rejudge_sagas(
+        self, names: Collection[str], now_us: int, limit: int = 500
+    ) -> tuple[int, list[Transition]]:
+        """Judge again the open flows of the sagas ``names`` and every untracked flow.
+
+        Called when specs changed (a reloaded spec file): a flow that has not ended
+        (running, stalled, failed-uncompensated) or that no spec knew gets the
+        verdict of the new specs; an ended flow keeps the verdict it got.
+
+        Returns:
+            How many flows were judged, and the transitions that made.
+        """
+        total, after = 0, ""
+        transitions: list[Transition] = []
+        ended = [s.value for s in Status if s.final]
+        while True:
+            async with self._lock, self._engine.begin() as conn:
+                stmt = (
+                    select(F.c.correlation_id)
+                    .where(
+                        F.c.correlation_id > after,
+                        F.c.status.not_in(ended),
+                        or_(F.c.saga.in_(sorted(names)), F.c.saga.is_(None)),
+                    )
+                    .order_by(F.c.correlation_id)
+                    .limit(limit)
+                )
+                due = list((await conn.execute(stmt)).scalars())
+                if not due:
+                    return total, transitions
+                changes, remembered = await self._rejudge(conn, set(due), set(), now_us, _Fresh())
+            self._remember(remembered)
+            total += len(due)
+            transitions += changes
+            after = due[-1]
+
     async def sweep_steps(self, now_us: int, limit: int = 500) -> list[Transition]:
         """Record ``saga.step_overdue`` for waits whose step deadline passed (once each)."""
         async with self._lock, self._engine.begin() as conn:
@@ -427,6 +463,7 @@ class Store:
                         inserted["time_us"],
                         inserted["causation_id"],
                         inserted["service"],
+                        first.envelope.joined_ids,
                     )
                 )
                 fresh.duplicates[cid] += len(group) - 1
@@ -744,11 +781,12 @@ class Store:
                     E.c.causation_id,
                     E.c.service,
                     E.c.deliveries,
+                    E.c.joined,
                 ).where(E.c.correlation_id.in_(chunk))
             )
             for r in rows:
                 nodes[r.correlation_id].append(
-                    Node(r.id, r.type, r.time_us, r.causation_id, r.service)
+                    Node(r.id, r.type, r.time_us, r.causation_id, r.service, _ids(r.joined))
                 )
                 duplicates[r.correlation_id] += r.deliveries - 1
         letters: dict[str, list[Refusal]] = defaultdict(list)
@@ -904,7 +942,12 @@ def _event_row(seen: SeenEvent, *, deliveries: int) -> dict[str, Any]:
         "payload": seen.payload,
         "size": seen.size,
         "deliveries": deliveries,
+        "joined": envelope.joined,
     }
+
+
+def _ids(joined: str | None) -> tuple[str, ...]:
+    return tuple(joined.split(",")) if joined else ()
 
 
 def _status_of(seen: SeenLifecycle) -> str:

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from choreokit.services.saga_observer.catalog import SpecFiles
 from choreokit.services.saga_observer.lifecycle import Transition
 from choreokit.services.saga_observer.metrics import ObserverMetrics
 from choreokit.services.saga_observer.store import Store
@@ -24,7 +25,9 @@ class Sweeper:
     required compensation missing). Then a flow waiting at a step past the
     step's own deadline gets its ``saga.step_overdue`` (once per flow and step).
     Several instances may sweep one database: each skips the flows another holds
-    locked, and judging twice changes nothing.
+    locked, and judging twice changes nothing. With ``spec_files``, each sweep
+    first reloads the spec files that changed and judges their sagas' open
+    flows again.
 
     Args:
         store: The observer's store.
@@ -32,6 +35,7 @@ class Sweeper:
         interval: How often to look.
         metrics: The instance's metrics.
         on_transitions: Called with the transitions each sweep recorded.
+        spec_files: The YAML spec files to watch, if any.
     """
 
     def __init__(
@@ -42,16 +46,24 @@ class Sweeper:
         interval: timedelta,
         metrics: ObserverMetrics,
         on_transitions: Callable[[Sequence[Transition]], None],
+        spec_files: SpecFiles | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
         self._interval = interval.total_seconds()
         self._metrics = metrics
         self._on_transitions = on_transitions
+        self._spec_files = spec_files
 
     async def sweep(self, limit: int = 500) -> int:
         """Judge every overdue running flow, then record overdue steps; return flows judged."""
         total = 0
+        changed = self._spec_files.reload_if_changed() if self._spec_files else frozenset()
+        if changed:
+            judged, transitions = await self._store.rejudge_sagas(changed, self._clock(), limit)
+            logger.info("judged %d open flows again by the reloaded specs", judged)
+            total += judged
+            self._recorded(transitions)
         while True:
             judged, transitions = await self._store.sweep(self._clock(), limit)
             total += judged

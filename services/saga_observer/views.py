@@ -97,6 +97,10 @@ class EventView(_View):
     offset: int
     deliveries: int = Field(description="How many copies were read (1 + redeliveries).")
     size: int
+    joined: list[str] = Field(
+        default_factory=list,
+        description="For a join's output: the other inputs it joined (ce_joined), parents too.",
+    )
 
 
 class EventDetail(EventView):

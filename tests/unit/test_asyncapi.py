@@ -81,6 +81,7 @@ def test_every_type_and_version_is_a_message_with_its_schema_and_headers(cat: Ca
         "ce_causationid",
         "traceparent",
         "tracestate",
+        "ce_joined",
     }
 
 

@@ -12,11 +12,10 @@ from typing import Any
 
 from choreokit.events import HandlerContext, RetryPolicy, Service
 from choreokit.events.orchestration import Orchestration, OrchestrationRun, Step, StepContext
-from choreokit.events.sql import Inbox, KeyBindings, create_tables
+from choreokit.events.sql import Inbox, Join, Joined, KeyBindings
 from choreokit.services.example.contracts.orders import OrderPlaced
 from choreokit.services.example.contracts.payments import PaymentAuthorized
 from choreokit.services.example.contracts.shipping import ShipmentCompleted, ShipmentFailed
-from choreokit.services.example.shipping import store
 from choreokit.services.example.shipping.carrier import SimulatedCarrier
 from choreokit.services.example.shipping.settings import ShippingSettings
 from choreokit.services.runtime.app import Runtime, ServiceApp
@@ -86,10 +85,10 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
     service.use(Inbox(engine, consumer=service.name, serialize=False))
     bindings = KeyBindings(consumer=service.name)
 
-    async def bind(order_id: str, ctx: HandlerContext) -> None:
+    async def bind(event: OrderPlaced | PaymentAuthorized, ctx: HandlerContext) -> None:
         # A short transaction of its own, like every write here (see the Inbox above).
         async with engine.begin() as conn:
-            await bindings.bind(conn, "order", order_id, ctx.correlation_id)
+            await bindings.bind(conn, "order", event.order_id, ctx.correlation_id)
 
     def unshipped(event: PaymentAuthorized, error: BaseException) -> ShipmentFailed:
         # A shipment this service gave up on fails, so the payment is refunded.
@@ -99,53 +98,49 @@ def build(runtime: Runtime, settings: ShippingSettings) -> tuple[Service, Servic
             reason=f"{type(error).__name__}: the shipment could not be handled",
         )
 
-    async def ship_if_ready(order_id: str, ctx: HandlerContext) -> None:
-        ready = await store.claim(engine, order_id, ctx.envelope.id)
-        if ready is None:
-            return  # the other half is still on its way, or another event owns the shipment
+    async def ship(joined: Joined) -> ShipmentCompleted | ShipmentFailed:
+        """Both the destination and the payment are here: run the shipment, once."""
+        order_id = joined.key
+        destination = joined.get(OrderPlaced).ship_to
         outcome = await shipment.run(
             order_id,
-            {"order_id": order_id, "country": ready.country, "postal_code": ready.postal_code},
-            cause=ready.payment,  # as the completion event: the run answers the payment
+            {
+                "order_id": order_id,
+                "country": destination.country,
+                "postal_code": destination.postal_code,
+            },
         )
         if outcome.succeeded:
             quote, label = outcome.results["quote"], outcome.results["label"]
-            result: ShipmentCompleted | ShipmentFailed = ShipmentCompleted(
+            return ShipmentCompleted(
                 order_id=order_id,
                 shipment_id=f"shp-{order_id}",
                 carrier=quote["carrier"],
                 tracking_number=label["tracking_number"],
                 price_cents=quote["price_cents"],
             )
-        else:
-            result = ShipmentFailed(
-                order_id=order_id,
-                failed_step=outcome.failed_step or "?",
-                reason=(outcome.error or "")[:1024],
-                compensated_steps=outcome.compensated,
-            )
-        # The payment is what the shipment answers, even when the order came second.
-        await ctx.publish(result, cause=ready.payment)
-
-    @service.handler(OrderPlaced)
-    async def destination(event: OrderPlaced, ctx: HandlerContext) -> None:
-        """Record where the order goes; ship if its payment is already authorized."""
-        await bind(event.order_id, ctx)
-        await store.record_destination(
-            engine, event.order_id, event.ship_to.country, event.ship_to.postal_code
+        return ShipmentFailed(
+            order_id=order_id,
+            failed_step=outcome.failed_step or "?",
+            reason=(outcome.error or "")[:1024],
+            compensated_steps=outcome.compensated,
         )
-        await ship_if_ready(event.order_id, ctx)
 
-    @service.handler(PaymentAuthorized, on_dead_letter=unshipped)
-    async def ship(event: PaymentAuthorized, ctx: HandlerContext) -> None:
-        """Record the payment; ship if the order's destination is known."""
-        await bind(event.order_id, ctx)
-        await store.record_payment(engine, event.order_id, ctx.envelope)
-        await ship_if_ready(event.order_id, ctx)
+    # The order's destination and its authorized payment travel on different topics in
+    # no guaranteed order: the join waits for both, and whichever completes it ships.
+    ready = Join(
+        service,
+        ORCHESTRATION,
+        inputs=[OrderPlaced, PaymentAuthorized],
+        key="order_id",
+        engine=engine,
+        output=ship,
+        on_input=bind,
+        on_dead_letter={PaymentAuthorized: unshipped},
+    )
 
     async def setup() -> None:
-        await create_tables(engine)
-        await store.create(engine)
+        await ready.create_tables()
         await shipment.create_tables()
         await carrier.create_tables()
 

@@ -24,7 +24,7 @@ def authorized(order_id: str) -> PaymentAuthorized:
     return PaymentAuthorized(order_id=order_id, payment_id=f"pay-{order_id}", amount_cents=100)
 
 
-async def test_order_then_payment_ships_once_answering_the_payment(tmp_path: Path) -> None:
+async def test_order_then_payment_ships_once_caused_by_the_payment(tmp_path: Path) -> None:
     async with drive(build(runtime("shipping", tmp_path), RELIABLE)[1]) as kit:
         placed = await kit.deliver(order("o-1", ("SKU-1", 1, 100)), correlation_id="flow-1")
         paid = await kit.deliver(authorized("o-1"), correlation_id="flow-1")
@@ -32,16 +32,26 @@ async def test_order_then_payment_ships_once_answering_the_payment(tmp_path: Pat
     completed = paid.one(ShipmentCompleted)
     assert completed.shipment_id == "shp-o-1"
     assert completed.tracking_number
-    assert paid.published[0].envelope.causation_id == paid.envelope.id  # type: ignore[union-attr]
+    envelope = paid.published[0].envelope
+    assert (paid.envelope, placed.envelope) != (None, None)
+    assert envelope.causation_id == paid.envelope.id  # type: ignore[union-attr]
+    assert envelope.joined_ids == (placed.envelope.id,)  # type: ignore[union-attr]
 
 
-async def test_payment_before_the_order_still_names_the_payment_as_cause(tmp_path: Path) -> None:
+async def test_payment_before_the_order_is_caused_by_the_order_and_joins_the_payment(
+    tmp_path: Path,
+) -> None:
+    """The join's output names the completing input as its cause, the other in ce_joined."""
     async with drive(build(runtime("shipping", tmp_path), RELIABLE)[1]) as kit:
         paid = await kit.deliver(authorized("o-1"), correlation_id="flow-1")
         placed = await kit.deliver(order("o-1", ("SKU-1", 1, 100)), correlation_id="flow-1")
+        again = await kit.deliver(authorized("o-1"), correlation_id="flow-1")
     assert paid.published == ()
     placed.one(ShipmentCompleted)
-    assert placed.published[0].envelope.causation_id == paid.envelope.id  # type: ignore[union-attr]
+    envelope = placed.published[0].envelope
+    assert envelope.causation_id == placed.envelope.id  # type: ignore[union-attr]
+    assert envelope.joined_ids == (paid.envelope.id,)  # type: ignore[union-attr]
+    assert again.published == ()  # another payment event finds the shipment claimed
 
 
 async def test_an_unserved_destination_fails_at_pickup_and_voids_the_label(tmp_path: Path) -> None:
