@@ -134,7 +134,8 @@ def _never_required(spec: SagaSpec) -> Iterator[tuple[str, str]]:
 
 def _deadlines(spec: SagaSpec) -> Iterator[tuple[str, str]]:
     for after, deadline in spec.deadlines.items():
-        if deadline >= spec.timeout:
+        # Time spent waiting for a person does not count against the saga's timeout.
+        if deadline >= spec.timeout and after not in spec.checkpoints:
             yield (
                 f"steps.{after}.deadline",
                 f"{deadline} is not shorter than the saga's timeout ({spec.timeout}): the "

@@ -32,7 +32,7 @@ async def test_order_then_payment_ships_once_caused_by_the_payment(tmp_path: Pat
     completed = paid.one(ShipmentCompleted)
     assert completed.shipment_id == "shp-o-1"
     assert completed.tracking_number
-    envelope = paid.published[0].envelope
+    envelope = next(p for p in paid.published if p.type == "shipment.completed").envelope
     assert (paid.envelope, placed.envelope) != (None, None)
     assert envelope.causation_id == paid.envelope.id  # type: ignore[union-attr]
     assert envelope.joined_ids == (placed.envelope.id,)  # type: ignore[union-attr]
@@ -48,7 +48,7 @@ async def test_payment_before_the_order_is_caused_by_the_order_and_joins_the_pay
         again = await kit.deliver(authorized("o-1"), correlation_id="flow-1")
     assert paid.published == ()
     placed.one(ShipmentCompleted)
-    envelope = placed.published[0].envelope
+    envelope = next(p for p in placed.published if p.type == "shipment.completed").envelope
     assert envelope.causation_id == placed.envelope.id  # type: ignore[union-attr]
     assert envelope.joined_ids == (paid.envelope.id,)  # type: ignore[union-attr]
     assert again.published == ()  # another payment event finds the shipment claimed
