@@ -65,6 +65,7 @@ from choreokit.events._errors import (
     TransactionsUnavailableError,
     UnknownEventTypeError,
     UnknownEventVersionError,
+    UnknownSettingError,
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
@@ -112,8 +113,10 @@ from choreokit.events._settings import (
     Profile,
     SaslMechanism,
     SecurityProtocol,
+    StrictSettings,
     millis,
     parse_duration,
+    settings_variables,
 )
 from choreokit.events.extras import MissingExtraError, needs_extra
 
@@ -172,9 +175,11 @@ __all__ = [
     "SendFuture",
     "Sensitive",
     "Service",
+    "StrictSettings",
     "TransactionsUnavailableError",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
+    "UnknownSettingError",
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
@@ -213,6 +218,7 @@ __all__ = [
     "sagas_from_entry_points",
     "sagas_from_yaml",
     "sensitive_fields",
+    "settings_variables",
     "to_structured",
     "upcaster",
     "wire",

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from pydantic import PositiveInt, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from choreokit.events import ConfigurationError
+from choreokit.events import ConfigurationError, StrictSettings
 from choreokit.services.runtime.access import is_loopback
 
 PLACEHOLDER_TOKEN = "change-me"  # noqa: S105 - docker-compose.yml's placeholder, refused
 """The intake token docker-compose.yml falls back to; the production profile refuses it."""
 
 
-class OrdersSettings(BaseSettings):
-    """``CHOREO_ORDERS_*`` variables."""
+class OrdersSettings(StrictSettings):
+    """``CHOREO_ORDERS_*`` variables (an unknown one is an error)."""
 
     model_config = SettingsConfigDict(env_prefix="CHOREO_ORDERS_", frozen=True, extra="ignore")
 
