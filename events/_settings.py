@@ -119,16 +119,21 @@ class SaslMechanism(StrEnum):
 
 
 def settings_variables(settings: type[BaseSettings]) -> frozenset[str]:
-    """The variables a settings class reads: its prefix plus each field, and alias choices."""
+    """The variables a settings class reads: its prefix plus each field's name.
+
+    A field with a validation alias is read by its alias choices only (pydantic-settings
+    applies no prefix to them), so those are its variables.
+    """
     prefix = str(settings.model_config.get("env_prefix", ""))
-    names = set()
+    names: set[str] = set()
     for name, field in settings.model_fields.items():
-        names.add(f"{prefix}{name}".upper())
         alias = field.validation_alias
         if isinstance(alias, AliasChoices):
             names.update(str(choice).upper() for choice in alias.choices)
         elif isinstance(alias, str):
             names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{name}".upper())
     return frozenset(names)
 
 

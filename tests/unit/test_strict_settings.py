@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
 
 from choreokit.events import (
     ConfigurationError,
@@ -192,3 +194,45 @@ def test_every_variable_named_in_the_tree_is_known_to_the_class_of_its_prefix() 
                 if name.startswith(prefix) and name not in known:
                     refused.setdefault(name, set()).add(str(path.relative_to(ROOT)))
     assert refused == {}
+
+
+class AcmeSettings(StrictSettings):
+    """A project's own settings, strict the same way."""
+
+    model_config = SettingsConfigDict(env_prefix="ACME_")
+
+    region: str = "eu"
+    limit: int = Field(default=1, validation_alias=AliasChoices("ACME_LIMIT_CENTS", "LEGACY_LIMIT"))
+
+    known_elsewhere = frozenset({"ACME_TOKEN"})
+
+
+def test_a_projects_settings_derive_the_same_check_and_an_aliased_field_has_only_its_aliases(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """pydantic-settings reads an aliased field by its aliases only: its prefixed name would
+    be ignored, so it is refused like any typo."""
+    monkeypatch.setenv("ACME_TOKEN", "read by another program")
+    monkeypatch.setenv("LEGACY_LIMIT", "7")
+    assert AcmeSettings().limit == 7
+    assert AcmeSettings.known_variables() == {
+        "ACME_REGION",
+        "ACME_LIMIT_CENTS",
+        "LEGACY_LIMIT",
+        "ACME_TOKEN",
+    }
+    monkeypatch.setenv("ACME_LIMIT", "9")
+    with pytest.raises(UnknownSettingError) as refused:
+        AcmeSettings()
+    assert str(refused.value).startswith(
+        "unknown variable ACME_LIMIT (did you mean ACME_LIMIT_CENTS?)"
+    )
+    assert refused.value.known == ("ACME_LIMIT_CENTS", "ACME_REGION", "ACME_TOKEN")
+
+
+def test_a_strict_class_without_a_prefix_is_a_programming_error() -> None:
+    class Unprefixed(StrictSettings):
+        name: str = "x"
+
+    with pytest.raises(TypeError, match="Unprefixed needs an env_prefix"):
+        Unprefixed()
