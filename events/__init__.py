@@ -79,6 +79,7 @@ from choreokit.events._errors import (
     TransactionsUnavailableError,
     UnknownEventTypeError,
     UnknownEventVersionError,
+    UnknownSettingError,
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
@@ -129,8 +130,10 @@ from choreokit.events._settings import (
     Profile,
     SaslMechanism,
     SecurityProtocol,
+    StrictSettings,
     millis,
     parse_duration,
+    settings_variables,
 )
 from choreokit.events.extras import MissingExtraError, needs_extra
 
@@ -199,9 +202,11 @@ __all__ = [
     "SendFuture",
     "Sensitive",
     "Service",
+    "StrictSettings",
     "TransactionsUnavailableError",
     "UnknownEventTypeError",
     "UnknownEventVersionError",
+    "UnknownSettingError",
     "UnknownTypePolicy",
     "UnsupportedContentTypeError",
     "VersionTooNewError",
@@ -244,6 +249,7 @@ __all__ = [
     "sagas_from_entry_points",
     "sagas_from_yaml",
     "sensitive_fields",
+    "settings_variables",
     "to_structured",
     "upcaster",
     "wire",

@@ -8,7 +8,8 @@ dead-letter topic. Messages say what happened and what to do next.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from aiokafka import errors as kafka_errors
@@ -23,6 +24,30 @@ class ChoreoError(Exception):
 
 class ConfigurationError(ChoreoError):
     """A setting, declaration or command-line argument is invalid."""
+
+
+class UnknownSettingError(ConfigurationError, ValueError):
+    """Variables of a settings class's prefix name none of its settings (a typo, most often).
+
+    Catchable as :class:`ValueError` too, as pydantic's validation errors are.
+    """
+
+    def __init__(self, prefix: str, unknown: Sequence[str], known: Iterable[str]) -> None:
+        self.prefix = prefix
+        """The prefix the variables share, e.g. ``CHOREO_OBSERVER_``."""
+        self.unknown = tuple(unknown)
+        """The variables that name no setting."""
+        self.known = tuple(sorted(known))
+        """Every variable of the prefix that something reads."""
+        hints = []
+        for name in self.unknown:
+            close = difflib.get_close_matches(name.upper(), self.known, n=1)
+            hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
+        plural = "s" if len(hints) > 1 else ""
+        super().__init__(
+            f"unknown variable{plural} {', '.join(hints)}: correct or unset it; the "
+            f"{prefix}* variables are {', '.join(self.known)}"
+        )
 
 
 class SchemaError(ChoreoError):

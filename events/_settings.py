@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import (
     AliasChoices,
@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from choreokit.events._errors import UnknownSettingError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -116,12 +118,75 @@ class SaslMechanism(StrEnum):
     OAUTHBEARER = "OAUTHBEARER"
 
 
+def settings_variables(settings: type[BaseSettings]) -> frozenset[str]:
+    """The variables a settings class reads: its prefix plus each field's name.
+
+    A field with a validation alias is read by its alias choices only (pydantic-settings
+    applies no prefix to them), so those are its variables.
+    """
+    prefix = str(settings.model_config.get("env_prefix", ""))
+    names: set[str] = set()
+    for name, field in settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices):
+            names.update(str(choice).upper() for choice in alias.choices)
+        elif isinstance(alias, str):
+            names.add(alias.upper())
+        else:
+            names.add(f"{prefix}{name}".upper())
+    return frozenset(names)
+
+
+class StrictSettings(BaseSettings):
+    """Settings that own their prefix: a variable of it that names no setting is an error.
+
+    A subclass sets ``env_prefix`` (e.g. ``CHOREO_OBSERVER_``); building it raises
+    :class:`UnknownSettingError` for any ``<prefix>*`` variable that is none of its fields
+    or aliases, nor one of :attr:`known_elsewhere`, naming the closest known variable and
+    all of them. So a misspelt ``CHOREO_OBSERVER_TOKNES_FILE`` stops the service instead of
+    leaving the default in place. Frozen; variables of other prefixes are left alone.
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore")
+
+    known_elsewhere: ClassVar[frozenset[str]] = frozenset()
+    """Variables of the prefix that something else reads (a command-line option, a tool):
+    accepted, since ``choreo dev`` hands one environment to every process."""
+
+    def __init__(self, **values: Any) -> None:
+        refuse_unknown_variables(type(self))
+        super().__init__(**values)
+
+    @classmethod
+    def known_variables(cls) -> frozenset[str]:
+        """The variables accepted: the fields' (and aliases) and :attr:`known_elsewhere`."""
+        return settings_variables(cls) | cls.known_elsewhere
+
+
+def refuse_unknown_variables(
+    settings: type[StrictSettings], environ: Mapping[str, str] = os.environ
+) -> None:
+    """Raise if ``environ`` holds a variable of ``settings``' prefix that it does not know.
+
+    Raises:
+        UnknownSettingError: Such variables are set; the message names the closest known ones.
+        TypeError: ``settings`` declares no ``env_prefix``.
+    """
+    prefix = str(settings.model_config.get("env_prefix", "")).upper()
+    if not prefix:
+        raise TypeError(f"{settings.__name__} needs an env_prefix to refuse unknown variables")
+    known = {n for n in settings.known_variables() if n.startswith(prefix)}
+    unknown = sorted(n for n in environ if n.upper().startswith(prefix) and n.upper() not in known)
+    if unknown:
+        raise UnknownSettingError(prefix, unknown, known)
+
+
 NOT_CLIENT_VARIABLES = frozenset({"CHOREO_KAFKA_HOME", "CHOREO_KAFKA_POM"})
 """``CHOREO_KAFKA_*`` variables that configure tools, not clients (an Apache Kafka
 distribution, or the pom resolving its jars, for ``choreo broker --engine kafka``)."""
 
 
-class KafkaSettings(BaseSettings):
+class KafkaSettings(StrictSettings):
     """How services reach and use Kafka.
 
     Every field reads ``CHOREO_KAFKA_<FIELD>`` (``profile`` also reads
@@ -133,6 +198,8 @@ class KafkaSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CHOREO_KAFKA_", frozen=True, extra="ignore", populate_by_name=True
     )
+
+    known_elsewhere = NOT_CLIENT_VARIABLES
 
     bootstrap: str = "127.0.0.1:9092"
     """Comma-separated ``host:port`` list of bootstrap brokers."""
@@ -220,26 +287,6 @@ class KafkaSettings(BaseSettings):
 
     sasl_oauth_token_file: Path | None = None
     """OAUTHBEARER: a file holding the current token, read at each authentication."""
-
-    @model_validator(mode="after")
-    def _no_unknown_variables(self) -> KafkaSettings:
-        known = {f"CHOREO_KAFKA_{name.upper()}" for name in type(self).model_fields}
-        known |= NOT_CLIENT_VARIABLES
-        unknown = sorted(
-            name
-            for name in os.environ
-            if name.upper().startswith("CHOREO_KAFKA_") and name.upper() not in known
-        )
-        if unknown:
-            hints = []
-            for name in unknown:
-                close = difflib.get_close_matches(name.upper(), known, n=1)
-                hints.append(f"{name} (did you mean {close[0]}?)" if close else name)
-            raise ValueError(
-                f"unknown Kafka setting {', '.join(hints)}; the CHOREO_KAFKA_* variables are "
-                f"{', '.join(sorted(known))}"
-            )
-        return self
 
     @model_validator(mode="after")
     def _transactions_need_idempotence(self) -> KafkaSettings:

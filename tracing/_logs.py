@@ -11,9 +11,9 @@ from typing import Any, TextIO
 
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 from pydantic import ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from choreokit.events import ConfigurationError
+from choreokit.events import ConfigurationError, StrictSettings
 from choreokit.tracing._context import handling
 from choreokit.tracing._naming import flow_label
 
@@ -36,12 +36,15 @@ class LogFormat(StrEnum):
     """One JSON object per line, for a log pipeline (Loki, Elasticsearch, CloudWatch)."""
 
 
-class LogSettings(BaseSettings):
-    """``CHOREO_LOG_FORMAT`` [text]."""
+class LogSettings(StrictSettings):
+    """``CHOREO_LOG_FORMAT`` [text]; another ``CHOREO_LOG_*`` variable than those is an error."""
 
     model_config = SettingsConfigDict(
         env_prefix="CHOREO_LOG_", frozen=True, extra="ignore", env_ignore_empty=True
     )
+
+    known_elsewhere = frozenset({"CHOREO_LOG_LEVEL"})
+    """``choreo --log-level``'s variable (the command line sets the level)."""
 
     format: LogFormat = LogFormat.TEXT
 

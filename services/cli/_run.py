@@ -70,12 +70,13 @@ def run(service: str, name: str | None) -> None:
         factory = load_factory(service)
         telemetry = configure(name)
         status = StatusSettings.from_env()
+        kafka = KafkaSettings()
     except ChoreoError as exc:
         raise click.UsageError(str(exc)) from None
     metrics = configure_metrics(name)
     runtime = Runtime(
         name=name,
-        kafka=KafkaSettings(),
+        kafka=kafka,
         middlewares=(*telemetry.middlewares, metrics.middleware),
         metrics=metrics,
     )

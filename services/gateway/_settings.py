@@ -6,26 +6,31 @@ from datetime import timedelta
 from pathlib import Path
 
 from pydantic import ByteSize, Field, PositiveFloat, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from choreokit.events import Duration
+from choreokit.events import Duration, StrictSettings
 
 DEFAULT_PORT = 8081
 MIB = 1024 * 1024
 
 
-class GatewaySettings(BaseSettings):
+class GatewaySettings(StrictSettings):
     """How the HTTP gateway listens, what it accepts and how it publishes.
 
     Every field reads ``CHOREO_GATEWAY_<FIELD>``, e.g. ``CHOREO_GATEWAY_PORT=8081``,
     ``CHOREO_GATEWAY_MAX_BODY=1MiB``, ``CHOREO_GATEWAY_PUBLISH_TIMEOUT=5s``.
     Kafka itself is configured by ``CHOREO_KAFKA_*`` (:class:`events.KafkaSettings`).
-    An empty variable counts as unset (compose files often pass empty ones).
+    An empty variable counts as unset (compose files often pass empty ones). Any other
+    ``CHOREO_GATEWAY_*`` variable is an error (:class:`~choreokit.events.StrictSettings`).
     """
 
     model_config = SettingsConfigDict(
         env_prefix="CHOREO_GATEWAY_", frozen=True, extra="ignore", env_ignore_empty=True
     )
+
+    known_elsewhere = frozenset({"CHOREO_GATEWAY_URL", "CHOREO_GATEWAY_KEY"})
+    """Where clients find the gateway and the API key they send (the examples of
+    ``docs/publishing-from-other-systems.md`` read them), not the gateway's own settings."""
 
     host: str = "127.0.0.1"
     """Interface to listen on (``0.0.0.0`` in a container)."""

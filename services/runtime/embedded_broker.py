@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import os
 import signal
 import socket
 import struct
-import subprocess
 import time
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
 from choreokit.events import EmbeddedBrokerError
 from choreokit.events.extras import MissingExtraError, needs_extra
+from choreokit.services.runtime.child_process import ChildProcess
 
 BINARY_ENV = "CHOREO_TANSU_BIN"
-_PR_SET_PDEATHSIG = 1
 
 
 def resolve_binary() -> str:
@@ -82,29 +79,28 @@ def answers_kafka(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(struct.pack(">i", len(body)) + body)
-            header = _recv_exactly(sock, 4)
+            header = recv_exactly(sock, 4)
             size = struct.unpack(">i", header)[0]
-            payload = _recv_exactly(sock, min(size, 64))
+            payload = recv_exactly(sock, min(size, 64))
     except OSError:
         return False
     correlation_id, error_code = struct.unpack(">ih", payload[:6])
     return bool(correlation_id == 1 and error_code == 0)
 
 
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    """Read ``n`` bytes from ``sock`` (a Kafka response's size, then its body).
+
+    Raises:
+        ConnectionError: The peer closed the connection first.
+    """
+    data = bytearray()
     while len(data) < n:
         chunk = sock.recv(n - len(data))
         if not chunk:
             raise ConnectionError("connection closed")
         data += chunk
-    return data
-
-
-def die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """In a child before exec: have the kernel SIGKILL it when its parent dies."""
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    return bytes(data)
 
 
 class EmbeddedBroker:
@@ -130,10 +126,8 @@ class EmbeddedBroker:
     ) -> None:
         self.host = host
         self.port = port
-        self._log_path = log
         self._binary = binary
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._child = ChildProcess(log)
 
     @property
     def bootstrap(self) -> str:
@@ -143,7 +137,7 @@ class EmbeddedBroker:
     @property
     def pid(self) -> int | None:
         """The broker's process id while it runs."""
-        return self._process.pid if self._process else None
+        return self._child.pid
 
     def start(self, timeout: timedelta = timedelta(seconds=20)) -> None:
         """Start the broker and return once it answers Kafka requests.
@@ -160,8 +154,7 @@ class EmbeddedBroker:
             )
         url = f"tcp://{self.host}:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
-        self._log = self._log_path.open("ab") if self._log_path else None
-        self._process = subprocess.Popen(
+        self._child.start(
             [
                 binary,
                 "broker",
@@ -172,20 +165,16 @@ class EmbeddedBroker:
                 "--storage-engine",
                 "memory://tansu/",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log or subprocess.DEVNULL,
-            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             env=env,
-            preexec_fn=die_with_parent,  # noqa: PLW1509 - only prctl, no locks taken
         )
         deadline = time.monotonic() + timeout.total_seconds()
         while not answers_kafka(self.host, self.port):
-            code = self._process.poll()
+            code = self._child.exited()
             if code is not None:
-                self._close_log()
+                log = self._child.log_path
                 raise EmbeddedBrokerError(
                     f"the embedded broker exited with code {code} while starting"
-                    + (f"; see {self._log_path}" if self._log_path else "")
+                    + (f"; see {log}" if log else "")
                 )
             if time.monotonic() > deadline:
                 self.stop()
@@ -197,37 +186,19 @@ class EmbeddedBroker:
 
     def stop(self, timeout: timedelta = timedelta(seconds=5)) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after ``timeout``)."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGCONT)  # a paused broker cannot act on SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout.total_seconds())
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._close_log()
+        self._child.stop(timeout)
 
     def pause(self) -> None:
         """Freeze the broker (SIGSTOP): connections stay open, nothing is answered."""
-        assert self._process is not None
-        os.kill(self._process.pid, signal.SIGSTOP)
+        self._child.send(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Let a paused broker run again (SIGCONT)."""
-        assert self._process is not None
-        os.kill(self._process.pid, signal.SIGCONT)
+        self._child.send(signal.SIGCONT)
 
     def wait(self) -> int:
         """Block until the broker exits; return its exit code."""
-        assert self._process is not None
-        return self._process.wait()
-
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        return self._child.wait()
 
     def __enter__(self) -> Self:
         self.start()

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
-from choreokit.events import KafkaSettings
+from choreokit.events import KafkaSettings, settings_variables
 from choreokit.services.runtime import discovery
 from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV
 from choreokit.services.runtime.status import StatusSettings
@@ -31,16 +30,7 @@ STANDARD_PREFIXES = ("OTEL_",)
 
 def variables_of(settings: type[BaseSettings]) -> frozenset[str]:
     """The variables a settings class reads: its prefix plus each field, and alias choices."""
-    prefix = str(settings.model_config.get("env_prefix", ""))
-    names = set()
-    for name, field in settings.model_fields.items():
-        names.add(f"{prefix}{name}".upper())
-        alias = field.validation_alias
-        if isinstance(alias, AliasChoices):
-            names.update(str(choice).upper() for choice in alias.choices)
-        elif isinstance(alias, str):
-            names.add(alias.upper())
-    return frozenset(names)
+    return settings_variables(settings)
 
 
 def settings_of(service: str) -> tuple[type[BaseSettings], ...]:

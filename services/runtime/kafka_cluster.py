@@ -9,7 +9,6 @@ the cluster is ready once a metadata request lists every broker.
 from __future__ import annotations
 
 import base64
-import contextlib
 import io
 import os
 import shutil
@@ -25,11 +24,12 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from types import TracebackType
-from typing import IO, TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Self
 
 from aiokafka.protocol.metadata import MetadataRequest_v5
 
-from choreokit.services.runtime.embedded_broker import die_with_parent, free_port, port_is_free
+from choreokit.services.runtime.child_process import ChildProcess
+from choreokit.services.runtime.embedded_broker import free_port, port_is_free, recv_exactly
 from choreokit.services.runtime.kafka_artifacts import (
     KafkaArtifacts,
     KafkaRigError,
@@ -80,8 +80,8 @@ def brokers_in_metadata(host: str, port: int, timeout: float = 2.0) -> set[int] 
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
             sock.sendall(struct.pack(">i", len(message)) + message)
-            size = struct.unpack(">i", _recv_exactly(sock, 4))[0]
-            payload = io.BytesIO(_recv_exactly(sock, size))
+            size = struct.unpack(">i", recv_exactly(sock, 4))[0]
+            payload = io.BytesIO(recv_exactly(sock, size))
     except OSError:
         return None
     correlation_id = struct.unpack(">i", payload.read(4))[0]
@@ -89,16 +89,6 @@ def brokers_in_metadata(host: str, port: int, timeout: float = 2.0) -> set[int] 
         return None
     response = request.RESPONSE_TYPE.decode(payload)
     return {int(broker[0]) for broker in response.brokers}
-
-
-def _recv_exactly(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise ConnectionError("connection closed")
-        data += chunk
-    return bytes(data)
 
 
 def _cluster_id() -> str:
@@ -141,8 +131,7 @@ class KafkaNode:
         self._artifacts = artifacts
         self._heap = heap
         self._launcher = launcher
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._child = ChildProcess(self.log_path)
 
     @property
     def bootstrap(self) -> str:
@@ -152,9 +141,7 @@ class KafkaNode:
     @property
     def pid(self) -> int | None:
         """The node's process id while it runs (also while it is paused)."""
-        if self._process is None or self._process.poll() is not None:
-            return None
-        return self._process.pid
+        return self._child.pid if self._child.running else None
 
     @property
     def running(self) -> bool:
@@ -219,20 +206,14 @@ class KafkaNode:
                     "Stop it, or choose another port with --port"
                 )
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KAFKA_"))}
-        self._log = self.log_path.open("ab")
-        # The kernel's parent-death signal follows the *thread* that forked: a node started
-        # from a passing thread (asyncio.to_thread) would be killed when that thread ends.
-        # The cluster's launcher thread lives until the cluster is closed.
-        self._process = self._launcher.submit(
-            subprocess.Popen,
+        # The cluster's launcher thread lives until the cluster is closed: a node started
+        # from a passing thread would die with it (see ChildProcess.start).
+        self._child.start(
             self.java_command("kafka.Kafka", str(self.properties)),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
             env=env,
             cwd=self.directory,
-            preexec_fn=die_with_parent,
-        ).result()
+            launcher=self._launcher,
+        )
 
     def check_alive(self) -> None:
         """Raise if the node's process has exited, with the tail of its log.
@@ -240,10 +221,8 @@ class KafkaNode:
         Raises:
             KafkaRigError: The node exited.
         """
-        if self._process is not None and self._process.poll() is not None:
-            code = self._process.returncode
-            self._process = None
-            self._close_log()
+        code = self._child.exited()
+        if code is not None:
             raise KafkaRigError(
                 f"Kafka node {self.node_id} exited with code {code}; the end of "
                 f"{self.log_path}:\n{self.log_tail()}"
@@ -251,58 +230,34 @@ class KafkaNode:
 
     def log_tail(self, lines: int = 25) -> str:
         """The last ``lines`` lines of the node's log."""
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log yet)"
-        return "\n".join(text.splitlines()[-lines:])
+        return self._child.log_tail(lines)
 
     def stop(self, timeout: timedelta = timedelta(seconds=30)) -> None:
         """Stop the node cleanly (SIGTERM; SIGKILL if it has not exited after ``timeout``)."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGCONT)  # a paused JVM cannot act on SIGTERM
-            process.terminate()
-            try:
-                process.wait(timeout.total_seconds())
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self._process = None
-        self._close_log()
+        self._child.stop(timeout)
 
     def kill(self) -> None:
         """Kill the node (SIGKILL), as a crash or a pulled plug would: no clean shutdown."""
-        process = self._process
-        if process is not None and process.poll() is None:
-            process.kill()
-            process.wait()
-        self._process = None
-        self._close_log()
+        self._child.kill()
 
     def pause(self) -> None:
         """Freeze the node (SIGSTOP): connections stay open, nothing is answered."""
-        if self._process is None:
-            raise KafkaRigError(f"node {self.node_id} is not running; start it first")
-        os.kill(self._process.pid, signal.SIGSTOP)
+        self._signal(signal.SIGSTOP)
 
     def resume(self) -> None:
         """Let a paused node run again (SIGCONT)."""
-        if self._process is None:
-            raise KafkaRigError(f"node {self.node_id} is not running; start it first")
-        os.kill(self._process.pid, signal.SIGCONT)
+        self._signal(signal.SIGCONT)
 
     def wait(self) -> int:
         """Block until the node's process exits; return its exit code."""
-        if self._process is None:
+        if self._child.pid is None:
             raise KafkaRigError(f"node {self.node_id} is not running")
-        return self._process.wait()
+        return self._child.wait()
 
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def _signal(self, signum: signal.Signals) -> None:
+        if self._child.pid is None:
+            raise KafkaRigError(f"node {self.node_id} is not running; start it first")
+        self._child.send(signum)
 
 
 class KafkaCluster:

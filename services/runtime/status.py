@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry
 from pydantic import Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from choreokit.events import ConfigurationError
+from choreokit.events import ConfigurationError, StrictSettings
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -22,8 +22,11 @@ DEFAULT_PORT = 9464
 """The port OpenTelemetry's Prometheus exporter uses by default."""
 
 
-class StatusSettings(BaseSettings):
-    """``CHOREO_METRICS_*``: where a consumer-only service answers ``/healthz`` and ``/metrics``."""
+class StatusSettings(StrictSettings):
+    """``CHOREO_METRICS_*``: where a consumer-only service answers ``/healthz`` and ``/metrics``.
+
+    Another ``CHOREO_METRICS_*`` variable is an error (:class:`~choreokit.events.StrictSettings`).
+    """
 
     model_config = SettingsConfigDict(env_prefix="CHOREO_METRICS_", frozen=True, extra="ignore")
 
@@ -39,6 +42,7 @@ class StatusSettings(BaseSettings):
 
         Raises:
             ConfigurationError: A variable holds something else than a port or ``off``.
+            UnknownSettingError: A ``CHOREO_METRICS_*`` variable names no setting.
         """
         import os
 

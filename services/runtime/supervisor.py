@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from choreokit.services.runtime.app import DATA_DIR_ENV, READY_FILE_ENV
-from choreokit.services.runtime.embedded_broker import EmbeddedBroker, die_with_parent
+from choreokit.services.runtime.child_process import die_with_parent
+from choreokit.services.runtime.embedded_broker import EmbeddedBroker
 
 logger = logging.getLogger("choreokit.dev")
 

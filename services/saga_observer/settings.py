@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated
 
-from pydantic import AliasChoices, Field, PositiveInt, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, PositiveInt, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from choreokit.events import Duration
-
-_OIDC_PREFIX = "CHOREO_OBSERVER_OIDC_"
+from choreokit.events import Duration, StrictSettings
 
 DEFAULT_TOPIC_PATTERN = r"^(?!__).+"
 """Every topic but Kafka's internal ones (``__consumer_offsets`` and the like)."""
@@ -32,16 +29,21 @@ class ObserverAuth(StrEnum):
     (``CHOREO_OBSERVER_OIDC_*``)."""
 
 
-class ObserverSettings(BaseSettings):
+class ObserverSettings(StrictSettings):
     """How the saga observer runs.
 
     Every field reads ``CHOREO_OBSERVER_<FIELD>``; ``jaeger_url`` also reads
-    ``CHOREO_JAEGER_URL``. Durations take ``250ms``, ``2s``, ``1.5``, ``5m``.
+    ``CHOREO_JAEGER_URL``. Durations take ``250ms``, ``2s``, ``1.5``, ``5m``. Any other
+    ``CHOREO_OBSERVER_*`` variable (``CHOREO_OBSERVER_OIDC_*`` included) is an error, so a
+    misspelt one cannot leave a default in place (:class:`~choreokit.events.StrictSettings`).
     """
 
     model_config = SettingsConfigDict(
         env_prefix="CHOREO_OBSERVER_", frozen=True, extra="ignore", populate_by_name=True
     )
+
+    known_elsewhere = frozenset({"CHOREO_OBSERVER_TOKEN"})
+    """The bearer token a client sends the observer (``choreo demo --observer-token``)."""
 
     db: str | None = None
     """Database URL: ``sqlite:///PATH`` or ``postgresql://USER@HOST/DB``; unset means a
@@ -183,20 +185,3 @@ class ObserverSettings(BaseSettings):
     @classmethod
     def _no_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
-
-    @model_validator(mode="after")
-    def _no_unknown_oidc_variables(self) -> Self:
-        # A misspelt OpenID Connect variable would silently keep a default (the role claim,
-        # the role values): refuse it, naming the known ones.
-        known = {
-            f"CHOREO_OBSERVER_{name.upper()}"
-            for name in type(self).model_fields
-            if name.startswith("oidc_")
-        }
-        unknown = sorted(n for n in os.environ if n.startswith(_OIDC_PREFIX) and n not in known)
-        if unknown:
-            raise ValueError(
-                f"unknown variable(s) {', '.join(unknown)}; the OpenID Connect settings are "
-                f"{', '.join(sorted(known))}"
-            )
-        return self

@@ -54,7 +54,7 @@ from tests.rig.compose import (
     read_env_file,
 )
 from tests.rig.jaeger import Jaeger
-from tests.rig.kafka_acls import acls_job
+from tests.rig.kafka_acls import acls_job, admin_config
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -107,20 +107,6 @@ def secure_kafka(
         yield cluster
     finally:
         cluster.close()
-
-
-def admin_config(cluster: KafkaCluster) -> dict[str, str | int | float | bool]:
-    """confluent-kafka's configuration of the rig's admin (what apply-acls.sh's properties say)."""
-    assert cluster.security is not None
-    assert cluster.tls is not None
-    return {
-        "bootstrap.servers": cluster.bootstrap,
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": cluster.security.admin,
-        "sasl.password": cluster.security.admin_password,
-        "ssl.ca.location": str(cluster.tls.ca),
-    }
 
 
 @pytest.fixture(scope="module")

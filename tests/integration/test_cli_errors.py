@@ -219,3 +219,18 @@ async def test_tail_of_a_dead_letter_topic_shows_why_the_record_failed(
     as_json = choreo("tail", topic, "--from-beginning", "--max", "1", "--json", env=env)
     record = json.loads(as_json.stdout)
     assert record["headers"][wire.H_ERROR_TYPE] == "InvalidPayloadError"
+
+
+def test_a_misspelt_service_variable_stops_the_service_in_one_line(tmp_path: Path) -> None:
+    """``choreo run`` refuses an unknown variable of the service's prefix before it connects,
+    naming the variable it most likely meant (docs/services.md, "Settings")."""
+    env = {
+        "CHOREO_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}",
+        "CHOREO_DATA_DIR": str(tmp_path / "data"),
+        "CHOREO_METRICS_PORT": "off",
+        "CHOREO_OBSERVER_TOKNES_FILE": str(tmp_path / "tokens.yaml"),
+    }
+    result = choreo("run", "saga-observer", env=env)
+    line = assert_one_line_error(result, logs=True)
+    assert line.startswith("error: saga-observer: unknown variable CHOREO_OBSERVER_TOKNES_FILE")
+    assert "(did you mean CHOREO_OBSERVER_TOKENS_FILE?)" in line

@@ -35,6 +35,7 @@ from choreokit.services.runtime.kafka_security import (
     client_environment,
     make_certificates,
 )
+from tests.rig.kafka_acls import admin_config, apply_rules
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -81,48 +82,6 @@ def acl_rules() -> list[dict[str, str]]:
     return rules
 
 
-def apply_acls(cluster: KafkaCluster, rules: list[dict[str, str]]) -> None:
-    """Create ``rules`` as the admin (confluent-kafka's admin client), and wait until listed."""
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.admin._acl import (
-        AclBinding,
-        AclBindingFilter,
-        AclOperation,
-        AclPermissionType,
-    )
-    from confluent_kafka.admin._resource import ResourcePatternType, ResourceType
-
-    admin = AdminClient(admin_config(cluster))
-    bindings = [
-        AclBinding(
-            ResourceType[rule["resource_type"]],
-            rule["resource_name"],
-            ResourcePatternType[rule["pattern_type"]],
-            rule["principal"],
-            rule["host"],
-            AclOperation[rule["operation"]],
-            AclPermissionType[rule["permission_type"]],
-        )
-        for rule in rules
-    ]
-    for future in admin.create_acls(bindings).values():
-        future.result(timeout=30)
-    every = AclBindingFilter(
-        ResourceType.ANY,
-        None,  # type: ignore[arg-type]  # None matches any name, principal and host
-        ResourcePatternType.ANY,
-        None,  # type: ignore[arg-type]
-        None,  # type: ignore[arg-type]
-        AclOperation.ANY,
-        AclPermissionType.ANY,
-    )
-    wait_until(
-        lambda: len(admin.describe_acls(every).result(timeout=10)) >= len(bindings),
-        timeout=30,
-        what="the ACLs listed by the broker",
-    )
-
-
 @pytest.fixture(scope="module")
 def secure(
     tmp_path_factory: pytest.TempPathFactory, example_declared: None
@@ -141,24 +100,10 @@ def secure(
         )
     try:
         asyncio.run(ensure_topics(cluster.settings(), declared_topics()))
-        apply_acls(cluster, acl_rules())
+        apply_rules(admin_config(cluster), acl_rules())
         yield cluster
     finally:
         cluster.close()
-
-
-def admin_config(cluster: KafkaCluster) -> dict[str, str | int | float | bool]:
-    """confluent-kafka's configuration of the rig's admin user."""
-    assert cluster.security is not None
-    assert cluster.tls is not None
-    return {
-        "bootstrap.servers": cluster.bootstrap,
-        "security.protocol": "SASL_SSL",
-        "sasl.mechanism": "SCRAM-SHA-512",
-        "sasl.username": cluster.security.admin,
-        "sasl.password": cluster.security.admin_password,
-        "ssl.ca.location": str(cluster.tls.ca),
-    }
 
 
 def end_offsets(cluster: KafkaCluster, topic: str) -> dict[int, int]:
@@ -417,7 +362,7 @@ def test_a_transactional_service_gets_its_transactional_id_from_the_printed_acls
     assert result.returncode == 0, result.stderr
     rules = [r for r in json.loads(result.stdout) if r["resource_type"] == "TRANSACTIONAL_ID"]
     assert {(r["resource_name"], r["pattern_type"]) for r in rules} == {("inventory", "PREFIXED")}
-    apply_acls(secure, rules)
+    apply_rules(admin_config(secure), rules)
     asyncio.run(asyncio.wait_for(start("inventory-acl-test"), 60))
     with pytest.raises(TransactionsUnavailableError):  # another service's id stays refused
         asyncio.run(asyncio.wait_for(start("payments-0"), 60))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from tests.support import wait_until
 
 if TYPE_CHECKING:
+    from choreokit.services.runtime.kafka_cluster import KafkaCluster
     from tests.rig.compose import ComposeRun, StandIn
 
 Rule = dict[str, str]
@@ -132,6 +133,21 @@ def read_applier(script: str) -> tuple[str, str]:
     if written is None or runs is None:
         raise AclScriptError("it neither writes the admin's properties nor runs a script")
     return written, runs
+
+
+def admin_config(cluster: KafkaCluster) -> dict[str, str | int | float | bool]:
+    """confluent-kafka's configuration of a secure rig's admin (what apply-acls.sh's
+    properties say)."""
+    assert cluster.security is not None
+    assert cluster.tls is not None
+    return {
+        "bootstrap.servers": cluster.bootstrap,
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": cluster.security.admin,
+        "sasl.password": cluster.security.admin_password,
+        "ssl.ca.location": str(cluster.tls.ca),
+    }
 
 
 def apply_rules(admin: AdminConfig, rules: list[Rule]) -> None:

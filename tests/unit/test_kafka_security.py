@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 from faststream.kafka.security import parse_security
-from pydantic import ValidationError
 
-from choreokit.events import ConfigurationError, KafkaSettings, client_options
+from choreokit.events import ConfigurationError, KafkaSettings, UnknownSettingError, client_options
 from choreokit.events._kafka import broker_options, producer_options
 from choreokit.events._security import FileTokenProvider
 
@@ -24,7 +23,7 @@ def settings(**values: object) -> KafkaSettings:
 def test_an_unknown_choreo_kafka_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHOREO_KAFKA_SSL_CA_FILE", "/etc/ca.pem")  # a typo of SSL_CAFILE
     with pytest.raises(
-        ValidationError,
+        UnknownSettingError,
         match=r"CHOREO_KAFKA_SSL_CA_FILE \(did you mean CHOREO_KAFKA_SSL_CAFILE\?\)",
     ):
         KafkaSettings()

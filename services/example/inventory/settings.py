@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from choreokit.events import StrictSettings
 
 DEFAULT_CATALOG = {f"SKU-{n}": 1_000_000 for n in range(1, 10)} | {"SKU-RARE": 0}
 
 
-class InventorySettings(BaseSettings):
-    """``CHOREO_INVENTORY_*`` variables."""
+class InventorySettings(StrictSettings):
+    """``CHOREO_INVENTORY_*`` variables (an unknown one is an error)."""
 
     model_config = SettingsConfigDict(env_prefix="CHOREO_INVENTORY_", frozen=True, extra="ignore")
 

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from pydantic import PositiveInt, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import ClassVar
 
-from choreokit.events import ConfigurationError
+from pydantic import PositiveInt, SecretStr
+from pydantic_settings import SettingsConfigDict
+
+from choreokit.events import ConfigurationError, StrictSettings
 from choreokit.services.runtime.access import is_loopback
 
 PLACEHOLDER_TOKEN = "change-me"  # noqa: S105 - docker-compose.yml's placeholder, refused
 """The intake token docker-compose.yml falls back to; the production profile refuses it."""
 
 
-class OrdersSettings(BaseSettings):
-    """``CHOREO_ORDERS_*`` variables."""
+class OrdersSettings(StrictSettings):
+    """``CHOREO_ORDERS_*`` variables (an unknown one is an error)."""
 
     model_config = SettingsConfigDict(env_prefix="CHOREO_ORDERS_", frozen=True, extra="ignore")
+    known_elsewhere: ClassVar[frozenset[str]] = frozenset({"CHOREO_ORDERS_APPROVAL_ABOVE_CENTS"})
+    """The order policy's approval amount is read where payment is taken (payments)."""
 
     db: str | None = None
     """Database URL; default: a SQLite file in the data directory."""

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, NonNegativeInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from choreokit.events import StrictSettings
 
 
-class PaymentsSettings(BaseSettings):
-    """``CHOREO_PAYMENTS_*`` variables."""
+class PaymentsSettings(StrictSettings):
+    """``CHOREO_PAYMENTS_*`` variables (an unknown one is an error)."""
 
     model_config = SettingsConfigDict(env_prefix="CHOREO_PAYMENTS_", frozen=True, extra="ignore")
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pydantic import Field, PositiveInt
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from choreokit.events import Duration
+from choreokit.events import Duration, StrictSettings
 
 
-class ShippingSettings(BaseSettings):
-    """``CHOREO_SHIPPING_*`` variables."""
+class ShippingSettings(StrictSettings):
+    """``CHOREO_SHIPPING_*`` variables (an unknown one is an error)."""
 
     model_config = SettingsConfigDict(env_prefix="CHOREO_SHIPPING_", frozen=True, extra="ignore")
 
