@@ -78,8 +78,17 @@ class Publisher:
         causation_id: str | None = None,
         event_id: str | None = None,
         time: datetime | None = None,
+        source: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        payload: bytes | None = None,
     ) -> Outbound:
-        """Assign ``event`` its envelope: a new flow unless a correlation id is given."""
+        """Assign ``event`` its envelope: a new flow unless a correlation id is given.
+
+        ``source`` replaces the publisher's own (an edge publishing for others);
+        ``traceparent``/``tracestate`` give the envelope a trace context now;
+        ``payload`` is ``encode_payload(event)`` when the caller has it already.
+        """
         if self._allowed is not None and type(event) not in self._allowed:
             raise ConfigurationError(
                 f"{type(event).__qualname__} is not among the events this service declared "
@@ -89,18 +98,20 @@ class Publisher:
         eid = event_id or new_event_id()
         correlation = correlation_id or eid
         envelope = Envelope(
-            id=eid,
-            source=self.source,
-            type=info.type,
-            dataversion=info.version,
-            time=time or datetime.now(UTC),
-            correlation_id=correlation,
-            causation_id=causation_id,
+            eid,
+            source or self.source,
+            info.type,
+            info.version,
+            time or datetime.now(UTC),
+            correlation,
+            causation_id,
+            traceparent,
+            tracestate,
         )
         return Outbound(
             topic=info.topic,
             key=correlation.encode(),
-            value=encode_payload(event),
+            value=encode_payload(event) if payload is None else payload,
             envelope=envelope,
             event=event,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +59,14 @@ class Gateway:
             admitted = self._admit(raws, key)
             receipts = await self.forwarder.forward(admitted, key)
             response: Response = JSONResponse(_accepted(admitted, receipts), status_code=202)
-            for event, receipt in zip(admitted, receipts, strict=True):
+            counts = Counter(
+                (type(event.event).event_info().type, receipt.duplicate)
+                for event, receipt in zip(admitted, receipts, strict=True)
+            )
+            for (event_type, duplicate), count in counts.items():
                 self.metrics.events.labels(
-                    type=type(event.event).event_info().type,
-                    outcome="duplicate" if receipt.duplicate else "published",
-                ).inc()
+                    type=event_type, outcome="duplicate" if duplicate else "published"
+                ).inc(count)
         except Problem as problem:
             response = problem.response(instance=request.url.path)
         self.metrics.requests.labels(mode=mode, status=str(response.status_code)).inc()
