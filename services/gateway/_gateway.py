@@ -8,11 +8,12 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import JSONResponse
+import pydantic_core
 from starlette.requests import Request
 from starlette.responses import Response
 
 from choreokit.events import Registry
+from choreokit.events.wire import JSON
 from choreokit.services.gateway._admission import Admitted, RefusedError, admit
 from choreokit.services.gateway._binding import Mode, RawEvent, mode_of, parse, read_body
 from choreokit.services.gateway._dedup import Receipt
@@ -58,7 +59,12 @@ class Gateway:
             self._check_batch(content_mode, raws)
             admitted = self._admit(raws, key)
             receipts = await self.forwarder.forward(admitted, key)
-            response: Response = JSONResponse(_accepted(admitted, receipts), status_code=202)
+            # The same compact UTF-8 JSON as JSONResponse, written by pydantic-core (faster).
+            response: Response = Response(
+                pydantic_core.to_json(_accepted(admitted, receipts)),
+                status_code=202,
+                media_type=JSON,
+            )
             counts = Counter(
                 (type(event.event).event_info().type, receipt.duplicate)
                 for event, receipt in zip(admitted, receipts, strict=True)
