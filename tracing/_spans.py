@@ -117,6 +117,12 @@ class FlowSpan(trace.Span, ReadableSpan):
             return MappingProxyType(self._attributes)
         return MappingProxyType({**self._shared.values, **self._attributes})
 
+    def has_any(self, keys: frozenset[str]) -> bool:
+        """Whether the span has an attribute among ``keys`` (without copying its attributes)."""
+        if not keys.isdisjoint(self._attributes):
+            return True
+        return self._shared is not None and not keys.isdisjoint(self._shared.values)
+
     @property
     def plain(self) -> bool:
         """Whether the span has only attributes: no events, links, status or dropped values."""
