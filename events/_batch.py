@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeAlias
+from typing import Any, TypeAlias, TypeVar, cast
 
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
@@ -258,7 +259,17 @@ class BatchProcessor:
         dispatch goes on in the background, in the key's lane.
         """
         retrying = asyncio.Event()
-        task = asyncio.create_task(self._dispatcher.dispatch(record, on_retry=retrying.set))
+        try:
+            started = start_eagerly(self._dispatcher.dispatch(record, on_retry=retrying.set))
+        except Exception:
+            # Not even a dead letter could be sent (or a bug): stop here, read it again.
+            logger.exception(
+                "cannot finish %s@%d; it will be read again", partition.tp, record.offset
+            )
+            raise _Rewind from None
+        if not isinstance(started, asyncio.Task):
+            return started  # finished without waiting: no task, no loop turn
+        task = started
         signal = asyncio.create_task(retrying.wait())
         try:
             await asyncio.wait(
@@ -463,6 +474,50 @@ class BatchProcessor:
                 partition.committed = meta.offset
                 partition.trim(meta.offset)
             return True
+
+
+_T = TypeVar("_T")
+
+
+def start_eagerly(coro: Coroutine[Any, Any, _T]) -> _T | asyncio.Task[_T]:
+    """Run ``coro`` at once until it first waits: its result if it never does, else its task.
+
+    Python 3.12's eager tasks, for 3.11: most handlers publish and return without
+    waiting on anything, and a task per record made each one cost a turn of the
+    event loop, in which the producer sent a request per record instead of one
+    per batch. The first step runs in a copy of the current context, as a task's
+    would; a coroutine that waits goes on in a task of that context, waiting on
+    the future it yielded first.
+    """
+    context = contextvars.copy_context()
+    try:
+        waiter = context.run(coro.send, None)
+    except StopIteration as stop:
+        return cast("_T", stop.value)
+    return asyncio.get_running_loop().create_task(_resume(coro, waiter), context=context)
+
+
+async def _resume(coro: Coroutine[Any, Any, _T], waiter: Any) -> _T:
+    """Go on with ``coro``, suspended on ``waiter``, as its task would have."""
+    while True:
+        try:
+            if waiter is None:  # a bare yield (asyncio.sleep(0)): one turn of the loop
+                await asyncio.sleep(0)
+            else:
+                waiter._asyncio_future_blocking = False  # taken over, as Task.__step does
+                await asyncio.wait([waiter])
+        except asyncio.CancelledError as cancelled:
+            if waiter is not None:
+                waiter.cancel()
+            try:
+                waiter = coro.throw(cancelled)
+            except StopIteration as stop:
+                return cast("_T", stop.value)
+            continue
+        try:
+            waiter = coro.send(None)
+        except StopIteration as stop:
+            return cast("_T", stop.value)
 
 
 async def _first_failure(futures: Sequence[SendFuture]) -> BaseException | None:

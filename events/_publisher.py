@@ -79,10 +79,17 @@ class Publisher:
         event_id: str | None = None,
         time: datetime | None = None,
         joined: str | None = None,
+        source: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        payload: bytes | None = None,
     ) -> Outbound:
         """Assign ``event`` its envelope: a new flow unless a correlation id is given.
 
-        ``joined`` is the ``joined`` extension of a join's output (the other inputs' ids).
+        ``joined`` is the ``joined`` extension of a join's output (the other inputs' ids);
+        ``source`` replaces the publisher's own (an edge publishing for others);
+        ``traceparent``/``tracestate`` give the envelope a trace context now;
+        ``payload`` is ``encode_payload(event)`` when the caller has it already.
         """
         if self._allowed is not None and type(event) not in self._allowed:
             raise ConfigurationError(
@@ -93,19 +100,21 @@ class Publisher:
         eid = event_id or new_event_id()
         correlation = correlation_id or eid
         envelope = Envelope(
-            id=eid,
-            source=self.source,
-            type=info.type,
-            dataversion=info.version,
-            time=time or datetime.now(UTC),
-            correlation_id=correlation,
-            causation_id=causation_id,
-            joined=joined,
+            eid,
+            source or self.source,
+            info.type,
+            info.version,
+            time or datetime.now(UTC),
+            correlation,
+            causation_id,
+            traceparent,
+            tracestate,
+            joined,
         )
         return Outbound(
             topic=info.topic,
             key=correlation.encode(),
-            value=encode_payload(event),
+            value=encode_payload(event) if payload is None else payload,
             envelope=envelope,
             event=event,
         )

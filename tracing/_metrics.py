@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
+from typing import TypeVar
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -62,6 +63,7 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.
 """The semantic conventions' advised buckets for messaging durations (seconds)."""
 
 _Read = Callable[[Service], int]
+_K = TypeVar("_K")
 _GROUP = "messaging.consumer.group.name"
 _EVENT_TYPE = "cloudevents.event_type"
 
@@ -83,16 +85,23 @@ class EventMetrics(Middleware):
         self._duration = meter.create_histogram(
             PROCESS_DURATION, unit="s", description="Duration of handling one record."
         )
-        self._consumed = meter.create_counter(
+        # The two per-record counters count in plain integers here and are read on
+        # collection: an SDK ``Counter.add`` per record (attribute hashing, a lock, a
+        # measurement object) cost the gateway about 17 % of its CPU per batched event.
+        self._consumed: dict[tuple[str, str], _Count] = {}
+        self._sent: dict[str, _Count] = {}
+        meter.create_observable_counter(
             CONSUMED_MESSAGES,
+            callbacks=[partial(_observe_counts, self._consumed)],
             unit="{message}",
             description="Records a handler of this service received.",
         )
-        self._sent = meter.create_counter(
-            SENT_MESSAGES, unit="{message}", description="Events handed to the producer."
+        meter.create_observable_counter(
+            SENT_MESSAGES,
+            callbacks=[partial(_observe_counts, self._sent)],
+            unit="{message}",
+            description="Events handed to the producer.",
         )
-        self._processing_attributes: dict[tuple[str, str], dict[str, str]] = {}
-        self._send_attributes: dict[str, dict[str, str]] = {}
         counters = (
             (HANDLED, "Records whose handler succeeded.", _handled),
             (RETRIES, "Handler tries that failed and were tried again.", _retries),
@@ -155,15 +164,18 @@ class EventMetrics(Middleware):
     async def on_delivery(self, delivery: Delivery, call_next: Next) -> None:
         """Time the handling of one record (every try and the hand-over of its outputs)."""
         key = (delivery.record.topic, delivery.group)
-        attributes = self._processing_attributes.get(key)
-        if attributes is None:
-            attributes = self._processing_attributes[key] = {
-                names.MESSAGING_SYSTEM: names.KAFKA,
-                names.MESSAGING_OPERATION_NAME: names.PROCESS,
-                names.MESSAGING_DESTINATION_NAME: delivery.record.topic,
-                _GROUP: delivery.group,
-            }
-        self._consumed.add(1, attributes)
+        consumed = self._consumed.get(key)
+        if consumed is None:
+            consumed = self._consumed[key] = _Count(
+                {
+                    names.MESSAGING_SYSTEM: names.KAFKA,
+                    names.MESSAGING_OPERATION_NAME: names.PROCESS,
+                    names.MESSAGING_DESTINATION_NAME: delivery.record.topic,
+                    _GROUP: delivery.group,
+                }
+            )
+        consumed.value += 1
+        attributes = consumed.attributes
         started = time.perf_counter()
         try:
             await call_next(delivery)
@@ -175,14 +187,16 @@ class EventMetrics(Middleware):
 
     async def on_publish(self, outbound: Outbound, send: Send) -> SendFuture:
         """Count one send."""
-        attributes = self._send_attributes.get(outbound.topic)
-        if attributes is None:
-            attributes = self._send_attributes[outbound.topic] = {
-                names.MESSAGING_SYSTEM: names.KAFKA,
-                names.MESSAGING_OPERATION_NAME: names.SEND,
-                names.MESSAGING_DESTINATION_NAME: outbound.topic,
-            }
-        self._sent.add(1, attributes)
+        sent = self._sent.get(outbound.topic)
+        if sent is None:
+            sent = self._sent[outbound.topic] = _Count(
+                {
+                    names.MESSAGING_SYSTEM: names.KAFKA,
+                    names.MESSAGING_OPERATION_NAME: names.SEND,
+                    names.MESSAGING_DESTINATION_NAME: outbound.topic,
+                }
+            )
+        sent.value += 1
         return await send(outbound)
 
     def _observe_counter(self, read: _Read, _options: CallbackOptions) -> Iterable[Observation]:
@@ -222,6 +236,18 @@ class EventMetrics(Middleware):
             for s in self._services
             for (topic, partition), lag in sorted(s.lag_by_partition().items())
         ]
+
+
+@dataclass(slots=True)
+class _Count:
+    """A monotonic count and the attributes it is reported with."""
+
+    attributes: dict[str, str]
+    value: int = 0
+
+
+def _observe_counts(counts: dict[_K, _Count], _options: CallbackOptions) -> Iterable[Observation]:
+    return [Observation(c.value, c.attributes) for c in list(counts.values())]
 
 
 def _handled(s: Service) -> int:

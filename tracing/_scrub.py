@@ -15,6 +15,8 @@ from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.semconv.attributes.url_attributes import URL_FULL, URL_PATH, URL_QUERY
 
+from choreokit.tracing._spans import FlowSpan
+
 REDACTED_PATH: Final = "(redacted)"
 """``url.path`` of a span whose route is not known."""
 
@@ -37,8 +39,10 @@ class ScrubbingProcessor(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Pass ``span`` on, scrubbed if it names a URL."""
-        attributes = span.attributes
-        if attributes and not _URL_KEYS.isdisjoint(attributes):
+        if type(span) is FlowSpan:  # every hop's two spans: no merged copy to look at
+            if span.has_any(_URL_KEYS):
+                span = scrubbed(span)
+        elif (attributes := span.attributes) and not _URL_KEYS.isdisjoint(attributes):
             span = scrubbed(span)
         self._inner.on_end(span)
 

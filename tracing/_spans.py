@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType, TracebackType
-from typing import Final, cast
+from typing import Final, cast, final
 
 from opentelemetry import trace
 from opentelemetry.attributes import BoundedAttributes
@@ -69,6 +69,7 @@ class SharedAttributes:
         self.encoded: bytes | None = None
 
 
+@final  # the hot path asks ``type(span) is FlowSpan``: an ABC's isinstance costs more
 class FlowSpan(trace.Span, ReadableSpan):
     """A recording span of one hop, exported through the provider's span processors.
 
@@ -116,6 +117,12 @@ class FlowSpan(trace.Span, ReadableSpan):
         if self._shared is None:
             return MappingProxyType(self._attributes)
         return MappingProxyType({**self._shared.values, **self._attributes})
+
+    def has_any(self, keys: frozenset[str]) -> bool:
+        """Whether the span has an attribute among ``keys`` (without copying its attributes)."""
+        if not keys.isdisjoint(self._attributes):
+            return True
+        return self._shared is not None and not keys.isdisjoint(self._shared.values)
 
     @property
     def plain(self) -> bool:

@@ -49,6 +49,7 @@ class Admitted:
         tracestate: The caller's trace state, if any.
         ignored: Attributes the caller sent that are not forwarded.
         fingerprint: Digest of everything but ``time``: a retry must match it.
+        payload: The record value (``encode_payload(event)``, computed once).
     """
 
     event: Event
@@ -62,6 +63,7 @@ class Admitted:
     tracestate: str | None
     ignored: tuple[str, ...]
     fingerprint: bytes
+    payload: bytes
 
 
 class RefusedError(Exception):
@@ -190,6 +192,7 @@ def admit(
         tracestate=attrs.get("tracestate"),
         ignored=raw.ignored,
         fingerprint=fingerprint,
+        payload=payload,
     )
 
 

@@ -62,7 +62,8 @@ class _Entry:
     fingerprint: bytes
     expires: float
     receipt: Receipt | None
-    settled: asyncio.Event
+    settled: asyncio.Event | None = None
+    """Made only when another request waits for this one (rare): most claims never need it."""
 
 
 class DedupWindow:
@@ -88,9 +89,7 @@ class DedupWindow:
         self._expire()
         entry = self._entries.get(event_id)
         if entry is None:
-            self._entries[event_id] = _Entry(
-                fingerprint, self._clock() + self._window, None, asyncio.Event()
-            )
+            self._entries[event_id] = _Entry(fingerprint, self._clock() + self._window, None)
             while len(self._entries) > self._capacity:
                 self._entries.popitem(last=False)
             return Seen.NEW, None
@@ -104,6 +103,8 @@ class DedupWindow:
         """Wait until the request holding ``event_id`` commits or releases it."""
         entry = self._entries.get(event_id)
         if entry is not None and entry.receipt is None:
+            if entry.settled is None:
+                entry.settled = asyncio.Event()
             await entry.settled.wait()
 
     def commit(self, event_id: str, receipt: Receipt) -> None:
@@ -111,14 +112,16 @@ class DedupWindow:
         entry = self._entries.get(event_id)
         if entry is not None:
             entry.receipt = receipt
-            entry.settled.set()
+            if entry.settled is not None:
+                entry.settled.set()
 
     def release(self, event_id: str) -> None:
         """Forget a claim whose publication failed, so a retry publishes it."""
         entry = self._entries.get(event_id)
         if entry is not None and entry.receipt is None:
             del self._entries[event_id]
-            entry.settled.set()
+            if entry.settled is not None:
+                entry.settled.set()
 
     def _expire(self) -> None:
         now = self._clock()

@@ -130,21 +130,18 @@ class Forwarder:
 
     def _outbound(self, publisher: Publisher, send: _Send) -> Outbound:
         admitted = send.admitted
-        outbound = publisher.prepare(
+        traceparent, tracestate = self._traces.context_of(send.span)
+        return publisher.prepare(
             admitted.event,
             event_id=admitted.event_id,
             correlation_id=admitted.correlation_id,
             causation_id=admitted.causation_id,
             time=admitted.time,
-        )
-        traceparent, tracestate = self._traces.context_of(send.span)
-        envelope = dataclasses.replace(
-            outbound.envelope,
             source=admitted.source,
             traceparent=traceparent,
             tracestate=tracestate,
+            payload=admitted.payload,
         )
-        return dataclasses.replace(outbound, envelope=envelope)
 
     def _settle(self, sends: list[_Send], receipts: dict[int, Receipt]) -> str:
         failed = ""

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi.responses import JSONResponse
+import pydantic_core
 from starlette.requests import Request
 from starlette.responses import Response
 
 from choreokit.events import Registry
+from choreokit.events.wire import JSON
 from choreokit.services.gateway._admission import Admitted, RefusedError, admit
 from choreokit.services.gateway._binding import Mode, RawEvent, mode_of, parse, read_body
 from choreokit.services.gateway._dedup import Receipt
@@ -57,12 +59,20 @@ class Gateway:
             self._check_batch(content_mode, raws)
             admitted = self._admit(raws, key)
             receipts = await self.forwarder.forward(admitted, key)
-            response: Response = JSONResponse(_accepted(admitted, receipts), status_code=202)
-            for event, receipt in zip(admitted, receipts, strict=True):
+            # The same compact UTF-8 JSON as JSONResponse, written by pydantic-core (faster).
+            response: Response = Response(
+                pydantic_core.to_json(_accepted(admitted, receipts)),
+                status_code=202,
+                media_type=JSON,
+            )
+            counts = Counter(
+                (type(event.event).event_info().type, receipt.duplicate)
+                for event, receipt in zip(admitted, receipts, strict=True)
+            )
+            for (event_type, duplicate), count in counts.items():
                 self.metrics.events.labels(
-                    type=type(event.event).event_info().type,
-                    outcome="duplicate" if receipt.duplicate else "published",
-                ).inc()
+                    type=event_type, outcome="duplicate" if duplicate else "published"
+                ).inc(count)
         except Problem as problem:
             response = problem.response(instance=request.url.path)
         self.metrics.requests.labels(mode=mode, status=str(response.status_code)).inc()

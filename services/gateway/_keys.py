@@ -14,6 +14,7 @@ deployments.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -49,6 +50,7 @@ _MAX_TOKEN = 256
 _MAX_UNQUOTE_ROUNDS = 4
 
 
+@functools.lru_cache(maxsize=1024)  # per event, twice, and per grant pattern: pure and hot
 def normalise_source(source: str) -> str:
     """The canonical form of a ``source`` URI-reference, as grants are matched against it.
 

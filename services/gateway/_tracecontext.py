@@ -75,6 +75,8 @@ class TraceBridge:
 
     def context_of(self, span: Span) -> tuple[str | None, str | None]:
         """The ``traceparent`` and ``tracestate`` that continue ``span`` (``None`` if none)."""
+        if not span.get_span_context().is_valid:  # no SDK, no caller's trace: nothing to carry
+            return None, None
         carrier: dict[str, str] = {}
         self._propagator.inject(carrier, context=trace.set_span_in_context(span, Context()))
         return carrier.get("traceparent"), carrier.get("tracestate") or None

@@ -184,3 +184,33 @@ def test_exported_http_spans_carry_the_route_not_the_path_or_query() -> None:
         "http.route": "/api/flows/{correlation_id}",
     }
     assert dict(unrouted.attributes or {}) == {"url.path": REDACTED_PATH}
+
+
+def test_a_hops_span_is_scrubbed_too_when_a_handler_gives_it_a_url() -> None:
+    """FlowSpans skip the merged attribute copy on end, but a URL a handler set is still caught."""
+    from opentelemetry.sdk.trace import Tracer as SdkTracer
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+    from opentelemetry.trace import SpanKind
+
+    from choreokit.tracing._scrub import ScrubbingProcessor
+    from choreokit.tracing._spans import FlowSpan, SharedAttributes, SpanFactory
+
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(ScrubbingProcessor(SimpleSpanProcessor(exporter)))
+    tracer = provider.get_tracer("test")
+    assert isinstance(tracer, SdkTracer)
+    factory = SpanFactory(tracer, InstrumentationScope("choreokit"))
+    shared = SharedAttributes({"messaging.system": "kafka"})
+    for url in (None, f"https://x.example/?who={EMAIL}"):
+        span = factory.start("process t", SpanKind.CONSUMER, None, None, shared)
+        assert isinstance(span, FlowSpan)
+        if url is not None:
+            span.set_attribute("url.full", url)
+        span.end()
+    plain, handled = exporter.get_finished_spans()
+    assert dict(plain.attributes or {}) == {"messaging.system": "kafka"}
+    assert dict(handled.attributes or {}) == {"messaging.system": "kafka"}
