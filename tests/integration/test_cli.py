@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from choreokit.events import KafkaSettings
+from choreokit.events.dlq import AUDIT_TOPIC
 from choreokit.services.runtime import answers_kafka, brokers_in_metadata, free_port
 from tests.integration.kafka_io import produce_raw
 from tests.support import unique, wait_until
@@ -261,7 +262,15 @@ def test_topics_create_makes_every_declared_topic_and_its_dead_letter_topic(
     kafka: KafkaSettings,
 ) -> None:
     example = {"CHOREO_EXAMPLE": "1"}  # the example domain's topics, as in docker-compose.yml
-    assert set(choreo("topics", "list").stdout.split()) == {"sagas", "sagas.dlq"}
+    # The toolkit's own: the observer's lifecycle and approval topics, and the audit topic
+    # every DLQ operation writes to.
+    assert set(choreo("topics", "list").stdout.split()) == {
+        "approvals",
+        "approvals.dlq",
+        "sagas",
+        "sagas.dlq",
+        AUDIT_TOPIC,
+    }
     listed = choreo("topics", "list", env=example).stdout.split()
     assert {"orders", "orders.dlq", "payments", "shipping.dlq"} <= set(listed)
     created = choreo("topics", "create", "--bootstrap", kafka.bootstrap, env=example)
