@@ -257,6 +257,7 @@ class ObserverApp:
                 if self._catalog is not None or not settings.specs
                 else SpecFiles(catalog, settings.specs, timeout=settings.timeout)
             ),
+            caught_up=ingest.caught_up,
         )
         instance = _InstanceState(group=self.group, client_id=self.client_id, ingest=ingest)
         queries = Queries(reader, catalog, group=self.group, jaeger_url=settings.jaeger_url)

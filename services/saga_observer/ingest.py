@@ -125,6 +125,28 @@ class Ingest:
         """The partitions this instance reads now."""
         return tuple(sorted(self._partitions.keys() | self._unpositioned))
 
+    def caught_up(self) -> bool:
+        """Whether this instance is within one batch of the end of what it reads.
+
+        Deadlines are judged only then: a lagging observer (behind a busy service,
+        or rebuilding from an old log) has not read the events that may have met
+        them, and must not announce ``saga.stalled`` or ``saga.step_overdue`` for
+        flows whose answers wait, unread, in the log.
+        """
+        consumer = self._consumer
+        if consumer is None or not self._partitions:
+            return False
+        assigned = consumer.assignment()
+        behind = 0
+        for tp, state in self._partitions.items():
+            if tp not in assigned:
+                continue  # a rebalance is under way
+            high = consumer.highwater(tp)
+            if high is None:
+                return False  # not fetched yet: how far behind is unknown
+            behind += max(0, high - (state.expected or 0))
+        return behind <= self._batch
+
     def lag(self) -> int:
         """Records on the assigned partitions not yet applied, as of the last fetch."""
         consumer = self._consumer

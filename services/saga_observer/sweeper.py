@@ -27,7 +27,9 @@ class Sweeper:
     Several instances may sweep one database: each skips the flows another holds
     locked, and judging twice changes nothing. With ``spec_files``, each sweep
     first reloads the spec files that changed and judges their sagas' open
-    flows again.
+    flows again. With ``caught_up``, deadlines are judged only while it says the
+    instance has read (nearly) all there is: an observer behind its topics has
+    not seen the events that may have met them.
 
     Args:
         store: The observer's store.
@@ -36,6 +38,7 @@ class Sweeper:
         metrics: The instance's metrics.
         on_transitions: Called with the transitions each sweep recorded.
         spec_files: The YAML spec files to watch, if any.
+        caught_up: Whether the instance has read (nearly) all there is (default: always).
     """
 
     def __init__(
@@ -47,6 +50,7 @@ class Sweeper:
         metrics: ObserverMetrics,
         on_transitions: Callable[[Sequence[Transition]], None],
         spec_files: SpecFiles | None = None,
+        caught_up: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store
         self._clock = clock
@@ -54,6 +58,9 @@ class Sweeper:
         self._metrics = metrics
         self._on_transitions = on_transitions
         self._spec_files = spec_files
+        self._caught_up = caught_up
+        self.deferred = 0
+        """Sweeps whose deadline judgement waited for the instance to catch up."""
 
     async def sweep(self, limit: int = 500) -> int:
         """Judge every overdue running flow, then record overdue steps; return flows judged."""
@@ -64,6 +71,10 @@ class Sweeper:
             logger.info("judged %d open flows again by the reloaded specs", judged)
             total += judged
             self._recorded(transitions)
+        if self._caught_up is not None and not self._caught_up():
+            self.deferred += 1
+            logger.debug("deadlines not judged: the observer is behind its topics")
+            return total
         while True:
             judged, transitions = await self._store.sweep(self._clock(), limit)
             total += judged
