@@ -160,3 +160,19 @@ async def records_to_end(
         return sorted(found, key=lambda r: (r.partition, r.offset))
     finally:
         await consumer.stop()
+
+
+async def every_partition(bootstrap: str) -> set[str]:
+    """Every partition of every topic but Kafka's internal ones, as ``topic[n]``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None)
+    await consumer.start()
+    try:
+        await consumer._client.force_metadata_update()
+        return {
+            f"{topic}[{partition}]"
+            for topic in await consumer.topics()
+            if not topic.startswith("__")
+            for partition in consumer.partitions_for_topic(topic) or ()
+        }
+    finally:
+        await consumer.stop()

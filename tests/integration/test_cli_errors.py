@@ -71,6 +71,8 @@ OFFLINE_ARGS: dict[Command, list[str]] = {
     ],
     ("gateway-key", "create"): ["newcomer", "--type", "order.*"],
     ("observer-token", "create"): ["newcomer"],
+    ("sagas", "check"): [],
+    ("sagas", "diagram"): ["order"],
     ("schemas", "check"): ["--example"],
     ("schemas", "export"): ["--example", "--dir", "TMP/schemas"],
     ("topics", "list"): [],
