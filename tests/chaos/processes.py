@@ -3,26 +3,20 @@ restarts, with what each one printed gathered as it comes."""
 
 from __future__ import annotations
 
-import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import distinct, func, select
 
 from tests.chaos.checker import Until, until_for
 from tests.chaos.inbox_member import effects, prepare
+from tests.child import JsonLinesChild
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-class Member:
+class Member(JsonLinesChild):
     """One ``inbox_member`` process; :meth:`drain` takes in what it printed so far."""
 
     def __init__(
@@ -36,54 +30,24 @@ class Member:
         replication: int = 1,
         log: Path | None = None,
     ) -> None:
-        args = [sys.executable, "-m", "tests.chaos.inbox_member", "--bootstrap", bootstrap]
-        args += ["--prefix", prefix, "--group", group, "--db", db]
-        args += ["--partitions", str(partitions), "--replication", str(replication)]
-        self.log = log
-        self._stderr = log.open("ab") if log else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._stderr,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-        )
-        self.lines: queue.Queue[dict[str, object]] = queue.Queue()
         self.started = False
         self.assigned: list[int] = []
         self.assignments = 0
         """Rebalances this process took part in (assignments it was given)."""
         self.handled: list[str] = []
         """Every ``ce_id`` this process finished a delivery of, repeats included, in order."""
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        args = ["--bootstrap", bootstrap, "--prefix", prefix, "--group", group, "--db", db]
+        args += ["--partitions", str(partitions), "--replication", str(replication)]
+        super().__init__("tests.chaos.inbox_member", args, log)
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-
-    def drain(self) -> None:
-        while True:
-            try:
-                message = self.lines.get_nowait()
-            except queue.Empty:
-                return
-            if "started" in message:
-                self.started = True
-            if "assigned" in message:
-                self.assigned = [int(p) for p in message["assigned"]]  # type: ignore[attr-defined]
-                self.assignments += 1
-            if "handled" in message:
-                self.handled.append(str(message["handled"]))
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
+    def take(self, message: dict[str, Any]) -> None:
+        if "started" in message:
+            self.started = True
+        if "assigned" in message:
+            self.assigned = [int(p) for p in message["assigned"]]
+            self.assignments += 1
+        if "handled" in message:
+            self.handled.append(str(message["handled"]))
 
     def is_up(self) -> bool:
         """Whether it has started; fails at once, with its log's end, if it died first."""
@@ -112,13 +76,6 @@ class Member:
                 self.process.wait()
             self._close()
         return code
-
-    def _close(self) -> None:
-        # What the process printed before it ended is still read, up to the pipe's end.
-        self._reader.join(timeout=10)
-        self.drain()
-        if not isinstance(self._stderr, int):
-            self._stderr.close()
 
 
 @dataclass(frozen=True)

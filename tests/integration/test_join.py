@@ -11,13 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import os
-import queue
 import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -33,46 +27,25 @@ from choreokit.events.sql._tables import joins
 from choreokit.services.runtime import EmbeddedBroker
 from choreokit.services.runtime.database import create_engine
 from choreokit.testing import ServiceKit
+from tests.child import JsonLinesChild
 from tests.integration.kafka_io import all_records
 from tests.join_catalog import JoinCatalog, join_catalog, join_service
 from tests.support import unique
 
-ROOT = Path(__file__).resolve().parents[2]
 
-
-class Worker:
+class Worker(JsonLinesChild):
     """One ``join_worker`` process; what it printed is gathered as it comes."""
 
     def __init__(self, bootstrap: str, prefix: str, db: str, log: Path, *extra: str) -> None:
-        args = [sys.executable, "-m", "tests.integration.join_worker", "--bootstrap", bootstrap]
-        args += ["--prefix", prefix, "--db", db, *extra]
-        self._log = log.open("ab")
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=self._log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)},
-        )
-        self.lines: queue.Queue[dict[str, Any]] = queue.Queue()
         self.handling: list[str] = []
         self.started = False
-        threading.Thread(target=self._read, daemon=True).start()
+        args = ["--bootstrap", bootstrap, "--prefix", prefix, "--db", db, *extra]
+        super().__init__("tests.integration.join_worker", args, log)
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.put(json.loads(line))
-
-    def drain(self) -> None:
-        while True:
-            try:
-                message = self.lines.get_nowait()
-            except queue.Empty:
-                return
-            self.started = self.started or "started" in message
-            if "handling" in message:
-                self.handling.append(message["handling"])
+    def take(self, message: dict[str, Any]) -> None:
+        self.started = self.started or "started" in message
+        if "handling" in message:
+            self.handling.append(message["handling"])
 
     async def wait(self, what: str, predicate: Any, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -86,7 +59,7 @@ class Worker:
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
-        self._log.close()
+        self._close()
 
     def terminate(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -95,7 +68,7 @@ class Worker:
         finally:
             if self.process.poll() is None:
                 self.process.kill()
-            self._log.close()
+            self._close()
 
 
 @pytest.fixture
