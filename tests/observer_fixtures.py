@@ -157,7 +157,7 @@ class RunningObserver:
                 return body
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}: {body}")
-            await asyncio.sleep(0.1)  # sleep-ok: polls the observer's API
+            await asyncio.sleep(0.1)  # noqa: sleep-ok - polls the observer's API
 
 
 @contextlib.asynccontextmanager

@@ -30,7 +30,7 @@ async def wait_for(
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.01)  # sleep-ok: yields to the loop between checks
+        await asyncio.sleep(0.01)  # noqa: sleep-ok - yields to the loop between checks
 
 
 def wait_until(
@@ -41,7 +41,7 @@ def wait_until(
     while not predicate():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)  # sleep-ok: polls a subprocess or socket between checks
+        time.sleep(0.02)  # noqa: sleep-ok - polls a subprocess or socket between checks
 
 
 def envelope_for(

@@ -316,7 +316,7 @@ class DeadLetterStore:
                     )
                     del pending[r.replay_id]
             if pending:
-                await asyncio.sleep(0.2)  # sleep-ok: polls the audit topic for outcomes
+                await asyncio.sleep(0.2)  # noqa: sleep-ok - polls the audit topic for outcomes
         return [outcome.get(r.replay_id, r) for r in results]
 
     def _replay_record(

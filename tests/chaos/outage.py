@@ -233,7 +233,7 @@ async def observer_counts(rig: Rig, since: datetime, total: int) -> dict[str, in
             if int(counts["total"]) >= total and not by_status.get("running"):
                 return by_status
             assert time.monotonic() < deadline, f"the observer judged only {counts} in 120s"
-            await asyncio.sleep(0.2)  # sleep-ok: polls the observer's API
+            await asyncio.sleep(0.2)  # noqa: sleep-ok - polls the observer's API
 
 
 @dataclass(frozen=True)
@@ -319,7 +319,7 @@ async def demo_through_outage(
         inject()
         try:
             during = [await post(rig, probe_event(n)) for n in PROBES]
-            await asyncio.sleep(max(0.0, began + seconds - time.time()))  # sleep-ok: the outage
+            await asyncio.sleep(max(0.0, began + seconds - time.time()))  # noqa: sleep-ok - the outage
         finally:
             healed = time.time()
             lift()
@@ -328,7 +328,7 @@ async def demo_through_outage(
         for n in PROBES:
             while answers[n].status != ACCEPTED:
                 assert time.monotonic() < deadline, f"probe {n} not accepted: {answers[n]}"
-                await asyncio.sleep(0.2)  # sleep-ok: a client's pause between retries
+                await asyncio.sleep(0.2)  # noqa: sleep-ok - a client's pause between retries
                 answers[n] = await post(rig, probe_event(n))
         summary = await demo.summary()
         await wait_for(

@@ -108,7 +108,7 @@ async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_noth
             )
             sent.update((e.id, e.correlation_id) for e in envelopes)
             n += WINDOW
-            await asyncio.sleep(WINDOW / RATE)  # sleep-ok: paces the stream
+            await asyncio.sleep(WINDOW / RATE)  # noqa: sleep-ok - paces the stream
 
     joins = leaves = 0
     began = time.monotonic()
@@ -123,7 +123,7 @@ async def test_members_joining_and_leaving_every_5s_for_60s_lose_and_repeat_noth
             storm_began = time.monotonic()
             for k, step in enumerate(plan, start=1):
                 due = storm_began + k * EVERY - time.monotonic()
-                await asyncio.sleep(max(0.0, due))  # sleep-ok: the storm's clock
+                await asyncio.sleep(max(0.0, due))  # noqa: sleep-ok - the storm's clock
                 if step == "leave":
                     # A member leaves a group it is in: one that joined 5 s ago has started.
                     await wait_for(all_started, what="the last joiner to start")

@@ -230,7 +230,7 @@ def test_each_order_is_one_trace_in_jaeger_with_every_service_that_handled_it(
         problems = [p for flow in flows for p in flow_problems(jaeger, flow, since_us)]
         if not problems or time.monotonic() > deadline:
             break
-        time.sleep(0.5)  # sleep-ok: polls Jaeger's query API between checks
+        time.sleep(0.5)  # noqa: sleep-ok - polls Jaeger's query API between checks
     assert problems == [], "\n".join(problems[:30])
 
     services = {s.service for f in flows for s in spans_of(jaeger, f["traces"][0]["trace_id"])}

@@ -90,7 +90,7 @@ async def wait_healthy(url: str, *, healthy: bool = True, timeout: float = 30.0)
         while ((await client.get("/healthz")).status_code == 200) != healthy:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"/healthz did not turn {healthy=} within {timeout}s")
-            await asyncio.sleep(0.05)  # sleep-ok: polls /healthz between checks
+            await asyncio.sleep(0.05)  # noqa: sleep-ok - polls /healthz between checks
 
 
 def binary_headers(

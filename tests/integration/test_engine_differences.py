@@ -114,4 +114,4 @@ async def wait_for_async(
     while not await check():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.1)  # sleep-ok: between admin requests
+        await asyncio.sleep(0.1)  # noqa: sleep-ok - between admin requests

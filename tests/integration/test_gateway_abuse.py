@@ -40,7 +40,7 @@ async def test_failed_logins_from_one_address_are_answered_429_for_a_while(
             answer := await client.post("/events", headers={**acme.auth, **STRUCTURED}, json=body)
         ).status_code == 429:
             assert time.monotonic() < deadline, "still blocked after the window"
-            await asyncio.sleep(0.1)  # sleep-ok: waits out the failure window
+            await asyncio.sleep(0.1)  # noqa: sleep-ok - waits out the failure window
         assert answer.status_code == 202, answer.text
 
 

@@ -51,7 +51,7 @@ async def served(limits: ConnectionLimits = LIMITS) -> AsyncIterator[int]:
         except OSError:
             if task.done() or time.monotonic() > deadline:
                 raise
-            await asyncio.sleep(0.05)  # sleep-ok: polls the port until it listens
+            await asyncio.sleep(0.05)  # noqa: sleep-ok - polls the port until it listens
             continue
         writer.close()
         break
@@ -138,7 +138,7 @@ async def test_connections_beyond_the_limit_are_answered_503() -> None:
                 deadline = time.monotonic() + 10
                 while (await client.get("/hello")).status_code != 503:
                     assert time.monotonic() < deadline, "never refused"
-                    await asyncio.sleep(0.05)  # sleep-ok: the server counts the idle ones
+                    await asyncio.sleep(0.05)  # noqa: sleep-ok - the server counts the idle ones
         finally:
             for sock in idle:
                 sock.close()
@@ -146,7 +146,7 @@ async def test_connections_beyond_the_limit_are_answered_503() -> None:
             deadline = time.monotonic() + 10
             while (await client.get("/hello")).status_code != 200:
                 assert time.monotonic() < deadline, "never served again"
-                await asyncio.sleep(0.05)  # sleep-ok: the server notices the closes
+                await asyncio.sleep(0.05)  # noqa: sleep-ok - the server notices the closes
 
 
 @pytest.mark.parametrize("size", [20_000, 64_000])

@@ -132,7 +132,7 @@ async def test_two_flows_racing_for_a_free_key_cannot_both_win(
         try:
             async with engine.begin() as conn:
                 await bindings.bind(conn, "order", "o-race", flow)
-                await asyncio.sleep(0)  # sleep-ok: yields once so the other transaction inserts too
+                await asyncio.sleep(0)  # noqa: sleep-ok - yields once so the other transaction inserts too
             outcomes.append(flow)
         except KeyConflictError:
             outcomes.append("refused")

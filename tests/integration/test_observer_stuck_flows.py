@@ -118,7 +118,7 @@ async def test_held_flows_are_found_announced_once_and_grouped(
             for _ in range(200):  # the reacting service gets each flow's overdue step
                 if len({cid for cid, _ in received}) == 4:
                     break
-                await asyncio.sleep(0.05)  # sleep-ok: polls what the handler received
+                await asyncio.sleep(0.05)  # noqa: sleep-ok - polls what the handler received
             assert {cid for cid, _ in received} == set(flows.values())
             detail = await observer.get(f"/api/flows/{flows['o-1']}")
             reservation = next(e for e in detail["events"] if e["type"] == STEP)
@@ -151,7 +151,7 @@ async def test_held_flows_are_found_announced_once_and_grouped(
             announced = await overdue_on_the_topic(private_kafka)
             if any(cid == late for cid, _ in announced):
                 break
-            await asyncio.sleep(0.05)  # sleep-ok: polls the topic for o-late's event
+            await asyncio.sleep(0.05)  # noqa: sleep-ok - polls the topic for o-late's event
         patterns = await observer.wait(
             "the flows stalled, grouped",
             lambda p: p["total"] == 5,

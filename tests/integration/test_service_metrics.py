@@ -90,7 +90,7 @@ def test_a_consumer_only_service_serves_its_event_metrics_and_health(
             except OSError:
                 pass  # not listening yet
             assert time.monotonic() < deadline, (tmp_path / "service.log").read_text()
-            time.sleep(0.05)  # sleep-ok: polls a subprocess's port between checks
+            time.sleep(0.05)  # noqa: sleep-ok - polls a subprocess's port between checks
         records = [probe(topic, fail=False) for _ in range(5)] + [probe(topic, fail=True)]
         asyncio.run(produce_raw(kafka.bootstrap, topic, records))
         labels = {"messaging_consumer_group_name": "probes"}
@@ -104,7 +104,7 @@ def test_a_consumer_only_service_serves_its_event_metrics_and_health(
             if handled == 5 and dead == 1 and lag == 0:
                 break
             assert time.monotonic() < deadline, text
-            time.sleep(0.05)  # sleep-ok: polls the endpoint between checks
+            time.sleep(0.05)  # noqa: sleep-ok - polls the endpoint between checks
         process = {"messaging_destination_name": topic, **labels}
         succeeded = {**process, "error_type": ""}  # Prometheus's value for "no such label"
         assert sample(text, "messaging_process_duration_seconds_count", **succeeded) == 5

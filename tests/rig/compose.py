@@ -568,7 +568,7 @@ class ComposeRun:
                 )
             # Docker checks every `interval` (start_interval while starting); a second is
             # quicker and still within the same deadline.
-            time.sleep(min(interval, 1.0))  # sleep-ok: between healthcheck runs
+            time.sleep(min(interval, 1.0))  # noqa: sleep-ok - between healthcheck runs
 
     def up(self) -> None:
         """Every runnable service in order: one-shots run to completion, the rest to healthy."""

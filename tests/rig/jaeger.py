@@ -234,7 +234,7 @@ class Jaeger:
             if time.monotonic() > deadline:
                 self.stop()
                 raise RuntimeError(f"Jaeger was not ready after {timeout}s:\n{self.tail()}")
-            time.sleep(0.05)  # sleep-ok: polls a starting subprocess between checks
+            time.sleep(0.05)  # noqa: sleep-ok - polls a starting subprocess between checks
         return self
 
     def ready(self) -> bool:

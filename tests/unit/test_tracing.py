@@ -323,7 +323,7 @@ async def test_a_publish_outside_a_handler_is_a_root_producer_span() -> None:
     producer = FakeProducer()
     publisher = Publisher(producer, source="/services/gateway", middlewares=[middleware])
     await publisher.publish(Placed(note="x"))
-    await asyncio.sleep(0)  # sleep-ok: lets the acknowledgement's callback end the span
+    await asyncio.sleep(0)  # noqa: sleep-ok - lets the acknowledgement's callback end the span
     span = by_kind(exporter.get_finished_spans(), SpanKind.PRODUCER)
     assert span.parent is None
     header = producer.sent[0].header("traceparent")
