@@ -10,14 +10,12 @@ process counts too (``choreo dev`` runs it); Apache Kafka's JVM does not.
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from choreokit.services.bench._context import Context, skipped
+from choreokit.services.bench._dev import running_dev
 from choreokit.services.bench._stats import summary
 
 SETTLE_S = 5.0
@@ -59,30 +57,10 @@ def _cpu_seconds(pids: list[int]) -> float:
 
 def run(ctx: Context) -> dict[str, Any]:
     """Start ``choreo dev``, let it settle, measure its idle CPU ``repeat`` times."""
-    from choreokit.services.runtime import free_port
-    from choreokit.services.runtime.supervisor import read_state
-
     if not Path("/proc/self/stat").exists():
         return {"variants": {"dev": {"label": "choreo dev", **skipped("no /proc here")}}}
-    data = ctx.workdir / "idle-dev"
-    env = ctx.child_env(
-        CHOREO_ORDERS_PORT=str(free_port()),
-        CHOREO_OBSERVER_PORT=str(free_port()),
-        CHOREO_GATEWAY_PORT=str(free_port()),
-    )
-    command = [sys.executable, "-m", "choreokit.services.cli", "dev", "--example"]
-    command += ["--bootstrap", ctx.bootstrap, "--data-dir", str(data)]
-    log = ctx.workdir / "idle-dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(command, env=env, stdout=out, stderr=out)
     shares: list[float] = []
-    try:
-        deadline = time.monotonic() + 180
-        while not ((state := read_state(data)) and state.get("ready")):
-            if dev.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-                raise RuntimeError(f"choreo dev did not become ready: {tail}")
-            time.sleep(0.2)
+    with running_dev(ctx, "idle-dev") as (dev, _urls):
         time.sleep(SETTLE_S)
         pids = _tree(dev.pid)
         broker = ctx.broker_pid if ctx.engine == "tansu" else None
@@ -95,13 +73,6 @@ def run(ctx: Context) -> dict[str, Any]:
             share = (_cpu_seconds(pids) - cpu) / (time.monotonic() - began) * 100
             shares.append(share)
             ctx.log(f"  idle {ctx.engine} rep {rep + 1}: {share:.1f} % of a core")
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait()
     return {
         "unit": "% of a core",
         "variants": {

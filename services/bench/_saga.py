@@ -11,13 +11,12 @@ compensations and the simulated carrier's retries.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 from choreokit.services.bench._context import Context
+from choreokit.services.bench._dev import running_dev
 from choreokit.services.bench._stats import summary
 
 DEMO_TIMEOUT = 180
@@ -25,30 +24,8 @@ DEMO_TIMEOUT = 180
 
 def run(ctx: Context) -> dict[str, Any]:
     """Start ``choreo dev`` on the broker, run the demo ``repeat`` times, stop it."""
-    from choreokit.services.runtime import free_port
-    from choreokit.services.runtime.supervisor import read_state
-
-    data = ctx.workdir / "saga-dev"
-    env = ctx.child_env(
-        CHOREO_ORDERS_PORT=str(free_port()),
-        CHOREO_OBSERVER_PORT=str(free_port()),
-        CHOREO_GATEWAY_PORT=str(free_port()),
-    )
-    command = [sys.executable, "-m", "choreokit.services.cli", "dev", "--example"]
-    command += ["--bootstrap", ctx.bootstrap, "--data-dir", str(data)]
-    log = ctx.workdir / "saga-dev.log"
-    with log.open("wb") as out:
-        dev = subprocess.Popen(command, env=env, stdout=out, stderr=out)
     runs: list[dict[str, Any]] = []
-    try:
-        deadline = time.monotonic() + 180
-        while not ((state := read_state(data)) and state.get("ready")):
-            if dev.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(encoding="utf-8", errors="replace")[-2000:]
-                raise RuntimeError(f"choreo dev did not become ready: {tail}")
-            time.sleep(0.2)
-        found: Any = state.get("urls") or {}
-        urls = {str(k): str(v) for k, v in dict(found).items()}
+    with running_dev(ctx, "saga-dev") as (_dev, urls):
         for rep in range(ctx.repeat):
             demo = [sys.executable, "-m", "choreokit.services.cli", "demo", "--json"]
             demo += ["--bootstrap", ctx.bootstrap, "--orders", str(ctx.sizes.saga_orders)]
@@ -73,13 +50,6 @@ def run(ctx: Context) -> dict[str, Any]:
                 f"  saga {ctx.engine} rep {rep + 1}: {one['orders']} orders, ok={one['ok']}, "
                 f"p50 {d['p50']:.0f} ms p99 {d['p99']:.0f} ms"
             )
-    finally:
-        dev.send_signal(signal.SIGINT)
-        try:
-            dev.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            dev.kill()
-            dev.wait()
     outcomes: dict[str, int] = {}
     for one in runs:
         for outcome, count in one["outcomes"].items():
