@@ -221,5 +221,15 @@ class TransactionsUnavailableError(ConfigurationError):
     """``CHOREO_KAFKA_TRANSACTIONS=on``, and the broker cannot run Kafka transactions."""
 
 
+class ServiceFailedError(ChoreoError):
+    """A service cannot go on and its process must end (to be restarted).
+
+    Raised by :meth:`ServiceApp.run <choreokit.services.runtime.app.ServiceApp.run>` when a
+    service reports it: a transactional producer fenced by another instance of the same
+    transactional id, or a transaction that outlasted the broker's timeout. An instance that
+    stayed up would keep its partitions in the group without handling them.
+    """
+
+
 class EmbeddedBrokerError(ChoreoError):
     """The embedded broker could not be started."""

@@ -119,6 +119,8 @@ class Service:
         self._batch: BatchProcessor | TransactionalBatchProcessor | None = None
         self._txn_producer: AIOKafkaProducer | None = None
         self._consumer: Callable[[], Any] = lambda: None
+        self._failure: BaseException | None = None
+        self._failed = asyncio.Event()
 
     # -- declaration -----------------------------------------------------------------------
 
@@ -343,6 +345,7 @@ class Service:
             group=self.name,
             concurrent_partitions=self._concurrent,
             poll_budget=budget / 2,
+            on_fenced=self._fail,
         )
 
     def _unbind(self) -> None:
@@ -439,6 +442,28 @@ class Service:
         settings = self._settings or KafkaSettings()
         idle = time.monotonic() - self.stats.last_progress
         return self.lag() == 0 or idle < settings.stall_after.total_seconds()
+
+    @property
+    def failure(self) -> BaseException | None:
+        """Why this service cannot go on (``None`` while it can): see :meth:`wait_failed`."""
+        return self._failure
+
+    async def wait_failed(self) -> BaseException:
+        """Wait until the service cannot go on, and return why.
+
+        Today that is a transactional producer fenced by another instance of its
+        transactional id (or a transaction the broker aborted for good): the service
+        handles nothing more, and its process should end so that its partitions go to
+        the members that can (``ServiceApp.run`` raises :class:`ServiceFailedError`).
+        """
+        await self._failed.wait()
+        assert self._failure is not None
+        return self._failure
+
+    def _fail(self, cause: BaseException) -> None:
+        if self._failure is None:
+            self._failure = cause
+            self._failed.set()
 
     def health(self) -> dict[str, Any]:
         """What :meth:`healthy` is based on, for ``/healthz`` bodies and logs."""

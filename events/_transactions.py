@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeAlias
 
 from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
@@ -64,8 +64,10 @@ class TransactionalBatchProcessor:
         group: str,
         concurrent_partitions: bool = True,
         poll_budget: float = 30.0,
+        on_fenced: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._dispatcher = dispatcher
+        self._on_fenced = on_fenced
         self._producer = producer
         self._group = group
         self._concurrent = concurrent_partitions
@@ -243,12 +245,15 @@ class TransactionalBatchProcessor:
             logger.error(
                 "the transactional producer was fenced or failed for good (%s: %s): another "
                 "instance runs with this transactional id, or a batch outlasted "
-                "CHOREO_KAFKA_TRANSACTION_TIMEOUT. This instance handles nothing more and "
-                "reports unhealthy; restart it (with its own CHOREO_KAFKA_TRANSACTIONAL_ID)",
+                "CHOREO_KAFKA_TRANSACTION_TIMEOUT. This instance handles nothing more, "
+                "reports unhealthy and ends its process; restart it (with its own "
+                "CHOREO_KAFKA_TRANSACTIONAL_ID)",
                 type(cause).__name__,
                 cause,
             )
-        self.fenced = cause
+            self.fenced = cause
+            if self._on_fenced is not None:
+                self._on_fenced(cause)
 
     def _rewind(
         self, consumer: Committer, by_partition: dict[TopicPartition, list[Record]]

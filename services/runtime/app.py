@@ -8,11 +8,17 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
-from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
+from choreokit.events import (
+    ConfigurationError,
+    KafkaSettings,
+    Middleware,
+    Service,
+    ServiceFailedError,
+)
 from choreokit.services.runtime import discovery
 from choreokit.services.runtime.discovery import SERVICES_GROUP
 from choreokit.tracing import Metrics
@@ -203,9 +209,23 @@ class ServiceApp:
             if self._on_ready is not None:
                 self._on_ready()
             waiter = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait([waiter, *running], return_when=asyncio.FIRST_COMPLETED)
+            failures: dict[asyncio.Future[Any], Service] = {
+                asyncio.ensure_future(s.wait_failed()): s for s in started
+            }
+            done, _ = await asyncio.wait(
+                [waiter, *running, *failures], return_when=asyncio.FIRST_COMPLETED
+            )
             waiter.cancel()
+            for watch in failures:
+                watch.cancel()
             for task in done:
+                if task in failures:
+                    cause: BaseException = task.result()
+                    raise ServiceFailedError(
+                        f"service {failures[task].name} cannot go on "
+                        f"({type(cause).__name__}: {cause}); its process ends so that its "
+                        "partitions go to the members that can"
+                    ) from cause
                 if task is not waiter and task.exception() is not None:
                     raise task.exception()  # type: ignore[misc]
         finally:

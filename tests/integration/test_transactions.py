@@ -26,6 +26,7 @@ from choreokit.events import (
     Registry,
     SendFuture,
     Service,
+    ServiceFailedError,
     TransactionsUnavailableError,
     dead_letter_topic,
 )
@@ -332,3 +333,74 @@ async def test_database_effects_stay_once_through_the_inbox_when_a_transaction_a
     assert [json.loads(r.value or b"") for r in committed] == [{"n": 3}]
     assert len(everything) == 2
     assert len({dict(r.headers)["ce_id"] for r in everything}) == 1
+
+
+@pytest.mark.engines("kafka")
+async def test_a_fenced_instance_ends_its_app_and_the_live_one_takes_its_partitions(
+    kafka: KafkaSettings,
+) -> None:
+    """Two members of one group are started with the same transactional id (a
+    misconfiguration, or a restarted instance whose predecessor still runs): the second
+    fences the first. The first's app ends with ServiceFailedError instead of staying in the
+    group holding partitions it can no longer handle, so the second gets them all: every
+    one of 400 outputs is seen once by a read_committed reader."""
+    from choreokit.services.runtime.app import ServiceApp
+    from tests.chaos.checker import check_topics
+
+    cat = catalog()
+    group, txn_id = unique("group"), unique("instance")
+    handled: dict[str, set[int]] = {"first": set(), "second": set()}
+
+    def member(instance: str) -> Service:
+        service = Service(
+            group,
+            registry=cat.registry,
+            settings=transactional(kafka, transactional_id=txn_id, max_batch=20),
+            publishes=[cat.out],
+        )
+
+        @service.handler(cat.v2)
+        async def relay(event: object, ctx: HandlerContext) -> None:
+            handled[instance].add(event.n)  # type: ignore[attr-defined]
+            await ctx.publish(cat.out(n=event.n))  # type: ignore[attr-defined]
+
+        return service
+
+    feeder = Service(unique("feeder"), registry=cat.registry, settings=kafka, publishes=[cat.v2])
+
+    async def feed(numbers: range) -> None:
+        for n in numbers:
+            await feeder.publish(cat.v2(n=n, label="x"), correlation_id=f"flow-{n}")
+
+    first, second = member("first"), member("second")
+    stop = asyncio.Event()
+    async with feeder:
+        running = asyncio.ensure_future(ServiceApp(first).run(stop))
+        try:
+            await feed(range(100))
+            await wait_for(lambda: len(handled["first"]) == 100, timeout=60, what="the first")
+            await second.start()  # the same transactional id: the first is fenced
+            await feed(range(100, 400))
+            with pytest.raises(ServiceFailedError, match=f"service {group} cannot go on"):
+                await asyncio.wait_for(asyncio.shield(running), timeout=60)
+            assert first.failure is not None
+            await wait_for(
+                lambda: handled["first"] | handled["second"] >= set(range(400)),
+                timeout=60,
+                what="every event handled once the fenced member left",
+            )
+        finally:
+            stop.set()
+            with contextlib.suppress(ServiceFailedError):
+                await running
+            await second.stop()
+    report = await check_topics(
+        kafka.bootstrap,
+        [cat.out_topic],
+        isolation="read_committed",
+        expected_flows=[f"flow-{n}" for n in range(400)],
+    )
+    report.print("a fenced member")
+    report.assert_clean()
+    assert report.copies == 0
+    assert handled["second"], "the live member handled the fenced one's partitions"

@@ -144,6 +144,7 @@ def test_events_exports() -> None:
             "SchemaError",
             "SecurityProtocol",
             "Service",
+            "ServiceFailedError",
             "StrictSettings",
             "TransactionsUnavailableError",
             "UnknownEventTypeError",

@@ -140,3 +140,15 @@ async def test_records_before_the_next_offset_are_stale_fetches() -> None:
     producer.log.clear()
     assert await h.processor.process(records(1, 2), h.consumer)
     assert producer.log == ["begin", "send out", "offsets svc in[0]=3", "commit"]
+
+
+async def test_a_fenced_producer_reports_its_service_failed_once() -> None:
+    h, producer = harness(relay)
+    causes: list[BaseException] = []
+    processor = TransactionalBatchProcessor(
+        h.dispatcher, producer, group="svc", on_fenced=causes.append
+    )
+    producer.fail_commits.append(ProducerFenced())
+    assert not await processor.process(records(0), h.consumer)
+    assert not await processor.process(records(0), h.consumer)
+    assert [type(c) for c in causes] == [ProducerFenced]  # once, however often it is read
