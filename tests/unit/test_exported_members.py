@@ -115,6 +115,7 @@ def test_events_exports() -> None:
             "DecodedRecord",
             "Delivery",
             "EmbeddedBrokerError",
+            "InboxReplayError",
             "Envelope",
             "Event",
             "EventInfo",
