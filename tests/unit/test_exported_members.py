@@ -99,6 +99,7 @@ def test_events_exports() -> None:
             "LOG_SAFE_KEY",
             "REDACTED",
             "SENSITIVE_KEY",
+            "TOOLKIT_TYPE_NAMESPACES",
             "LogSafe",
             "Sensitive",
             "error_text",
@@ -165,6 +166,7 @@ def test_events_exports() -> None:
             "new_event_id",
             "parse_time",
             "to_structured",
+            "toolkit_namespace",
             "upcaster",
         ]
     )
