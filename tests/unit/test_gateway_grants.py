@@ -166,11 +166,14 @@ def test_a_grant_naming_a_toolkit_type_or_its_namespace_covers_it_and_no_more() 
 
 def test_every_type_the_toolkit_publishes_is_in_a_toolkit_namespace() -> None:
     """A new report type outside these namespaces would be open to wildcard grants again."""
-    from choreokit.events import APPROVAL_EVENTS, TOOLKIT_TYPE_NAMESPACES, toolkit_namespace
+    from choreokit.events import APPROVAL_EVENTS, TOOLKIT_TYPE_NAMESPACES, Event, toolkit_namespace
     from choreokit.events.orchestration import OrchestrationRun
     from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS
 
-    for model in (*APPROVAL_EVENTS, OrchestrationRun, *LIFECYCLE_EVENTS):
-        assert toolkit_namespace(model.event_info().type) in TOOLKIT_TYPE_NAMESPACES, model
+    models: list[type[Event]] = [*APPROVAL_EVENTS, OrchestrationRun, *LIFECYCLE_EVENTS]
+    for model in models:
+        namespace = toolkit_namespace(model.event_info().type)
+        assert namespace is not None, model
+        assert namespace in TOOLKIT_TYPE_NAMESPACES
     assert toolkit_namespace("order.placed") is None
     assert toolkit_namespace("sagas.x") is None  # a namespace is its prefix with the dot
