@@ -67,6 +67,7 @@ from choreokit.events._errors import (
     ConfigurationError,
     DecodeError,
     EmbeddedBrokerError,
+    InboxReplayError,
     InvalidEnvelopeError,
     InvalidPayloadError,
     KeyConflictError,
@@ -136,6 +137,7 @@ from choreokit.events._settings import (
     parse_duration,
     settings_variables,
 )
+from choreokit.events._toolkit_types import TOOLKIT_TYPE_NAMESPACES, toolkit_namespace
 from choreokit.events.extras import MissingExtraError, needs_extra
 
 __all__ = [
@@ -149,6 +151,7 @@ __all__ = [
     "REDACTED",
     "SAGAS_GROUP",
     "SENSITIVE_KEY",
+    "TOOLKIT_TYPE_NAMESPACES",
     "ApprovalEscalated",
     "ApprovalGranted",
     "ApprovalRejected",
@@ -174,6 +177,7 @@ __all__ = [
     "HandlerSpec",
     "Headers",
     "Idempotence",
+    "InboxReplayError",
     "InvalidEnvelopeError",
     "InvalidPayloadError",
     "Isolation",
@@ -253,6 +257,7 @@ __all__ = [
     "sensitive_fields",
     "settings_variables",
     "to_structured",
+    "toolkit_namespace",
     "upcaster",
     "wire",
 ]

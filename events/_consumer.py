@@ -240,6 +240,7 @@ class Dispatcher:
             event=event,
             handler=spec,
             group=self._group,
+            registry=self._registry,
         )
         if on_retry is not None:
             self._on_retry[id(delivery)] = on_retry

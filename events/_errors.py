@@ -108,6 +108,35 @@ class MissingUpcasterError(SchemaError):
         )
 
 
+class InboxReplayError(ConfigurationError):
+    """An inbox cannot rebuild an event a handling published: its registry lacks the type.
+
+    A redelivery sends the recorded events again, rebuilt from the inbox's
+    registry. Raised when a handling would record an event that registry does
+    not know (its transaction is rolled back), and on the redelivery of one
+    recorded before. Either way the record goes to the dead-letter topic and
+    nothing is sent in its place; replay it from there once the inbox knows the
+    type.
+    """
+
+    def __init__(
+        self, consumer: str, event_id: str, event_type: str, version: int | None = None
+    ) -> None:
+        self.consumer = consumer
+        self.event_id = event_id
+        self.event_type = event_type
+        self.version = version
+        """The recorded event's version its registry lacks (``None``: it lacks the type)."""
+        missing = f"{event_type} v{version}" if version is not None else f"type {event_type!r}"
+        super().__init__(
+            f"the inbox of {consumer!r} cannot rebuild, to send again on a redelivery, what "
+            f"handling event {event_id!r} published: its registry does not know {missing}. Leave "
+            "Inbox(registry=...) out so that it takes the service's registry, or give it the "
+            "service's (registry=service.registry), or import the module that declares the "
+            "type; then replay the record from the dead-letter topic"
+        )
+
+
 class DecodeError(ChoreoError):
     """A Kafka record is not a valid event; it goes to the dead-letter topic."""
 

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from choreokit.events._envelope import Envelope
 from choreokit.events._model import Event
+from choreokit.events._registry import Registry
 
 if TYPE_CHECKING:
     from choreokit.events._outbound import Outbound, SendFuture
@@ -69,6 +70,8 @@ class Delivery:
         event: Its payload, upcast to the handler's version.
         handler: The handler it is for.
         group: The consumer group (the service's name).
+        registry: Where the service's event types are declared (an inbox rebuilds the
+            events it recorded from it).
         attempt: 1 on the first try, then 2, 3, ... on retries.
         outputs: Events the handler published; sent once the handling succeeded.
         pending: Futures of those sends, resolved on acknowledgement.
@@ -79,6 +82,7 @@ class Delivery:
     event: Event
     handler: HandlerSpec
     group: str
+    registry: Registry | None = None
     attempt: int = 0
     outputs: list[Outbound] = field(default_factory=list)
     pending: list[SendFuture] = field(default_factory=list)

@@ -118,12 +118,17 @@ class Delivery:
     Attributes:
         accepted: This event (by ``delivery_id``) is the one the step recorded: the
             first delivery, or a repeat of it. ``False``: another event ended the
-            wait before, or no run waits there; act on nothing.
-        outcome: The run's outcome after the delivery (``None``: no such run).
+            wait before, the run will never wait there, or it has not reached the
+            step yet (``held``); act on nothing now.
+        outcome: The run's outcome after the delivery (``None``: no such run yet).
+        held: The run has not reached the step: the event is kept (durably, the
+            first one per step) and ends the wait as soon as the run records it, so
+            :meth:`Orchestration.run` then goes past the step at once.
     """
 
     accepted: bool
     outcome: Outcome | None
+    held: bool = False
 
 
 class Orchestration:
@@ -222,13 +227,34 @@ class Orchestration:
         once: a second event for the same wait is not accepted, and a repeat of
         the accepted one (a redelivery after a crash) resumes the run again
         without recording anything twice.
+
+        An event that arrives before the run recorded the wait (the run has not
+        started, or not reached the step) is not lost: the first one is kept
+        durably (:attr:`Delivery.held`) and ends the wait when the run reaches
+        the step, inside that :meth:`run` call; the step's result then says
+        ``"held": true``, so the code calling :meth:`run` knows that it, not the
+        deliverer, acts on the event.
         """
         waiting = next((s for s in self.steps if s.name == step), None)
         if not isinstance(waiting, Await):
             raise ConfigurationError(f"orchestration {self.name}: {step!r} is not an Await step")
-        recorded = {"delivery_id": delivery_id, "event": dict(event)}
+        recorded: dict[str, JSON] = {"delivery_id": delivery_id, "event": dict(event)}
         won = await self.store.deliver(run_id, step, recorded)
         state = await self.store.load(run_id)
+        if not won and (state is None or (not state.status.finished and step not in state.steps)):
+            # Early: the run has not recorded this wait yet (its trigger is still on its
+            # way). Keep the event; the run takes it when it reaches the step. Should
+            # the run have reached it meanwhile, end the wait with the kept one now.
+            kept = await self.store.hold(run_id, step, {**recorded, "held": True})
+            won = await self.store.deliver(run_id, step, kept)
+            state = await self.store.load(run_id)
+            if not won and (state is None or step not in state.steps):
+                logger.info("%s run %s: %s held until the run waits", self.name, run_id, step)
+                return Delivery(
+                    accepted=False,
+                    outcome=self._outcome(state) if state is not None else None,
+                    held=kept.get("delivery_id") == delivery_id,
+                )
         if state is None:
             return Delivery(accepted=False, outcome=None)
         status, result = state.steps.get(step, (None, None))
@@ -321,6 +347,18 @@ class Orchestration:
                         state.run_id, step.name, StepStatus.WAITING, None, 0
                     )
                     await self.store.record_run(state.run_id, RunStatus.WAITING)
+                    # An event delivered before the wait was recorded ends it at once
+                    # (checked after recording it: a delivery meanwhile finds it waiting).
+                    kept = await self.store.held(state.run_id, step.name)
+                    if kept is not None and await self.store.deliver(state.run_id, step.name, kept):
+                        logger.info(
+                            "%s run %s: %s delivered before it waited",
+                            self.name,
+                            state.run_id,
+                            step.name,
+                        )
+                        state.steps[step.name] = (StepStatus.DONE, kept)
+                        continue
                     state.status = RunStatus.WAITING
                     state.steps[step.name] = (StepStatus.WAITING, None)
                     break

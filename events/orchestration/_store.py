@@ -52,6 +52,18 @@ steps = Table(
     ),
 )
 
+early = Table(
+    "choreo_orchestration_early",
+    metadata,
+    Column("orchestration", String(128), primary_key=True),
+    Column("run_id", String(1024), primary_key=True),
+    Column("step", String(128), primary_key=True),
+    Column("result", Text, nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+)
+"""Events delivered to an Await step before the run reached it: the first one per step,
+kept until the run records its wait (then it ends the wait at once)."""
+
 
 def _upsert(dialect: str) -> Any:
     """The INSERT ... ON CONFLICT construct of the dialect (SQLite and PostgreSQL have one)."""
@@ -219,6 +231,45 @@ class OrchestrationStore:
                     .values(status=RunStatus.RUNNING.value)
                 )
         return bool(won)
+
+    async def hold(self, run_id: str, step: str, result: Any) -> Any:
+        """Keep ``result`` for a step the run has not reached; return the one kept.
+
+        The first delivery per run and step is kept (one conditional insert), so
+        of two early deliveries exactly one ends the wait later.
+        """
+        statement = (
+            _upsert(self._engine.dialect.name)(early)
+            .values(
+                orchestration=self._name,
+                run_id=run_id,
+                step=step,
+                result=json.dumps(result),
+                received_at=datetime.now(UTC),
+            )
+            .on_conflict_do_nothing(
+                index_elements=[early.c.orchestration, early.c.run_id, early.c.step]
+            )
+        )
+        async with self._engine.begin() as conn:
+            await conn.execute(statement)
+        kept = await self.held(run_id, step)
+        assert kept is not None
+        return kept
+
+    async def held(self, run_id: str, step: str) -> Any | None:
+        """The result kept by :meth:`hold` for the run's step, if any."""
+        async with self._engine.connect() as conn:
+            row = (
+                await conn.execute(
+                    select(early.c.result).where(
+                        early.c.orchestration == self._name,
+                        early.c.run_id == run_id,
+                        early.c.step == step,
+                    )
+                )
+            ).first()
+        return json.loads(row.result) if row is not None else None
 
     async def record_run(
         self,

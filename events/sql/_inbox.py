@@ -10,9 +10,15 @@ from datetime import UTC, datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from choreokit.events._errors import ConfigurationError
+from choreokit.events._errors import (
+    ConfigurationError,
+    InboxReplayError,
+    UnknownEventTypeError,
+    UnknownEventVersionError,
+)
 from choreokit.events._handling import Delivery, Next
 from choreokit.events._middleware import Middleware
+from choreokit.events._outbound import Outbound
 from choreokit.events._registry import Registry, default_registry
 from choreokit.events.sql._records import dumps_all, loads_all
 from choreokit.events.sql._tables import inbox
@@ -69,7 +75,12 @@ class Inbox(Middleware):
         engine: The service's database.
         consumer: Whose inbox this is (the service name); several services may
             share one database.
-        registry: Where the recorded events' models are declared.
+        registry: Where the recorded events' models are declared. Default: the
+            registry of the service whose handler runs (``Service(registry=...)``),
+            so a service on a registry of its own needs nothing more; outside a
+            service, the default registry. A recorded event whose type it does not
+            know makes the redelivery fail with :class:`InboxReplayError` (to the
+            dead-letter topic), never a silent replay of nothing.
         serialize: Run attempts one at a time. Default: on SQLite only. A
             service whose handlers write only in short transactions of their
             own (not through :func:`transaction`) may turn it off.
@@ -80,7 +91,7 @@ class Inbox(Middleware):
         engine: AsyncEngine,
         *,
         consumer: str,
-        registry: Registry = default_registry,
+        registry: Registry | None = None,
         serialize: bool | None = None,
     ) -> None:
         self._engine = engine
@@ -122,7 +133,7 @@ class Inbox(Middleware):
                     event_id,
                     "no" if recorded.outputs == "[]" else "the",
                 )
-                delivery.outputs = loads_all(recorded.outputs, self._registry)
+                delivery.outputs = self._replay(delivery, recorded.outputs)
                 return
             async with conn.begin():
                 token = _current.set(conn)
@@ -132,6 +143,7 @@ class Inbox(Middleware):
                 finally:
                     _consumer.reset(named)
                     _current.reset(token)
+                self._check_replayable(delivery)
                 await conn.execute(
                     insert(inbox).values(
                         consumer=self._consumer,
@@ -142,6 +154,34 @@ class Inbox(Middleware):
                         outputs=dumps_all(delivery.outputs),
                     )
                 )
+
+    def _registry_for(self, delivery: Delivery) -> Registry:
+        if self._registry is not None:
+            return self._registry
+        return delivery.registry if delivery.registry is not None else default_registry
+
+    def _check_replayable(self, delivery: Delivery) -> None:
+        """Refuse to record outputs a redelivery could not rebuild (before, not at, the replay)."""
+        registry = self._registry_for(delivery)
+        for output in delivery.outputs:
+            envelope = output.envelope
+            if not registry.knows(envelope.type):
+                raise InboxReplayError(self._consumer, delivery.envelope.id, envelope.type)
+            if envelope.dataversion not in registry.versions(envelope.type):
+                raise InboxReplayError(
+                    self._consumer, delivery.envelope.id, envelope.type, envelope.dataversion
+                )
+
+    def _replay(self, delivery: Delivery, recorded: str) -> list[Outbound]:
+        """The events the first handling of ``delivery`` published, rebuilt to be sent again."""
+        try:
+            return loads_all(recorded, self._registry_for(delivery))
+        except UnknownEventTypeError as exc:
+            raise InboxReplayError(self._consumer, delivery.envelope.id, exc.event_type) from exc
+        except UnknownEventVersionError as exc:
+            raise InboxReplayError(
+                self._consumer, delivery.envelope.id, exc.event_type, exc.version
+            ) from exc
 
     async def prune(self, before: datetime) -> int:
         """Forget events handled before ``before``; returns how many.

@@ -5,7 +5,9 @@ service its own process, the observer, the gateway); ``choreo demo
 --bootstrap`` then drives ``saga_orders`` orders through it ``repeat`` times
 (a different seed each time) and reports the flows' durations, from the order
 placed to the flow's last event, with the deterministic mix of failures,
-compensations and the simulated carrier's retries.
+compensations and the simulated carrier's retries. A repetition whose demo
+does not hold its own check (every flow ended as injected, the observer
+agreeing on this run's flows) fails the scenario: no figures from a broken run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,25 @@ from choreokit.services.bench._dev import running_dev
 from choreokit.services.bench._stats import summary
 
 DEMO_TIMEOUT = 180
+
+
+class DemoCheckError(RuntimeError):
+    """A repetition's demo did not hold its own check: its figures would measure a broken run."""
+
+    def __init__(self, repetition: int, summary: dict[str, Any], exit_code: int) -> None:
+        unexplained = summary.get("unexplained") or []
+        shown = "; ".join(
+            f"{u.get('order_id')}: injected {u.get('kind')}, got {u.get('observed')}"
+            for u in unexplained[:5]
+        )
+        super().__init__(
+            f"repetition {repetition}: choreo demo exited {exit_code}, ok={summary.get('ok')}: "
+            f"{len(unexplained)} flow(s) did not end as injected{f' ({shown})' if shown else ''}; "
+            f"the demo's outcomes {summary.get('outcomes')}, the observer's "
+            f"{summary.get('observer')} (agrees: {summary.get('observer_agrees')})"
+        )
+        self.repetition = repetition
+        self.summary = summary
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -44,6 +65,8 @@ def run(ctx: Context) -> dict[str, Any]:
             if not done.stdout.strip():
                 raise RuntimeError(f"choreo demo failed ({done.returncode}): {done.stderr[-2000:]}")
             one = json.loads(done.stdout)
+            if not one["ok"] or done.returncode != 0:
+                raise DemoCheckError(rep + 1, one, done.returncode)
             runs.append(one)
             d = one["flow_duration_ms"]
             ctx.log(
@@ -63,7 +86,6 @@ def run(ctx: Context) -> dict[str, Any]:
         },
         "events_per_s": summary([one["events_per_second"] for one in runs]),
         "outcomes": outcomes,
-        "all_as_expected": all(one["ok"] for one in runs),
         "notes": [
             f"{ctx.sizes.saga_orders} orders per repetition at the demo's default rate "
             "(10 orders/s); durations include the shipping service's simulated carrier",

@@ -25,6 +25,7 @@ from choreokit.events import (
     UnknownEventVersionError,
     encode_payload,
     error_text,
+    toolkit_namespace,
 )
 from choreokit.services.gateway._binding import MISSING, RawEvent
 from choreokit.services.gateway._keys import ApiKey, normalise_source
@@ -104,6 +105,21 @@ def admit(
     source = normalise_source(raw.attributes["source"])
     attrs = raw.attributes
     continues = bool(attrs.get("correlationid") or attrs.get("causationid"))
+    if key.reserved_by_wildcard(event_type):
+        raise RefusedError(
+            [
+                ErrorItem(
+                    f"key {key.id!r} may not publish {event_type!r}: it is one of the toolkit's "
+                    f"own report types ({toolkit_namespace(event_type)}*), which the saga "
+                    "observer trusts, and a wildcard grant does not cover those; a key that "
+                    f"must publish it needs a grant naming it ({event_type!r} or "
+                    f"'{toolkit_namespace(event_type)}*')",
+                    ProblemKind.FORBIDDEN,
+                    attribute="type",
+                    rule="toolkit_type",
+                )
+            ]
+        )
     if not key.may_publish(event_type):
         raise RefusedError([_item(f"key {key.id!r} may not publish {event_type!r}", "type")])
     if continues and not key.may_continue(event_type):

@@ -36,7 +36,7 @@ from pydantic import (
     model_validator,
 )
 
-from choreokit.events import ConfigurationError
+from choreokit.events import ConfigurationError, toolkit_namespace
 
 TOKEN_PREFIX = "ck_"  # noqa: S105 - the public prefix of every token, not a secret
 HASH_SCHEME = "sha256"
@@ -104,6 +104,19 @@ def _matches(patterns: Iterable[str], value: str) -> bool:
     return False
 
 
+def _grants_type(patterns: Iterable[str], event_type: str) -> bool:
+    """Whether a type grant covers ``event_type``.
+
+    A toolkit type (``approval.*``, ``orchestration.*``, ``saga.*``: reports the
+    observer trusts) is covered only by a pattern naming its namespace, the type
+    itself or ``approval.*``; ``*`` or ``a*`` does not cover it.
+    """
+    namespace = toolkit_namespace(event_type)
+    if namespace is None:
+        return _matches(patterns, event_type)
+    return _matches((p for p in patterns if p.startswith(namespace)), event_type)
+
+
 class ApiKey(BaseModel):
     """One API key's entry: who it is, how to check its secret, and what it may publish.
 
@@ -120,7 +133,11 @@ class ApiKey(BaseModel):
     """``sha256$<salt>$<hex digest>``, as ``choreo gateway-key create`` prints it."""
 
     types: tuple[str, ...] = ()
-    """Event types the key may publish, in new flows and in flows it started (patterns)."""
+    """Event types the key may publish, in new flows and in flows it started (patterns).
+
+    The toolkit's own report and lifecycle types (``approval.*``, ``orchestration.*``,
+    ``saga.*``) are granted only by a pattern naming their namespace (``approval.granted``,
+    ``approval.*``), never by ``*`` or another wildcard: the observer trusts them."""
 
     sources: tuple[str, ...] = ("*",)
     """CloudEvents ``source`` values the key may use (patterns); any by default.
@@ -151,12 +168,22 @@ class ApiKey(BaseModel):
         return self
 
     def may_publish(self, event_type: str) -> bool:
-        """Whether the key may publish events of ``event_type`` (in any flow, or to start one)."""
-        return _matches(self.types, event_type) or _matches(self.starts, event_type)
+        """Whether the key may publish events of ``event_type`` (in any flow, or to start one).
+
+        The toolkit's own types (:data:`~choreokit.events.TOOLKIT_TYPE_NAMESPACES`) need a
+        grant that names their namespace: a wildcard does not cover them.
+        """
+        return _grants_type(self.types, event_type) or _grants_type(self.starts, event_type)
 
     def may_continue(self, event_type: str) -> bool:
         """Whether the key may publish ``event_type`` in a flow that already exists."""
-        return _matches(self.types, event_type)
+        return _grants_type(self.types, event_type)
+
+    def reserved_by_wildcard(self, event_type: str) -> bool:
+        """Whether only a wildcard grant of the key would cover ``event_type``, a toolkit type."""
+        if toolkit_namespace(event_type) is None or self.may_publish(event_type):
+            return False
+        return _matches(self.types, event_type) or _matches(self.starts, event_type)
 
     def may_use_source(self, source: str) -> bool:
         """Whether the key may publish events with this ``source`` (compared normalised)."""

@@ -193,8 +193,9 @@ class GatewayApp:
         with os.fdopen(descriptor, "w") as out:
             out.write(minted.token + "\n")
         logger.warning(
-            "no API keys configured: minted a development key 'dev' (any type, untrusted) for "
-            "this run; its token is in %s. Configure CHOREO_GATEWAY_KEYS_FILE for anything "
+            "no API keys configured: minted a development key 'dev' (any type but the "
+            "toolkit's own report types, untrusted) for this run; its token is in %s. "
+            "Configure CHOREO_GATEWAY_KEYS_FILE for anything "
             "else: with CHOREO_PROFILE=production the gateway refuses to start without keys",
             path,
         )

@@ -1,15 +1,18 @@
 """The observer against the real system: after `choreo demo --orders 200 --seed 1`, its counts by
 status equal the demo's outcome counts, and every flow is one causation tree rooted at its
-order.placed."""
+order.placed. Two more demos run at once against that system afterwards each find the observer
+agreeing on their own flows (as the bench's saga repetitions, which share one system)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.e2e.system import run_demo, running_dev
+from tests.e2e.system import ROOT, choreo_args, run_demo, running_dev
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -53,3 +56,41 @@ def test_the_observer_judges_the_demo_as_the_demo_does(tmp_path: Path) -> None:
             lambda: httpx.get(f"{url}/api/stats", timeout=10).json()["lifecycle_pending"] == 0,
             what="every lifecycle event sent",
         )
+
+        # Two more demos at once against the same system, each checking the observer: each
+        # compares the observer's verdicts on its own flows, not on everything that started
+        # in its window (the other run's flows, or the 200 above).
+        runs = [
+            subprocess.Popen(
+                choreo_args(
+                    "demo",
+                    "--json",
+                    "--orders",
+                    "8",
+                    "--rate",
+                    "4",
+                    "--seed",
+                    str(seed),
+                    "--bootstrap",
+                    dev.bootstrap,
+                    "--orders-url",
+                    dev.orders_url,
+                    "--observer-url",
+                    url,
+                    "--timeout",
+                    "60",
+                ),
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for seed in (2, 3)
+        ]
+        for run in runs:
+            out, err = run.communicate(timeout=120)
+            assert run.returncode == 0, (out[-2000:], err[-2000:])
+            again = json.loads(out)
+            assert again["observer_agrees"] is True, again
+            assert again["observer"] == again["outcomes"]
+            assert sum(again["observer"].values()) == 8

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from choreokit.events import KafkaSettings
+from choreokit.events import APPROVALS_TOPIC, ApprovalGranted, KafkaSettings, ensure_topics
 from choreokit.services.gateway import GatewayApp
 from choreokit.services.runtime import EmbeddedBroker
 from tests.integration.gateway_harness import (
@@ -39,31 +39,45 @@ class Setup:
     cat: Catalog
     acme: Key
     outsider: Key
+    wildcard: Key
+    approver: Key
     gateway: GatewayApp
     bootstrap: str
 
     async def offsets(self) -> dict[str, dict[int, int]]:
         return {
             topic: await end_offsets(self.bootstrap, topic)
-            for topic in (self.cat.topic, self.cat.out_topic)
+            for topic in (self.cat.topic, self.cat.out_topic, APPROVALS_TOPIC)
         }
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def setup(broker: EmbeddedBroker) -> AsyncIterator[Setup]:
-    """One gateway for the module: a small body limit and batch size, two keys."""
+    """One gateway for the module: a small body limit and batch size, three keys.
+
+    Its registry declares ``approval.granted`` too, a toolkit report type the
+    observer trusts: a key granted ``*`` may not publish it, one naming it may.
+    """
     cat = catalog()
+    cat.registry.register(ApprovalGranted)
     acme = key(
         "acme",
         types=("item.added", "item.missing"),
         sources=("/partners/acme", "/partners/acme/*"),
     )
     outsider = key("outsider", types=("*",))  # minted, never configured
+    wildcard = key("wildcard", types=("*",), trusted=True)
+    approver = key("approver", types=("approval.granted",), trusted=True)
     kafka = KafkaSettings(bootstrap=broker.bootstrap)
+    await ensure_topics(kafka, [APPROVALS_TOPIC])
     async with running_gateway(
-        kafka, registry=cat.registry, keys=[acme], max_body=MAX_BODY, max_batch=MAX_BATCH
+        kafka,
+        registry=cat.registry,
+        keys=[acme, wildcard, approver],
+        max_body=MAX_BODY,
+        max_batch=MAX_BATCH,
     ) as gateway:
-        yield Setup(cat, acme, outsider, gateway, broker.bootstrap)
+        yield Setup(cat, acme, outsider, wildcard, approver, gateway, broker.bootstrap)
 
 
 def valid(event_id: str | None = None, **extra: Any) -> dict[str, Any]:
@@ -361,3 +375,33 @@ async def test_unknown_routes_and_methods_answer_problems(setup: Setup) -> None:
     assert wrong_method.status_code == 405
     assert wrong_method.json()["type"] == "urn:choreokit:problem:method-not-allowed"
     assert "POST" in wrong_method.headers["allow"]
+
+
+def granted(event_id: str) -> dict[str, Any]:
+    data = {"flow": "flow-1", "step": "payment", "actor": "someone"}
+    return structured("approval.granted", event_id, data, correlationid="flow-1")
+
+
+async def test_a_wildcard_grant_does_not_cover_the_toolkits_report_types(setup: Setup) -> None:
+    """A key granted ``*`` could otherwise forge an approval the observer and payments trust."""
+    before = await setup.offsets()
+    async with httpx.AsyncClient(base_url=setup.gateway.url) as client:
+        forged = await client.post(
+            "/events", headers={**setup.wildcard.auth, **STRUCTURED}, json=granted(unique("a-"))
+        )
+        assert forged.status_code == 403, forged.text
+        assert forged.headers["content-type"] == "application/problem+json"
+        problem = forged.json()
+        assert problem["type"] == "urn:choreokit:problem:forbidden"
+        (error,) = problem["errors"]
+        assert (error["attribute"], error["rule"]) == ("type", "toolkit_type")
+        assert "a wildcard grant does not cover" in error["message"]
+        assert "'approval.granted'" in error["message"]
+        assert await setup.offsets() == before
+        # the positive control: a key whose grant names the type publishes it
+        named = await client.post(
+            "/events", headers={**setup.approver.auth, **STRUCTURED}, json=granted(unique("a-"))
+        )
+        assert named.status_code == 202, named.text
+    after = await setup.offsets()
+    assert sum(after[APPROVALS_TOPIC].values()) == sum(before[APPROVALS_TOPIC].values()) + 1

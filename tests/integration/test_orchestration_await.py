@@ -135,5 +135,48 @@ async def test_deliveries_to_no_waiting_run_or_a_plain_step_are_refused(
     orchestration = await flow(engine, Charges())
     nobody = await orchestration.deliver("never-ran", "approval", {}, delivery_id="x")
     assert (nobody.accepted, nobody.outcome) == (False, None)
+    assert nobody.held  # kept, in case the run comes after all (below)
     with pytest.raises(ConfigurationError, match="not an Await step"):
         await orchestration.deliver("never-ran", "charge", {}, delivery_id="x")
+
+
+async def test_an_event_before_the_wait_is_kept_and_ends_the_wait_when_the_run_reaches_it(
+    engine: AsyncEngine,
+) -> None:
+    """A decision that overtakes the run's trigger is not lost: the first one is kept."""
+    charges = Charges()
+    orchestration = await flow(engine, charges)
+    early = await orchestration.deliver("flow-5", "approval", {"granted": True}, delivery_id="e")
+    assert (early.accepted, early.outcome, early.held) == (False, None, True)
+    later = await orchestration.deliver("flow-5", "approval", {"granted": False}, delivery_id="l")
+    assert (later.accepted, later.held) == (False, False)  # the first early one counts
+    assert (await orchestration.deliver("flow-5", "approval", {}, delivery_id="e")).held
+
+    # A restart in between: the kept event is in the database, not in memory.
+    restarted = await flow(engine, charges)
+    outcome = await restarted.run("flow-5", {"order": "o-5"})
+    assert outcome.succeeded, outcome
+    assert outcome.results["approval"] == {
+        "delivery_id": "e",
+        "event": {"granted": True},
+        "held": True,
+    }
+    assert charges.calls == 1
+    # The early event redelivered now is the recorded one: the run is recalled, not rerun.
+    repeat = await restarted.deliver("flow-5", "approval", {"granted": True}, delivery_id="e")
+    assert repeat.accepted
+    assert repeat.outcome is not None
+    assert repeat.outcome.succeeded
+    assert charges.calls == 1
+
+
+async def test_a_run_that_reached_its_wait_first_is_not_given_a_kept_event(
+    engine: AsyncEngine,
+) -> None:
+    charges = Charges()
+    orchestration = await flow(engine, charges)
+    assert (await orchestration.run("flow-6", {"order": "o-6"})).waiting
+    on_time = await orchestration.deliver("flow-6", "approval", {"granted": True}, delivery_id="t")
+    assert (on_time.accepted, on_time.held) == (True, False)
+    assert on_time.outcome is not None
+    assert "held" not in on_time.outcome.results["approval"]

@@ -99,6 +99,7 @@ def test_events_exports() -> None:
             "LOG_SAFE_KEY",
             "REDACTED",
             "SENSITIVE_KEY",
+            "TOOLKIT_TYPE_NAMESPACES",
             "LogSafe",
             "Sensitive",
             "error_text",
@@ -115,6 +116,7 @@ def test_events_exports() -> None:
             "DecodedRecord",
             "Delivery",
             "EmbeddedBrokerError",
+            "InboxReplayError",
             "Envelope",
             "Event",
             "EventInfo",
@@ -165,6 +167,7 @@ def test_events_exports() -> None:
             "new_event_id",
             "parse_time",
             "to_structured",
+            "toolkit_namespace",
             "upcaster",
         ]
     )

@@ -122,3 +122,58 @@ def test_a_trusted_key_granted_approvals_decides_a_waiting_flow_through_the_gate
     # An untrusted key's events live in flows of its own: it cannot decide another's flow.
     outsider = mint_key("outsider", types=("approval.*",)).entry
     assert admit(decision, outsider, default_registry).correlation_id == "outsider:flow-7"
+
+
+TOOLKIT_TYPES = ("approval.granted", "orchestration.run", "saga.stalled")
+
+
+@pytest.mark.parametrize("grant", ["*", "a*", "approval*", "o*", "s*"])
+def test_a_wildcard_grant_does_not_cover_the_toolkits_own_report_types(grant: str) -> None:
+    """Approvals, orchestration reports and lifecycle events are trusted by the observer."""
+    for wide in (
+        mint_key("wide", types=(grant,), trusted=True).entry,
+        mint_key("wide", starts=(grant,), trusted=True).entry,
+    ):
+        for event_type in TOOLKIT_TYPES:
+            if not event_type.startswith(grant.rstrip("*")):
+                continue
+            assert not wide.may_publish(event_type)
+            with pytest.raises(RefusedError) as caught:
+                admit(raw(event_type, version=1), wide, catalog().registry)
+            (item,) = caught.value.items
+            assert (item.kind, item.attribute, item.rule) == (
+                ProblemKind.FORBIDDEN,
+                "type",
+                "toolkit_type",
+            )
+            namespace = event_type.split(".")[0]
+            assert f"'{namespace}.*'" in item.message
+            assert "wildcard grant does not cover" in item.message
+    assert mint_key("wide", types=("*",)).entry.may_publish("item.added")
+
+
+def test_a_grant_naming_a_toolkit_type_or_its_namespace_covers_it_and_no_more() -> None:
+    one = mint_key("one", types=("approval.granted",), trusted=True).entry
+    assert one.may_publish("approval.granted")
+    assert not one.may_publish("approval.rejected")
+    assert not one.reserved_by_wildcard("approval.rejected")  # plainly not granted
+    spaced = mint_key("spaced", types=("approval.*", "saga.stalled"), trusted=True).entry
+    assert spaced.may_publish("approval.rejected")
+    assert spaced.may_publish("saga.stalled")
+    assert not spaced.may_publish("saga.completed")
+    assert not spaced.may_publish("orchestration.run")
+
+
+def test_every_type_the_toolkit_publishes_is_in_a_toolkit_namespace() -> None:
+    """A new report type outside these namespaces would be open to wildcard grants again."""
+    from choreokit.events import APPROVAL_EVENTS, TOOLKIT_TYPE_NAMESPACES, Event, toolkit_namespace
+    from choreokit.events.orchestration import OrchestrationRun
+    from choreokit.services.saga_observer.events import LIFECYCLE_EVENTS
+
+    models: list[type[Event]] = [*APPROVAL_EVENTS, OrchestrationRun, *LIFECYCLE_EVENTS]
+    for model in models:
+        namespace = toolkit_namespace(model.event_info().type)
+        assert namespace is not None, model
+        assert namespace in TOOLKIT_TYPE_NAMESPACES
+    assert toolkit_namespace("order.placed") is None
+    assert toolkit_namespace("sagas.x") is None  # a namespace is its prefix with the dot

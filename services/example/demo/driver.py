@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Set
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -16,6 +16,9 @@ from choreokit.events import ChoreoError, KafkaSettings
 from choreokit.services.example.demo.plan import Kind, Outcome, PlannedOrder, plan
 from choreokit.services.example.demo.report import Summary, summarise
 from choreokit.services.example.demo.tracker import APPROVALS_TOPIC, TOPICS, FlowTracker
+
+OBSERVER_PAGE = 50
+"""Flows per page when reading the observer's verdicts (every observer allows 50)."""
 
 
 class IntakeRefusedError(ChoreoError):
@@ -82,33 +85,65 @@ async def drive(
     if approvals:
         summary = replace(summary, approvals=dict(Counter(decided.values())))
     if observer is not None:
-        observed = await _observer_counts(observer, began, count, wait, observer_token)
+        ours = set(correlation.values())
+        observed = await _observer_counts(observer, began, ours, wait, observer_token)
         summary = replace(summary, observer=observed)
     return summary
 
 
 async def _observer_counts(
-    url: str, since: datetime, count: int, wait: timedelta, token: str | None = None
+    url: str,
+    since: datetime,
+    flows: Set[str],
+    wait: timedelta,
+    token: str | None = None,
 ) -> dict[str, int] | None:
-    """The observer's verdicts on the flows started since ``since``, once it has judged them all.
+    """The observer's verdicts on this run's ``flows``, once it has judged them all.
 
-    Returns ``None`` if it had not judged all ``count`` of them within ``wait``.
+    Only the run's own flows count (by correlation id), not whatever else started in
+    the same window: an earlier run's last flows, or another demo's against the same
+    system. ``since`` only narrows the listing. Returns ``None`` if the observer had not
+    judged them all within ``wait``.
     """
     deadline = time.monotonic() + wait.total_seconds()
-    params = {"saga": "order", "since": since.isoformat()}
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     async with httpx.AsyncClient(base_url=url.rstrip("/"), timeout=10, headers=headers) as client:
         while True:
             try:
-                counts = (await client.get("/api/counts", params=params)).json()
-                by_status = {k: int(v) for k, v in counts["by_status"].items() if v}
-                if int(counts["total"]) >= count and not by_status.get("running"):
-                    return by_status
-            except (httpx.HTTPError, KeyError, ValueError):
+                statuses = await _observer_statuses(client, since, flows)
+                if len(statuses) == len(flows) and "running" not in statuses.values():
+                    return dict(Counter(statuses.values()))
+            except (httpx.HTTPError, KeyError, TypeError, ValueError):
                 pass  # not up yet, or answering with an error: look again
             if time.monotonic() > deadline:
                 return None
             await asyncio.sleep(0.2)
+
+
+async def _observer_statuses(
+    client: httpx.AsyncClient, since: datetime, flows: Set[str]
+) -> dict[str, str]:
+    """Map correlation id -> the observer's status, for those of ``flows`` it has seen."""
+    found: dict[str, str] = {}
+    offset = 0
+    while True:
+        params: dict[str, str | int] = {
+            "saga": "order",
+            "since": since.isoformat(),
+            "sort": "started_at",  # oldest first: flows started meanwhile go to the end
+            "limit": OBSERVER_PAGE,
+            "offset": offset,
+        }
+        response = await client.get("/api/flows", params=params)
+        response.raise_for_status()
+        page = response.json()
+        items = page["items"]
+        for item in items:
+            if item["correlation_id"] in flows:
+                found[item["correlation_id"]] = str(item["status"])
+        offset += len(items)
+        if not items or offset >= int(page["total"]) or len(found) == len(flows):
+            return found
 
 
 async def _decide(  # noqa: PLR0917 - the run's parts, passed on once

@@ -6,12 +6,15 @@ for an order whose stock is not reserved. An order above
 publishes ``approval.requested`` and waits durably (an orchestration's
 :class:`Await` step, in its own database) for ``approval.granted`` (then it
 authorizes) or ``approval.rejected`` (then it declines, and the order is
-cancelled and its stock released).
+cancelled and its stock released). A decision that arrives before that wait is
+recorded is kept by the orchestration and applied when the reservation arrives.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from choreokit.events import (
     ApprovalGranted,
@@ -92,6 +95,20 @@ def build(runtime: Runtime, settings: PaymentsSettings) -> tuple[Service, Servic
                         f"{event.currency}, above {above}",
                         roles=PAYMENT_APPROVAL.roles,
                     )
+                )
+                return
+            early = outcome.results.get("approval")
+            if isinstance(early, dict) and early.get("held"):
+                # The decision came before this wait was recorded; it ended the wait at
+                # once, so it is applied here (in this handler's transaction).
+                decision = early["event"]
+                await _apply(
+                    ctx,
+                    outcome.input,
+                    granted=bool(decision["granted"]),
+                    actor=str(decision["actor"]),
+                    by_deadline=bool(decision["by_deadline"]),
+                    reason=str(decision.get("reason", "")),
                 )
             return
         await _decide(ctx, event.order_id, event.amount_cents, event.currency, declined=declined)
@@ -174,36 +191,37 @@ def _await_approvals(service: Service, approval: Orchestration) -> None:
         delivery = await approval.deliver(
             ctx.correlation_id,
             "approval",
-            {"granted": granted, "actor": event.actor, "by_deadline": event.by_deadline},
+            {
+                "granted": granted,
+                "actor": event.actor,
+                "by_deadline": event.by_deadline,
+                "reason": event.reason,
+            },
             delivery_id=ctx.envelope.id,
         )
-        if not delivery.accepted or delivery.outcome is None:
+        if delivery.held:
             logger.info(
-                "a decision for flow %s at %s changes nothing (decided before, or never asked)",
+                "a decision for flow %s at %s came before its wait: kept until payments waits",
                 ctx.correlation_id,
                 event.step,
             )
             return
-        run = delivery.outcome.input
-        order_id = str(run["order_id"])
-        await bind_key("order", order_id)
-        if granted:
-            await _decide(
-                ctx, order_id, int(run["amount_cents"]), str(run["currency"]), declined=False
+        if not delivery.accepted or delivery.outcome is None:
+            logger.info(
+                "a decision for flow %s at %s changes nothing (decided before)",
+                ctx.correlation_id,
+                event.step,
             )
             return
-        await store.record(
-            transaction(),
-            payment_id=f"pay-{order_id}",
-            order_id=order_id,
-            correlation_id=ctx.correlation_id,
-            amount_cents=int(run["amount_cents"]),
-            currency=str(run["currency"]),
-            status=store.DECLINED,
-        )
-        who = "the approval deadline" if event.by_deadline else event.actor
-        await ctx.publish(
-            PaymentDeclined(order_id=order_id, reason=f"rejected by {who}: {event.reason}"[:500])
+        if (held := delivery.outcome.results.get("approval")) and held.get("held"):
+            return  # it came early; the flow's stock.reserved handling applied it
+        await _apply(
+            ctx,
+            delivery.outcome.input,
+            granted=granted,
+            actor=event.actor,
+            by_deadline=event.by_deadline,
+            reason=event.reason,
         )
 
     @service.handler(ApprovalGranted)
@@ -215,3 +233,33 @@ def _await_approvals(service: Service, approval: Orchestration) -> None:
     async def rejected(event: ApprovalRejected, ctx: HandlerContext) -> None:
         """Decline the payment of an order a person rejected (the order is then cancelled)."""
         await decided(event, ctx, granted=False)
+
+
+async def _apply(
+    ctx: HandlerContext,
+    run: Mapping[str, Any],
+    *,
+    granted: bool,
+    actor: str,
+    by_deadline: bool,
+    reason: str,
+) -> None:
+    """Authorize (granted) or decline (rejected) the payment of an approval run's order."""
+    order_id = str(run["order_id"])
+    await bind_key("order", order_id)
+    if granted:
+        await _decide(ctx, order_id, int(run["amount_cents"]), str(run["currency"]), declined=False)
+        return
+    await store.record(
+        transaction(),
+        payment_id=f"pay-{order_id}",
+        order_id=order_id,
+        correlation_id=ctx.correlation_id,
+        amount_cents=int(run["amount_cents"]),
+        currency=str(run["currency"]),
+        status=store.DECLINED,
+    )
+    who = "the approval deadline" if by_deadline else actor
+    await ctx.publish(
+        PaymentDeclined(order_id=order_id, reason=f"rejected by {who}: {reason}"[:500])
+    )
