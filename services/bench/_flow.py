@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from choreokit.services.bench._context import Context
-from choreokit.services.bench._stats import percentile, summary
+from choreokit.services.bench._stats import cdf, percentile, summary
 
 HOPS = 5
 CHAINS = {"choreokit": "choreokit, 5 services", "aiokafka": "raw aiokafka chain (the limit)"}
@@ -103,7 +103,7 @@ def run(ctx: Context) -> dict[str, Any]:
                         f"p{q}_ms": summary([percentile(r, q) for r in runs if r])
                         for q in (50, 95, 99)
                     },
-                    "cdf": _cdf(pooled),
+                    "cdf": cdf(pooled),
                 }
             )
         under = [
@@ -128,15 +128,6 @@ def _wait_ready(stages: list[tuple[Path, subprocess.Popen[bytes]]]) -> None:
         if any(process.poll() is not None for _, process in stages):
             raise RuntimeError("a flow stage exited at start")
         time.sleep(0.05)
-
-
-def _cdf(ordered: list[float], points: int = 100) -> list[list[float]]:
-    """At most ``points`` (latency, fraction) pairs of the sorted latencies."""
-    if not ordered:
-        return []
-    step = max(1, len(ordered) // points)
-    picks = [*range(0, len(ordered), step), len(ordered) - 1]
-    return [[round(ordered[i], 2), round((i + 1) / len(ordered), 4)] for i in sorted(set(picks))]
 
 
 async def _create_topics(bootstrap: str) -> None:

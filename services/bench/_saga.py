@@ -19,7 +19,7 @@ from typing import Any
 
 from choreokit.services.bench._context import Context
 from choreokit.services.bench._dev import running_dev
-from choreokit.services.bench._stats import summary
+from choreokit.services.bench._stats import cdf, summary
 
 DEMO_TIMEOUT = 180
 
@@ -85,6 +85,7 @@ def run(ctx: Context) -> dict[str, Any]:
             for q in ("p50", "p95", "p99")
         },
         "events_per_s": summary([one["events_per_second"] for one in runs]),
+        "cdf": cdf(sorted(d for one in runs for d in one.get("flow_durations_ms", ()))),
         "outcomes": outcomes,
         "notes": [
             f"{ctx.sizes.saga_orders} orders per repetition at the demo's default rate "

@@ -51,3 +51,12 @@ def _round(value: float) -> float:
     if magnitude >= 1:
         return round(value, 3)
     return round(value, 5)
+
+
+def cdf(ordered: list[float], points: int = 100) -> list[list[float]]:
+    """At most ``points`` (latency, fraction) pairs of the sorted latencies."""
+    if not ordered:
+        return []
+    step = max(1, len(ordered) // points)
+    picks = [*range(0, len(ordered), step), len(ordered) - 1]
+    return [[round(ordered[i], 2), round((i + 1) / len(ordered), 4)] for i in sorted(set(picks))]

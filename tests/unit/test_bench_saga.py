@@ -32,6 +32,7 @@ def _demo_output(*, ok: bool) -> dict[str, Any]:
         "observer_agrees": ok,
         "unexplained": [],
         "flow_duration_ms": {"p50": 10.0, "p95": 20.0, "p99": 30.0, "max": 30.0},
+        "flow_durations_ms": [10.0, 10.0, 20.0, 30.0],
         "events_per_second": 50.0,
     }
 
@@ -59,6 +60,10 @@ def test_the_saga_scenario_reports_figures_when_every_repetition_holds_its_check
     result = _scenario(monkeypatch, tmp_path, [_demo_output(ok=True), _demo_output(ok=True)])
     assert result["flows"] == 8
     assert result["metrics"]["p50_ms"]["median"] == 10.0
+    # The plot's curve: both repetitions' durations pooled, as (latency, fraction) pairs.
+    assert result["cdf"][-1] == [30.0, 1.0]
+    assert [point[0] for point in result["cdf"]] == sorted(point[0] for point in result["cdf"])
+    assert len({point[1] for point in result["cdf"]}) == len(result["cdf"])
 
 
 def test_the_saga_scenario_fails_naming_both_judges_when_a_repetition_does_not_hold(

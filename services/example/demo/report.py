@@ -38,6 +38,8 @@ class Summary:
     approvals: Mapping[str, int] | None = None
     """Decisions the demo took through the observer's API (``approved``/``rejected``: n);
     ``None``: the system asked for none."""
+    flow_durations_ms: Sequence[float] = ()
+    """Every ended flow's duration, sorted (the latency distribution ``choreo bench`` plots)."""
 
     @property
     def observer_agrees(self) -> bool | None:
@@ -66,6 +68,7 @@ class Summary:
             "by_kind": {k: dict(v) for k, v in self.by_kind.items()},
             "order_placed_versions": dict(self.versions),
             "flow_duration_ms": dict(self.durations_ms),
+            "flow_durations_ms": [round(d, 2) for d in self.flow_durations_ms],
             "events": self.events,
             "seconds": round(self.seconds, 3),
             "events_per_second": round(self.events_per_second, 1),
@@ -210,4 +213,5 @@ def summarise(
         urls=urls,
         bootstrap=bootstrap,
         transitions=dict(sorted(transitions.items())),
+        flow_durations_ms=tuple(sorted(durations)),
     )
