@@ -137,6 +137,30 @@ class InboxReplayError(ConfigurationError):
         )
 
 
+class OutboxRelayError(ConfigurationError):
+    """An outbox relay cannot rebuild a staged event: its registry lacks the type or version.
+
+    Rows are sent in the order they were staged, so the relay sends nothing after
+    that row until it can: it says so on every round instead of skipping the row.
+    """
+
+    def __init__(
+        self, producer: str, row: int, event_type: str, version: int | None = None
+    ) -> None:
+        self.producer = producer
+        self.row = row
+        self.event_type = event_type
+        self.version = version
+        """The staged event's version the registry lacks (``None``: it lacks the type)."""
+        missing = f"{event_type} v{version}" if version is not None else f"type {event_type!r}"
+        super().__init__(
+            f"the outbox relay of {producer!r} cannot rebuild row {row}: its registry does not "
+            f"know {missing}, and rows after it wait (they are sent in order). Give the relay "
+            "the registry the event is declared in (OutboxRelay(..., registry=service.registry)) "
+            "or import the module that declares the type"
+        )
+
+
 class DecodeError(ChoreoError):
     """A Kafka record is not a valid event; it goes to the dead-letter topic."""
 

@@ -14,6 +14,12 @@ from opentelemetry import propagate
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from choreokit.events._errors import (
+    ConfigurationError,
+    OutboxRelayError,
+    UnknownEventTypeError,
+    UnknownEventVersionError,
+)
 from choreokit.events._outbound import Outbound
 from choreokit.events._publisher import Publisher
 from choreokit.events._registry import Registry, default_registry
@@ -125,6 +131,8 @@ class OutboxRelay:
                 if now - pruned_at > timedelta(hours=1):
                     await self.prune(now - self._keep_sent)
                     pruned_at = now
+            except ConfigurationError as exc:  # what to change is in the message: no traceback
+                logger.error("%s; retrying in %.1fs", exc, self._poll)  # noqa: TRY400
             except Exception:
                 logger.exception("outbox relay round failed; retrying in %.1fs", self._poll)
             await self._outbox.wait(self._poll)
@@ -146,7 +154,10 @@ class OutboxRelay:
                 return 0
             futures = []
             for row in rows:
-                outbound = load(json.loads(row.record), self._registry)
+                try:
+                    outbound = load(json.loads(row.record), self._registry)
+                except (UnknownEventTypeError, UnknownEventVersionError) as exc:
+                    raise _unknown(self._outbox.producer, row.id, exc) from exc
                 parent = propagate.extract(json.loads(row.trace_context or "{}"))
                 token = otel_context.attach(parent)
                 try:
@@ -188,3 +199,10 @@ class OutboxRelay:
                 )
             )
             return len(rows.all())
+
+
+def _unknown(
+    producer: str, row: int, error: UnknownEventTypeError | UnknownEventVersionError
+) -> OutboxRelayError:
+    version = error.version if isinstance(error, UnknownEventVersionError) else None
+    return OutboxRelayError(producer, row, error.event_type, version)

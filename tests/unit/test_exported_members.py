@@ -133,6 +133,7 @@ def test_events_exports() -> None:
             "Middleware",
             "MissingExtraError",
             "MissingUpcasterError",
+            "OutboxRelayError",
             "Outbound",
             "PermanentError",
             "Profile",
