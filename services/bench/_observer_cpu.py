@@ -90,7 +90,7 @@ def run_judge(seen: Sequence[Seen], catalog: SagaCatalog, now_us: int) -> int:
     from choreokit.services.saga_observer import store as s
 
     judged = 0
-    cache: dict[str, list[Node]] = {}
+    cache: dict[str, FlowGraph] = {}
     for batch in batches(seen):
         fresh: dict[str, list[Node]] = defaultdict(list)
         for event in batch:
@@ -107,7 +107,8 @@ def run_judge(seen: Sequence[Seen], catalog: SagaCatalog, now_us: int) -> int:
                     )
                 )
         for cid, new in fresh.items():
-            graph = FlowGraph(cid, [*cache.get(cid, ()), *new])
+            cached = cache.get(cid)
+            graph = cached.extended(new) if cached is not None else FlowGraph(cid, new)
             verdict = judge(graph, catalog, now_us, ())
             spec = catalog.get(verdict.saga) if verdict.saga else None
             waits_of(graph, verdict, spec)
@@ -116,7 +117,7 @@ def run_judge(seen: Sequence[Seen], catalog: SagaCatalog, now_us: int) -> int:
             if verdict.status.final:
                 cache.pop(cid, None)
             else:
-                cache[cid] = list(graph)
+                cache[cid] = graph
             judged += 1
     return judged
 

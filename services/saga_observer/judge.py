@@ -318,11 +318,11 @@ def _paused(graph: FlowGraph, spec: SagaSpec) -> int | None:
     """
     paused = 0
     for point in spec.checkpoints.values():
-        requests = [n for n in graph if n.type == point.requested]
-        if not requests:
+        request = graph.first_of(point.requested)
+        if request is None:
             continue
-        asked = requests[0].time_us
-        decided = [n.time_us for n in graph if n.type in point.decisions]
+        asked = request.time_us
+        decided = [n.time_us for t in point.decisions if (n := graph.first_of(t)) is not None]
         if decided:
             paused += max(0, min(decided) - asked)
         elif point.deadline is not None and point.fallback is not Fallback.ESCALATE:
@@ -364,11 +364,17 @@ def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
 
 
 def _first(graph: FlowGraph, types: tuple[str, ...]) -> Node | None:
-    return next((n for n in graph if n.type in types), None)
+    """The earliest event of one of ``types``."""
+    found = [n for t in types if (n := graph.first_of(t)) is not None]
+    if len(found) <= 1:
+        return found[0] if found else None
+    return min(found, key=lambda n: (n.time_us, n.id))
 
 
 def _first_time(graph: FlowGraph, event_type: str) -> int:
-    return min(n.time_us for n in graph if n.type == event_type)
+    first = graph.first_of(event_type)
+    assert first is not None  # a required compensation that is not missing
+    return first.time_us
 
 
 def _micros(spec: SagaSpec) -> int:

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from aiokafka import ConsumerRecord
@@ -491,6 +491,7 @@ def _text(raw: bytes | None) -> str | None:
     return raw[:256].decode("utf-8", "replace")
 
 
+@lru_cache(maxsize=1024)
 def service_of(source: str) -> str:
     """The service behind a ``ce_source``: ``/services/orders`` -> ``orders``."""
     parts = [p for p in source.split("/") if p]
