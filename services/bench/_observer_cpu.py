@@ -108,7 +108,12 @@ def run_judge(seen: Sequence[Seen], catalog: SagaCatalog, now_us: int) -> int:
                 )
         for cid, new in fresh.items():
             cached = cache.get(cid)
-            graph = cached.extended(new) if cached is not None else FlowGraph(cid, new)
+            if cached is None:
+                graph = FlowGraph(cid, new)
+            elif hasattr(cached, "extended"):
+                graph = cached.extended(new)
+            else:  # the code before FlowGraph.extended (A/B runs against an older tree)
+                graph = FlowGraph(cid, [*cached, *new])
             verdict = judge(graph, catalog, now_us, ())
             spec = catalog.get(verdict.saga) if verdict.saga else None
             waits_of(graph, verdict, spec)

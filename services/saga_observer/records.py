@@ -6,6 +6,7 @@ Every record gets exactly one of these answers; none is dropped silently.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -522,9 +523,20 @@ def from_micros(value: int) -> datetime:
 
 def trace_id(traceparent: str | None) -> str | None:
     """The trace id of a W3C ``traceparent`` (``None`` if absent or malformed)."""
-    context = parse_traceparent(traceparent) if traceparent else None
+    if not traceparent:
+        return None
+    match = _VERSION_00.fullmatch(traceparent)
+    if match is not None:  # what choreokit's producers write: read without a span context
+        found = match[1]
+        return found if found != _NO_TRACE and match[2] != _NO_SPAN else None
+    context = parse_traceparent(traceparent)
     return None if context is None else f"{context.trace_id:032x}"
 
+
+_VERSION_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}")
+"""Version 00 of ``traceparent`` as ``parse_traceparent`` reads it (any other: it decides)."""
+_NO_TRACE = "0" * 32
+_NO_SPAN = "0" * 16
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FIRST = datetime.min.replace(tzinfo=UTC)

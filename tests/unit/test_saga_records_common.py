@@ -28,6 +28,7 @@ from choreokit.events import (
 from choreokit.services.saga_observer import records
 from choreokit.services.saga_observer.events import LIFECYCLE_TYPES
 from choreokit.services.saga_observer.records import SeenEvent, SeenReject, classify
+from choreokit.tracing import parse_traceparent
 from tests.support import record
 
 BASE = Envelope(
@@ -252,3 +253,24 @@ def test_a_binary_payload_is_kept_as_before(raw: bytes) -> None:
 def test_a_structured_payload_with_a_lone_surrogate_stays_storable() -> None:
     data = json.loads('{"a": "\\ud800"}')
     assert records._payload(data, True, 100) == ('{"a":"\ufffd\ufffd\ufffd"}', 11)
+
+
+hex_digits = st.text("0123456789abcdefABCDEF-", min_size=0, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    version=st.sampled_from(["00", "01", "ff", "0"]),
+    trace=st.one_of(st.sampled_from(["0" * 32, "0af7651916cd43dd8448eb211c80319c"]), hex_digits),
+    span=st.one_of(st.sampled_from(["0" * 16, "b7ad6b7169203331"]), hex_digits),
+    flags=st.sampled_from(["01", "00", "1", "zz"]),
+    tail=st.sampled_from(["", "-x", " "]),
+)
+def test_a_trace_id_is_read_as_the_tracing_layer_reads_it(
+    version: str, trace: str, span: str, flags: str, tail: str
+) -> None:
+    traceparent = f"{version}-{trace}-{span}-{flags}{tail}"
+    context = parse_traceparent(traceparent)
+    assert records.trace_id(traceparent) == (
+        None if context is None else f"{context.trace_id:032x}"
+    )
