@@ -335,11 +335,13 @@ def _paused(graph: FlowGraph, spec: SagaSpec) -> int | None:
 def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
     """For each event the spec has steps for, the steps none of its effects took yet."""
     found = []
+    steps, children, nodes = spec.steps, graph.children, graph.nodes
+    checkpoints = bool(spec.checkpoints)
     for node in graph:
-        following = spec.steps.get(node.type)
+        following = steps.get(node.type)
         if not following:
             continue
-        point = spec.checkpoint_of(node.type)
+        point = spec.checkpoint_of(node.type) if checkpoints else None
         if point is not None:
             # A decision may come from any producer, with or without a causation id:
             # any decision in the flow ends the wait.
@@ -355,8 +357,8 @@ def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
                     )
                 )
             continue
-        taken = {graph.nodes[c].type for c in graph.children.get(node.id, ())}
-        if taken.isdisjoint(following):
+        effects = children.get(node.id)
+        if effects is None or not any(nodes[c].type in following for c in effects):
             found.append(
                 Expectation(Reason.NEXT_STEP, following, after_id=node.id, after_type=node.type)
             )
