@@ -102,41 +102,37 @@ class FlowGraph:
     def _add(self, ordered: list[Node]) -> None:
         """Place ``ordered`` (each after every event already here) into the graph."""
         present = self.nodes
-        grown: dict[str, list[str]] = defaultdict(list)
+        children = self.children
+        first_of = self._first_of
+        types = self.types
         edges: list[tuple[str, str]] = []
-        missing: set[str] = set()
+        missing: list[str] = []
         roots: list[Node] = []
         orphans: list[Node] = []
-        first_of = self._first_of
         for node in ordered:
-            first_of.setdefault(node.type, node)
+            if node.type not in first_of:
+                first_of[node.type] = node
+            types[node.type] = types.get(node.type, 0) + 1
             cause = node.causation_id
             if cause is None:
                 roots.append(node)
             elif cause not in present:
                 orphans.append(node)
-            parents: Iterable[str]
-            if cause:
-                parents = dict.fromkeys((cause, *node.joined)) if node.joined else (cause,)
-            elif node.joined:
-                parents = dict.fromkeys(node.joined)
-            else:
-                continue
-            for parent in parents:
+            for parent in _parents(node):
                 if parent in present:
                     if parent != node.id:
-                        grown[parent].append(node.id)
+                        children[parent] = (*children.get(parent, ()), node.id)
                         edges.append((parent, node.id))
                 else:
-                    missing.add(parent)
-        children = self.children
-        for parent, added in grown.items():
-            children[parent] = (*children.get(parent, ()), *added)
-        self._edges = (*self._edges, *edges)
-        self._missing = self._missing | missing
-        self.types.update(n.type for n in ordered)
-        self.roots = (*self.roots, *roots)
-        self.orphans = (*self.orphans, *orphans)
+                    missing.append(parent)
+        if edges:
+            self._edges = (*self._edges, *edges)
+        if missing:
+            self._missing = self._missing.union(missing)
+        if roots:
+            self.roots = (*self.roots, *roots)
+        if orphans:
+            self.orphans = (*self.orphans, *orphans)
 
     def extended(self, nodes: Iterable[Node]) -> FlowGraph:
         """The graph of this flow's events and ``nodes``: ``FlowGraph(id, [*self, *nodes])``.
@@ -155,7 +151,7 @@ class FlowGraph:
         if (
             len(ids) != len(new)
             or not ids.isdisjoint(self.nodes)
-            or not ids.isdisjoint(self._missing)
+            or (self._missing and not ids.isdisjoint(self._missing))
             or (last is not None and _order(new[0]) <= _order(last))
         ):
             return FlowGraph(self.correlation_id, [*self.nodes.values(), *new])
@@ -261,6 +257,14 @@ class FlowGraph:
         for node_id in self.nodes:  # cycles have no way in: show them at the top
             depth.setdefault(node_id, 0)
         return depth
+
+
+def _parents(node: Node) -> Iterable[str]:
+    """The ids of ``node``'s causes: its causation id, then the other inputs it joined."""
+    cause, joined = node.causation_id, node.joined
+    if cause:
+        return dict.fromkeys((cause, *joined)) if joined else (cause,)
+    return dict.fromkeys(joined) if joined else ()
 
 
 def _order(node: Node) -> tuple[int, str]:
