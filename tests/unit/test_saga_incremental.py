@@ -178,3 +178,28 @@ async def test_the_store_extends_an_open_flows_cached_graph(
         detail = await queries.flow(flow.correlation_id)
         assert detail is not None
         assert detail.status == flow.expected_status
+
+
+def test_a_flow_without_its_start_finds_its_spec_without_recomputing_the_specs_types(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each spec's types are taken once per catalog, not per flow judged before its start."""
+    catalog = SagaCatalog([ORDER_SAGA])
+    computed: list[str] = []
+    original: property = vars(type(ORDER_SAGA))["types"]
+    assert original.fget is not None
+    types_of = original.fget
+
+    def counting(spec: Any) -> frozenset[str]:
+        computed.append(spec.name)
+        return frozenset(types_of(spec))
+
+    monkeypatch.setattr(type(ORDER_SAGA), "types", property(counting))
+    payment = Node("e1", "payment.authorized", START, "e0", "payments")
+    for _ in range(3):
+        assert catalog.for_flow(None, {payment.type}) is ORDER_SAGA
+        assert catalog.for_flow(None, {"unknown.type"}) is None
+    assert computed == []
+    catalog.update(SagaCatalog([ORDER_SAGA]))
+    assert computed == ["order"]  # the new catalog's, once
+    assert catalog.for_flow("stock.reserved", {"stock.reserved"}) is ORDER_SAGA
