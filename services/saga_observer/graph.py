@@ -138,8 +138,9 @@ class FlowGraph:
         """The graph of this flow's events and ``nodes``: ``FlowGraph(id, [*self, *nodes])``.
 
         When the new events all come after the ones here (by time, then id) and none
-        is a cause an event here names, the graph grows from this one in time
-        proportional to the new events; otherwise it is built anew.
+        is a cause an event here names, the graph grows from a copy of this one: the
+        work in Python is proportional to the new events (the containers are copied
+        whole, but by C code); otherwise it is built anew.
         """
         new = list(nodes)
         if not new:
