@@ -8,6 +8,7 @@ letters, must give the same graph, verdict, waits, flow row and transition.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,10 @@ from hypothesis import strategies as st
 
 from choreokit.services.example.contracts.saga import ORDER_SAGA
 from choreokit.services.saga_observer import FlowGraph, Node, Refusal, SagaCatalog, judge
-from choreokit.services.saga_observer.judge import INVALID_EVENT_ERRORS
+from choreokit.services.saga_observer.judge import INVALID_EVENT_ERRORS, Expectation, Reason
 from choreokit.services.saga_observer.lifecycle import transition
 from choreokit.services.saga_observer.records import micros
-from choreokit.services.saga_observer.store import _flow_values
+from choreokit.services.saga_observer.store import _expected_json, _flow_values
 from choreokit.services.saga_observer.waits import waits_of
 from tests.order_flows import as_records, mix, steps_of
 from tests.unit.test_saga_store import Fed, opened
@@ -98,7 +99,7 @@ def answers(graph: FlowGraph, refusals: list[Refusal], now: int) -> tuple[Any, .
     )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flows(), st.sampled_from(["e0", "flow-x"]))
 def test_a_flow_judged_batch_by_batch_is_judged_as_from_scratch(
     flow: tuple[list[Node], list[list[Node]], list[Refusal], int], cid: str
@@ -203,3 +204,25 @@ def test_a_flow_without_its_start_finds_its_spec_without_recomputing_the_specs_t
     catalog.update(SagaCatalog([ORDER_SAGA]))
     assert computed == ["order"]  # the new catalog's, once
     assert catalog.for_flow("stock.reserved", {"stock.reserved"}) is ORDER_SAGA
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Expectation,
+            st.sampled_from(list(Reason)),
+            st.lists(st.text(max_size=4), max_size=3).map(tuple),
+            after_id=st.one_of(st.none(), st.text(max_size=4)),
+            after_type=st.one_of(st.none(), st.text(max_size=4)),
+            checkpoint=st.one_of(st.none(), st.text(max_size=4)),
+            roles=st.lists(st.text(max_size=3), max_size=2).map(tuple),
+        ),
+        max_size=3,
+    ).map(tuple)
+)
+def test_the_flow_rows_expected_steps_are_the_json_they_were(
+    expected: tuple[Expectation, ...],
+) -> None:
+    """Written directly, the column holds the text ``json.dumps`` of ``as_dict`` gave."""
+    assert _expected_json(expected) == json.dumps([e.as_dict() for e in expected])
