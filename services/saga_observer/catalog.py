@@ -43,6 +43,11 @@ class SagaCatalog:
                 )
             self._by_name[spec.name] = spec
             self._by_start[spec.start] = spec
+        self._known = self._types_by_name()
+
+    def _types_by_name(self) -> tuple[tuple[SagaSpec, frozenset[str]], ...]:
+        # Each spec's types once, not on every flow judged before its start arrived.
+        return tuple((spec, spec.types) for spec in self)
 
     def __iter__(self) -> Iterator[SagaSpec]:
         return iter(sorted(self._by_name.values(), key=lambda s: s.name))
@@ -62,8 +67,8 @@ class SagaCatalog:
         """
         if root_type is not None and root_type in self._by_start:
             return self._by_start[root_type]
-        for spec in self:
-            if not spec.types.isdisjoint(types):
+        for spec, known in self._known:
+            if not known.isdisjoint(types):
                 return spec
         return None
 
@@ -75,6 +80,7 @@ class SagaCatalog:
         """
         before = self._by_name
         self._by_name, self._by_start = dict(other._by_name), dict(other._by_start)
+        self._known = other._known
         names = set(before) | set(self._by_name)
         return frozenset(n for n in names if before.get(n) != self._by_name.get(n))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,25 +39,137 @@ class Node:
 class FlowGraph:
     """The causation graph of one flow (one correlation id).
 
+    A graph is not changed once built: :meth:`extended` builds the graph with more
+    events from this one, sharing nothing mutable with it.
+
     Args:
         correlation_id: The flow's id.
         nodes: Its events, in any order.
     """
 
+    __slots__ = (
+        "_edges",
+        "_first_of",
+        "_missing",
+        "_services",
+        "children",
+        "correlation_id",
+        "nodes",
+        "orphans",
+        "roots",
+        "types",
+    )
+
+    correlation_id: str
+    nodes: dict[str, Node]
+    """The events by id, in order of time, then id."""
+    children: dict[str, tuple[str, ...]]
+    """Each cause's effects present, in order of the effects' time, then id."""
+    types: Counter[str]
+    """How many events of each type the flow has."""
+    roots: tuple[Node, ...]
+    """Events that name no cause (normally exactly one: the start event)."""
+    orphans: tuple[Node, ...]
+    """Events whose named cause is not (yet) part of the flow."""
+
     def __init__(self, correlation_id: str, nodes: Iterable[Node]) -> None:
         self.correlation_id = correlation_id
-        ordered = sorted(nodes, key=lambda n: (n.time_us, n.id))
-        self.nodes: dict[str, Node] = {n.id: n for n in ordered}
-        children: dict[str, list[str]] = defaultdict(list)
+        ordered = sorted(nodes, key=_order)
+        self.nodes = {n.id: n for n in ordered}
+        self.children = {}
+        self._edges: tuple[tuple[str, str], ...] = ()
+        self._missing: frozenset[str] = frozenset()
+        self._first_of: dict[str, Node] = {}
+        self.types = Counter()
+        self.roots = ()
+        self.orphans = ()
+        self._services: tuple[str, ...] | None = None
+        if len(self.nodes) == len(ordered):
+            self._add(ordered)
+        else:  # the same id twice: each copy is a child of its cause, the last copy the node
+            self._add(list(self.nodes.values()))
+            children: dict[str, list[str]] = defaultdict(list)
+            edges: list[tuple[str, str]] = []
+            for node in ordered:
+                parents = (node.causation_id, *node.joined) if node.causation_id else node.joined
+                for parent in dict.fromkeys(parents):
+                    if parent in self.nodes and parent != node.id:
+                        children[parent].append(node.id)
+                        edges.append((parent, node.id))
+            self.children = {k: tuple(v) for k, v in children.items()}
+            self._edges = tuple(edges)
+
+    def _add(self, ordered: list[Node]) -> None:
+        """Place ``ordered`` (each after every event already here) into the graph."""
+        present = self.nodes
+        children = self.children
+        first_of = self._first_of
+        types = self.types
         edges: list[tuple[str, str]] = []
+        missing: list[str] = []
+        roots: list[Node] = []
+        orphans: list[Node] = []
         for node in ordered:
-            parents = (node.causation_id, *node.joined) if node.causation_id else node.joined
-            for parent in dict.fromkeys(parents):
-                if parent in self.nodes and parent != node.id:
-                    children[parent].append(node.id)
-                    edges.append((parent, node.id))
-        self.children: dict[str, tuple[str, ...]] = {k: tuple(v) for k, v in children.items()}
-        self._edges = tuple(edges)
+            if node.type not in first_of:
+                first_of[node.type] = node
+            types[node.type] = types.get(node.type, 0) + 1
+            cause = node.causation_id
+            if cause is None:
+                roots.append(node)
+            elif cause not in present:
+                orphans.append(node)
+            for parent in _parents(node):
+                if parent in present:
+                    if parent != node.id:
+                        children[parent] = (*children.get(parent, ()), node.id)
+                        edges.append((parent, node.id))
+                else:
+                    missing.append(parent)
+        if edges:
+            self._edges = (*self._edges, *edges)
+        if missing:
+            self._missing = self._missing.union(missing)
+        if roots:
+            self.roots = (*self.roots, *roots)
+        if orphans:
+            self.orphans = (*self.orphans, *orphans)
+
+    def extended(self, nodes: Iterable[Node]) -> FlowGraph:
+        """The graph of this flow's events and ``nodes``: ``FlowGraph(id, [*self, *nodes])``.
+
+        When the new events all come after the ones here (by time, then id) and none
+        is a cause an event here names, the graph grows from a copy of this one: the
+        work in Python is proportional to the new events (the containers are copied
+        whole, but by C code); otherwise it is built anew.
+        """
+        new = list(nodes)
+        if not new:
+            return self
+        if len(new) > 1:
+            new.sort(key=_order)
+        ids = {n.id for n in new}
+        last = next(reversed(self.nodes.values()), None)
+        if (
+            len(ids) != len(new)
+            or not ids.isdisjoint(self.nodes)
+            or (self._missing and not ids.isdisjoint(self._missing))
+            or (last is not None and _order(new[0]) <= _order(last))
+        ):
+            return FlowGraph(self.correlation_id, [*self.nodes.values(), *new])
+        grown = object.__new__(FlowGraph)
+        grown.correlation_id = self.correlation_id
+        grown.nodes = self.nodes | {n.id: n for n in new}
+        grown.children = dict(self.children)
+        grown._edges = self._edges
+        grown._missing = self._missing
+        grown._first_of = dict(self._first_of)
+        grown.types = Counter()
+        dict.update(grown.types, self.types)  # a copy without Counter's slower update
+        grown.roots = self.roots
+        grown.orphans = self.orphans
+        grown._services = None
+        grown._add(new)
+        return grown
 
     def __len__(self) -> int:
         return len(self.nodes)
@@ -67,24 +178,26 @@ class FlowGraph:
         """The events by time, then id."""
         return iter(self.nodes.values())
 
-    @cached_property
-    def types(self) -> Counter[str]:
-        """How many events of each type the flow has."""
-        return Counter(n.type for n in self.nodes.values())
+    @property
+    def first(self) -> Node:
+        """The earliest event (by time, then id); the graph must not be empty."""
+        return next(iter(self.nodes.values()))
 
-    @cached_property
-    def roots(self) -> tuple[Node, ...]:
-        """Events that name no cause (normally exactly one: the start event)."""
-        return tuple(n for n in self.nodes.values() if n.causation_id is None)
+    @property
+    def last(self) -> Node:
+        """The latest event (by time, then id); the graph must not be empty."""
+        return next(reversed(self.nodes.values()))
 
-    @cached_property
-    def orphans(self) -> tuple[Node, ...]:
-        """Events whose named cause is not (yet) part of the flow."""
-        return tuple(
-            n
-            for n in self.nodes.values()
-            if n.causation_id is not None and n.causation_id not in self.nodes
-        )
+    def first_of(self, event_type: str) -> Node | None:
+        """The earliest event of ``event_type`` (by time, then id), if any."""
+        return self._first_of.get(event_type)
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        """The services that published the flow's events, sorted."""
+        if self._services is None:
+            self._services = tuple(sorted({n.service for n in self.nodes.values()}))
+        return self._services
 
     @property
     def edges(self) -> tuple[tuple[str, str], ...]:
@@ -145,3 +258,15 @@ class FlowGraph:
         for node_id in self.nodes:  # cycles have no way in: show them at the top
             depth.setdefault(node_id, 0)
         return depth
+
+
+def _parents(node: Node) -> Iterable[str]:
+    """The ids of ``node``'s causes: its causation id, then the other inputs it joined."""
+    cause, joined = node.causation_id, node.joined
+    if cause:
+        return dict.fromkeys((cause, *joined)) if joined else (cause,)
+    return dict.fromkeys(joined) if joined else ()
+
+
+def _order(node: Node) -> tuple[int, str]:
+    return (node.time_us, node.id)

@@ -318,11 +318,11 @@ def _paused(graph: FlowGraph, spec: SagaSpec) -> int | None:
     """
     paused = 0
     for point in spec.checkpoints.values():
-        requests = [n for n in graph if n.type == point.requested]
-        if not requests:
+        request = graph.first_of(point.requested)
+        if request is None:
             continue
-        asked = requests[0].time_us
-        decided = [n.time_us for n in graph if n.type in point.decisions]
+        asked = request.time_us
+        decided = [n.time_us for t in point.decisions if (n := graph.first_of(t)) is not None]
         if decided:
             paused += max(0, min(decided) - asked)
         elif point.deadline is not None and point.fallback is not Fallback.ESCALATE:
@@ -335,11 +335,13 @@ def _paused(graph: FlowGraph, spec: SagaSpec) -> int | None:
 def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
     """For each event the spec has steps for, the steps none of its effects took yet."""
     found = []
+    steps, children, nodes = spec.steps, graph.children, graph.nodes
+    checkpoints = bool(spec.checkpoints)
     for node in graph:
-        following = spec.steps.get(node.type)
+        following = steps.get(node.type)
         if not following:
             continue
-        point = spec.checkpoint_of(node.type)
+        point = spec.checkpoint_of(node.type) if checkpoints else None
         if point is not None:
             # A decision may come from any producer, with or without a causation id:
             # any decision in the flow ends the wait.
@@ -355,8 +357,8 @@ def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
                     )
                 )
             continue
-        taken = {graph.nodes[c].type for c in graph.children.get(node.id, ())}
-        if taken.isdisjoint(following):
+        effects = children.get(node.id)
+        if effects is None or not any(nodes[c].type in following for c in effects):
             found.append(
                 Expectation(Reason.NEXT_STEP, following, after_id=node.id, after_type=node.type)
             )
@@ -364,11 +366,17 @@ def _next_steps(graph: FlowGraph, spec: SagaSpec) -> list[Expectation]:
 
 
 def _first(graph: FlowGraph, types: tuple[str, ...]) -> Node | None:
-    return next((n for n in graph if n.type in types), None)
+    """The earliest event of one of ``types``."""
+    found = [n for t in types if (n := graph.first_of(t)) is not None]
+    if len(found) <= 1:
+        return found[0] if found else None
+    return min(found, key=lambda n: (n.time_us, n.id))
 
 
 def _first_time(graph: FlowGraph, event_type: str) -> int:
-    return min(n.time_us for n in graph if n.type == event_type)
+    first = graph.first_of(event_type)
+    assert first is not None  # a required compensation that is not missing
+    return first.time_us
 
 
 def _micros(spec: SagaSpec) -> int:

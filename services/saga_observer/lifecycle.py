@@ -164,7 +164,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 end_type=end.type,
                 started_at=bounded_moment(started),
                 ended_at=bounded_moment(ended),
-                duration_ms=(ended - started) // 1000,
+                duration_ms=_duration_ms(started, ended),
                 event_count=len(graph),
             )
             caused_by = end.id
@@ -176,7 +176,7 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
                 compensations=judgement.required,
                 started_at=bounded_moment(started),
                 ended_at=bounded_moment(ended),
-                duration_ms=(ended - started) // 1000,
+                duration_ms=_duration_ms(started, ended),
             )
             last = max(
                 (n for n in graph if n.type in judgement.required),
@@ -203,6 +203,12 @@ def transition(graph: FlowGraph, judgement: Judgement, now_us: int) -> Transitio
         payload=event.model_dump_json(),
         created_us=now_us,
     )
+
+
+def _duration_ms(started_us: int, ended_us: int) -> int:
+    # Producers' clocks differ: an end stamped before its start is a flow of no duration,
+    # not a lifecycle event that fails to validate (and a batch that cannot be applied).
+    return max(0, (ended_us - started_us) // 1000)
 
 
 @dataclass(frozen=True, slots=True)

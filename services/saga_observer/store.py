@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import OrderedDict, defaultdict
@@ -41,7 +42,13 @@ from choreokit.services.saga_observer.approvals import (
 )
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
-from choreokit.services.saga_observer.judge import Judgement, Refusal, Status, judge
+from choreokit.services.saga_observer.judge import (
+    Expectation,
+    Judgement,
+    Refusal,
+    Status,
+    judge,
+)
 from choreokit.services.saga_observer.lifecycle import Pending, Transition, transition
 from choreokit.services.saga_observer.records import (
     Position,
@@ -117,10 +124,10 @@ class Advance:
 
 @dataclass(slots=True)
 class _Cached:
-    """An open flow's events as of ``version`` of its row."""
+    """An open flow's events (its graph) as of ``version`` of its row."""
 
     version: int
-    nodes: list[Node]
+    graph: FlowGraph
     duplicates: int
 
 
@@ -677,13 +684,13 @@ class Store:
         if not cids:
             return [], {}
         current, new = await self._lock_flows(conn, cids, created, now_us)
-        nodes, duplicates, letters = await self._load(conn, current, new, fresh)
+        graphs, duplicates, letters = await self._load(conn, current, new, fresh)
         remembered: dict[str, _Cached | None] = {}
         updates = []
         transitions = []
         waiting: dict[str, tuple[str | None, list[Wait]]] = {}
         for cid, (status, version) in current.items():
-            graph = FlowGraph(cid, nodes.get(cid, ()))
+            graph = graphs.get(cid) or FlowGraph(cid, ())
             if not len(graph):
                 continue  # dead letters of a flow whose events have not been read yet
             refusals = letters.get(cid, ())
@@ -691,7 +698,7 @@ class Store:
             spec = self._catalog.get(verdict.saga) if verdict.saga else None
             waiting[cid] = (verdict.saga, waits_of(graph, verdict, spec))
             remembered[cid] = (
-                None if verdict.status.final else _Cached(version + 1, list(graph), duplicates[cid])
+                None if verdict.status.final else _Cached(version + 1, graph, duplicates[cid])
             )
             updates.append(_flow_values(graph, verdict, duplicates[cid], len(refusals), now_us))
             if verdict.status.value != status:
@@ -751,13 +758,14 @@ class Store:
         current: dict[str, tuple[str, int]],
         new: set[str],
         fresh: _Fresh,
-    ) -> tuple[dict[str, list[Node]], dict[str, int], dict[str, list[Refusal]]]:
-        """The flows' events, extra copies and open dead letters.
+    ) -> tuple[dict[str, FlowGraph], dict[str, int], dict[str, list[Refusal]]]:
+        """The flows' graphs, extra copies and open dead letters.
 
-        From the cache where it is current (the cached flow plus this batch's
-        events), from this batch alone for flows whose row it created, else
-        from the database.
+        From the cache where it is current (the cached graph extended with this
+        batch's events), from this batch alone for flows whose row it created,
+        else from the database.
         """
+        graphs: dict[str, FlowGraph] = {}
         nodes: dict[str, list[Node]] = defaultdict(list)
         duplicates: dict[str, int] = defaultdict(int)
         unknown = []
@@ -767,7 +775,7 @@ class Store:
                 nodes[cid] = list(fresh.nodes.get(cid, ()))
                 duplicates[cid] = fresh.duplicates.get(cid, 0)
             elif cached is not None and cached.version == version:
-                nodes[cid] = [*cached.nodes, *fresh.nodes.get(cid, ())]
+                graphs[cid] = cached.graph.extended(fresh.nodes.get(cid, ()))
                 duplicates[cid] = cached.duplicates + fresh.duplicates.get(cid, 0)
             else:  # never seen here, or another instance wrote it since
                 unknown.append(cid)
@@ -789,6 +797,7 @@ class Store:
                     Node(r.id, r.type, r.time_us, r.causation_id, r.service, _ids(r.joined))
                 )
                 duplicates[r.correlation_id] += r.deliveries - 1
+        graphs.update((cid, FlowGraph(cid, found)) for cid, found in nodes.items())
         letters: dict[str, list[Refusal]] = defaultdict(list)
         for chunk in _chunks(list(current)):
             open_letters = await conn.execute(
@@ -816,7 +825,7 @@ class Store:
                         letter.failed_us,
                     )
                 )
-        return nodes, duplicates, letters
+        return graphs, duplicates, letters
 
     def _remember(self, remembered: dict[str, _Cached | None]) -> None:
         """After a commit: keep open flows' events in memory (bounded), forget ended ones."""
@@ -856,29 +865,58 @@ _FLOW_COLUMNS = (
 def _flow_values(
     graph: FlowGraph, verdict: Judgement, duplicates: int, letters: int, now_us: int
 ) -> dict[str, Any]:
-    times = [n.time_us for n in graph]
-    started = verdict.root.time_us if verdict.root is not None else min(times)
-    values = {
-        "saga": verdict.saga,
-        "status": verdict.status.value,
-        "root_id": verdict.root.id if verdict.root else None,
-        "root_type": verdict.root.type if verdict.root else None,
-        "connected": verdict.connected,
-        "started_us": started,
-        "last_us": max(times),
-        "ended_us": verdict.ended_us,
-        "deadline_us": verdict.deadline_us,
-        "end_type": verdict.end.type if verdict.end else None,
-        "event_count": len(graph),
-        "duplicates": duplicates,
-        "dead_letters": letters,
-        "orphans": len(graph.orphans),
-        "expected": json.dumps([e.as_dict() for e in verdict.expected]),
-        "missing": json.dumps(list(verdict.missing)),
-        "services": json.dumps(sorted({n.service for n in graph})),
-        "judged_us": now_us,
+    root = verdict.root
+    return {
+        "b_cid": graph.correlation_id,
+        "b_saga": verdict.saga,
+        "b_status": verdict.status.value,
+        "b_root_id": root.id if root else None,
+        "b_root_type": root.type if root else None,
+        "b_connected": verdict.connected,
+        "b_started_us": root.time_us if root is not None else graph.first.time_us,
+        "b_last_us": graph.last.time_us,
+        "b_ended_us": verdict.ended_us,
+        "b_deadline_us": verdict.deadline_us,
+        "b_end_type": verdict.end.type if verdict.end else None,
+        "b_event_count": len(graph),
+        "b_duplicates": duplicates,
+        "b_dead_letters": letters,
+        "b_orphans": len(graph.orphans),
+        "b_expected": _expected_json(verdict.expected),
+        "b_missing": _json_list(verdict.missing),
+        "b_services": _json_list(graph.services),
+        "b_judged_us": now_us,
     }
-    return {"b_cid": graph.correlation_id} | {f"b_{k}": v for k, v in values.items()}
+
+
+def _expected_json(expected: tuple[Expectation, ...]) -> str:
+    """``json.dumps([e.as_dict() for e in expected])``, written directly (once per judgement)."""
+    if not expected:
+        return "[]"
+    parts = []
+    for e in expected:
+        text = (
+            f'{{"reason": {_text(e.reason.value)}, "one_of": {_json_list(e.one_of)}, '
+            f'"after_id": {_text(e.after_id)}, "after_type": {_text(e.after_type)}'
+        )
+        if e.checkpoint is not None:
+            text += f', "checkpoint": {_text(e.checkpoint)}, "roles": {_json_list(e.roles)}'
+        parts.append(text + "}")
+    return f"[{', '.join(parts)}]"
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+_encode_string = json.encoder.encode_basestring_ascii
+"""How ``json.dumps`` writes a string (``ensure_ascii``): the C encoder's."""
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_list(items: tuple[str, ...]) -> str:
+    """``json.dumps(list(items))``, once per value (a flow's services, its missing steps)."""
+    return json.dumps(list(items))
 
 
 def _same_position() -> Any:
