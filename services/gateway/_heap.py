@@ -13,11 +13,11 @@ def freeze_startup_heap() -> int:
 
     A started gateway holds about 100,000 container objects that live as long
     as the process (modules, pydantic validators, FastAPI routes, OpenTelemetry,
-    aiokafka); each full collection walked them all: 40 to 90 ms on a quiet
-    machine, every half second under a batch load, a pause for every request
-    in flight and the batch scenario's p99. Frozen, a full collection walks
-    only what was made since (up to 20,000 objects: 1 to 18 ms on a loaded machine). For a
-    process the gateway owns (``choreo run gateway``), once it is ready.
+    aiokafka); each full collection walked them all: 40 to 95 ms, every half
+    second under a batch load, a pause for every request in flight and the
+    batch scenario's p99. Frozen, a full collection walks only what was made
+    since (up to 20,000 objects: 1 to 18 ms on a loaded machine). For a process
+    the gateway owns (``choreo run gateway``), once it is ready.
 
     The youngest generation is also collected less often (every
     :data:`YOUNG_THRESHOLD` allocations instead of 700): a batch request
