@@ -4,6 +4,7 @@ the dedup window and the rate limiter."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from datetime import timedelta
 
@@ -198,6 +199,22 @@ async def test_the_dedup_window_remembers_settles_and_forgets() -> None:
     window.commit("b", receipt("b"))
     window.claim("c", b"1")
     assert len(window) == 2  # the capacity holds
+
+
+def test_a_full_dedup_window_adds_no_objects_for_the_garbage_collector() -> None:
+    """The window keeps tuples of atoms, which the cyclic collector stops tracking: 10,000
+    remembered ids (a busy gateway holds 100,000) must not lengthen every full collection."""
+    window = DedupWindow(timedelta(minutes=10), capacity=20_000)
+    gc.collect()
+    before = len(gc.get_objects())
+    for n in range(10_000):
+        event_id = f"k:{n}"
+        window.claim(event_id, event_id.encode())
+        if n % 2:
+            window.commit(event_id, receipt(event_id))
+    gc.collect()
+    assert len(window) == 10_000
+    assert len(gc.get_objects()) - before < 1_000  # one tracked object per id was 10,000
 
 
 def test_the_token_bucket_allows_a_burst_then_the_rate() -> None:
