@@ -246,8 +246,10 @@ class KafkaSettings(StrictSettings):
     to :attr:`fetch_max_wait` at its first record. No longer than :attr:`fetch_max_wait`
     keeps the wait fixed. Default: the profile's (local 300 ms, production 500 ms)."""
 
-    fetch_idle_after: Duration = timedelta(seconds=3)
-    """How long a consumer has had no record before its fetch wait starts to grow."""
+    fetch_idle_after: Duration = timedelta(seconds=10)
+    """How long a consumer has had no record before its fetch wait starts to grow. Traffic
+    with gaps shorter than this never meets a longer wait: on the embedded broker the first
+    event after a longer silence waits up to half the idle wait at each idle hop."""
 
     poll_timeout: Duration | None = None
     """How long one poll waits for records before the consumer loop looks again."""

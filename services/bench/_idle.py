@@ -3,7 +3,8 @@
 ``choreo dev --example`` runs on the engine's broker (every example service,
 the observer and the gateway, each its own process); once it is ready and has
 settled, the CPU time of its whole process tree is read from ``/proc`` before
-and after ``idle_seconds`` with no traffic. On the embedded broker the broker
+and after ``idle_seconds`` with no traffic, once every consumer has been idle long
+enough to have lengthened its fetch wait (``SETTLE_S``). On the embedded broker the broker
 process counts too (``choreo dev`` runs it); Apache Kafka's JVM does not.
 """
 
@@ -14,11 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from choreokit.events import KafkaSettings
 from choreokit.services.bench._context import Context, skipped
 from choreokit.services.bench._dev import running_dev
 from choreokit.services.bench._stats import summary
 
-SETTLE_S = 5.0
+IDLE_AFTER_S: float = KafkaSettings.model_fields["fetch_idle_after"].default.total_seconds()
+"""``CHOREO_KAFKA_FETCH_IDLE_AFTER``'s default: consumers lengthen their fetch wait only once
+they have had no record this long (docs/events.md, "An idle consumer's fetch wait")."""
+
+SETTLE_S = IDLE_AFTER_S + 2.0
+"""From ready to the first window: past the idle delay, and the few empty polls after it
+that take the wait up to the idle wait."""
 
 
 def _children() -> dict[int, list[int]]:

@@ -93,6 +93,7 @@ def test_the_profiles_give_the_idle_wait_and_the_variables_override_it(
     assert KafkaSettings(profile=Profile.PRODUCTION).timing("fetch_idle_wait") == timedelta(
         milliseconds=500
     )
+    assert KafkaSettings().fetch_idle_after == timedelta(seconds=10)
     monkeypatch.setenv("CHOREO_KAFKA_FETCH_IDLE_WAIT", "1s")
     monkeypatch.setenv("CHOREO_KAFKA_FETCH_IDLE_AFTER", "10s")
     settings = KafkaSettings()
