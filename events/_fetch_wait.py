@@ -115,6 +115,7 @@ class FetchWait:
             clock=clock,
         )
         self._applied: int | None = None
+        self._consumer: Any = None  # the one _applied was set on (a new one starts afresh)
         self._broken = False
 
     def polled(self, consumer: Any, records: int) -> None:
@@ -122,7 +123,7 @@ class FetchWait:
         if self._broken or not self.policy.adaptive:
             return
         wait = self.policy.polled(records)
-        if wait == self._applied:
+        if wait == self._applied and consumer is self._consumer:
             return
         fetcher = _fetcher_of(consumer)
         if fetcher is None:
@@ -136,4 +137,4 @@ class FetchWait:
             )
             return
         fetcher._fetch_max_wait_ms = wait
-        self._applied = wait
+        self._applied, self._consumer = wait, consumer

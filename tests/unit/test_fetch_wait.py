@@ -146,3 +146,15 @@ def test_a_fetcher_that_no_longer_keeps_the_wait_is_warned_about_once_and_left_a
         "20 ms (idle consumers fetch as often as busy ones)"
     ) == 1
     assert moved._fetcher.max_wait == "elsewhere"
+
+
+def test_a_new_consumer_gets_the_current_wait_at_its_first_poll() -> None:
+    """A consumer built anew (a reconnect) starts from its construction's wait: set it again."""
+    applied = FetchWait(KafkaSettings(fetch_idle_after=timedelta(0)), clock=Clock())
+    first = consumer(20)
+    for _ in range(6):
+        applied.polled(first, 0)
+    assert first._fetcher._fetch_max_wait_ms == 300
+    second = consumer(20)
+    applied.polled(second, 0)
+    assert second._fetcher._fetch_max_wait_ms == 300
