@@ -86,6 +86,7 @@ from choreokit.events._errors import (
     UnsupportedContentTypeError,
     VersionTooNewError,
 )
+from choreokit.events._fetch_wait import FetchWait
 from choreokit.events._handling import Delivery, HandlerSpec, RecordInfo
 from choreokit.events._ids import new_event_id
 from choreokit.events._kafka import (
@@ -174,6 +175,7 @@ __all__ = [
     "EventRef",
     "EventTime",
     "Fallback",
+    "FetchWait",
     "HandlerContext",
     "HandlerSpec",
     "Headers",

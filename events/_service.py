@@ -25,6 +25,7 @@ from choreokit.events._context import current_context
 from choreokit.events._dead_letter import AUDIT_TOPIC, dead_letter_topic
 from choreokit.events._envelope import Envelope
 from choreokit.events._errors import ConfigurationError
+from choreokit.events._fetch_wait import FetchWait
 from choreokit.events._handling import HandlerSpec
 from choreokit.events._kafka import (
     broker_options,
@@ -383,13 +384,16 @@ class Service:
         self._consumer = lambda: subscriber.consumer
 
         poll_ms = millis(settings.timing("poll_timeout"))
+        fetch_wait = FetchWait(settings)
 
         async def poll(consumer: Any) -> tuple[ConsumerRecord[bytes, bytes], ...]:
             # FastStream's batch poll sleeps once more after an empty poll, adding up to a
             # poll timeout of latency; getmany alone returns as soon as records arrive, so the
             # timeout can be long (few idle wake-ups) without delaying anything.
             batches = await consumer.getmany(timeout_ms=poll_ms, max_records=settings.max_batch)
-            return tuple(chain.from_iterable(batches.values()))
+            records = tuple(chain.from_iterable(batches.values()))
+            fetch_wait.polled(consumer, len(records))  # before the fetcher sends its next fetch
+            return records
 
         subscriber.get_msg = poll
 

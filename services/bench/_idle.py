@@ -3,7 +3,8 @@
 ``choreo dev --example`` runs on the engine's broker (every example service,
 the observer and the gateway, each its own process); once it is ready and has
 settled, the CPU time of its whole process tree is read from ``/proc`` before
-and after ``idle_seconds`` with no traffic. On the embedded broker the broker
+and after ``idle_seconds`` with no traffic, once every consumer has been idle long
+enough to have lengthened its fetch wait (``SETTLE_S``). On the embedded broker the broker
 process counts too (``choreo dev`` runs it); Apache Kafka's JVM does not.
 """
 
@@ -14,11 +15,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+from choreokit.events import KafkaSettings
 from choreokit.services.bench._context import Context, skipped
 from choreokit.services.bench._dev import running_dev
 from choreokit.services.bench._stats import summary
 
-SETTLE_S = 5.0
+IDLE_AFTER_S: float = KafkaSettings.model_fields["fetch_idle_after"].default.total_seconds()
+"""``CHOREO_KAFKA_FETCH_IDLE_AFTER``'s default: consumers lengthen their fetch wait only once
+they have had no record this long (docs/events.md, "An idle consumer's fetch wait")."""
+
+SETTLE_S = IDLE_AFTER_S + 2.0
+"""From ready to the first window: past the idle delay, and the few empty polls after it
+that take the wait up to the idle wait."""
 
 
 def _children() -> dict[int, list[int]]:
@@ -60,6 +68,7 @@ def run(ctx: Context) -> dict[str, Any]:
     if not Path("/proc/self/stat").exists():
         return {"variants": {"dev": {"label": "choreo dev", **skipped("no /proc here")}}}
     shares: list[float] = []
+    broker_shares: list[float] = []
     with running_dev(ctx, "idle-dev") as (dev, _urls):
         time.sleep(SETTLE_S)
         pids = _tree(dev.pid)
@@ -69,10 +78,19 @@ def run(ctx: Context) -> dict[str, Any]:
         processes = len(pids)
         for rep in range(ctx.repeat):
             began, cpu = time.monotonic(), _cpu_seconds(pids)
+            broker_cpu = _cpu_seconds([broker]) if broker is not None else 0.0
             time.sleep(ctx.sizes.idle_seconds)
-            share = (_cpu_seconds(pids) - cpu) / (time.monotonic() - began) * 100
+            elapsed = time.monotonic() - began
+            share = (_cpu_seconds(pids) - cpu) / elapsed * 100
             shares.append(share)
-            ctx.log(f"  idle {ctx.engine} rep {rep + 1}: {share:.1f} % of a core")
+            said = f"  idle {ctx.engine} rep {rep + 1}: {share:.1f} % of a core"
+            if broker is not None:
+                broker_shares.append((_cpu_seconds([broker]) - broker_cpu) / elapsed * 100)
+                said += f", of which the broker {broker_shares[-1]:.1f}"
+            ctx.log(said)
+    metrics = {"cpu_percent": summary(shares)}
+    if broker_shares:
+        metrics["broker_cpu_percent"] = summary(broker_shares)  # in the JSON, for the profile
     return {
         "unit": "% of a core",
         "variants": {
@@ -80,7 +98,7 @@ def run(ctx: Context) -> dict[str, Any]:
                 "label": "choreo dev --example, idle"
                 + (" (with the embedded broker)" if broker is not None else ""),
                 "processes": processes,
-                "metrics": {"cpu_percent": summary(shares)},
+                "metrics": metrics,
             }
         },
     }

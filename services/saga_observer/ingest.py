@@ -27,6 +27,7 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError,
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from choreokit.events import (
+    FetchWait,
     KafkaSettings,
     broker_unavailable,
     client_options,
@@ -186,10 +187,12 @@ class Ingest:
             self._settings.topic_pattern,
             self._group,
         )
+        fetch_wait = FetchWait(self._kafka)
         try:
             while not stop.is_set():
                 generation = self._generation
                 batch = await consumer.getmany(timeout_ms=_POLL_MS, max_records=self._batch)
+                fetch_wait.polled(consumer, sum(map(len, batch.values())))
                 if self._unpositioned:
                     async with self._lock:
                         await self._position(tuple(self._unpositioned))

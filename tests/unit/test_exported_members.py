@@ -63,6 +63,7 @@ def test_events_exports() -> None:
             "SagaStep",
             "Checkpoint",
             "Fallback",
+            "FetchWait",
             "APPROVALS_TOPIC",
             "APPROVAL_EVENTS",
             "ApprovalRequested",
