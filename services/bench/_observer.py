@@ -166,7 +166,9 @@ async def _catch_up(ctx: Context, backend: str, total: int, big: str) -> dict[st
         workdir = ctx.workdir / f"observer-{backend}"
         workdir.mkdir(exist_ok=True)
         app = ObserverApp(
-            Runtime(name="saga-observer", kafka=kafka, data_dir=workdir),
+            # As `choreo run saga-observer` runs it: the process is the observer's (its
+            # start-up heap is frozen once ready); this harness only watches its metrics.
+            Runtime(name="saga-observer", kafka=kafka, data_dir=workdir, owns_process=True),
             settings,
             catalog=SagaCatalog([_spec()]),
         )

@@ -79,6 +79,7 @@ def run(service: str, name: str | None) -> None:
         kafka=kafka,
         middlewares=(*telemetry.middlewares, metrics.middleware),
         metrics=metrics,
+        owns_process=True,
     )
 
     async def main() -> None:

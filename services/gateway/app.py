@@ -26,7 +26,6 @@ from choreokit.services.gateway._api import build_api
 from choreokit.services.gateway._dedup import DedupWindow
 from choreokit.services.gateway._forwarding import Forwarder
 from choreokit.services.gateway._gateway import Gateway
-from choreokit.services.gateway._heap import freeze_startup_heap
 from choreokit.services.gateway._keys import KeyStore, mint_key
 from choreokit.services.gateway._link import KafkaLink
 from choreokit.services.gateway._metrics import GatewayMetrics
@@ -63,9 +62,6 @@ class GatewayApp:
             publish only in flows of their own (default: the success and failure
             ends and the compensations of the sagas in the ``choreokit.sagas``
             entry points).
-        freeze_heap: Once ready, keep the objects built at start-up out of every later
-            garbage collection (:func:`gc.freeze`); for a process the gateway owns
-            (``choreo run gateway`` sets it), not for one it is embedded in.
     """
 
     serves_http = True
@@ -85,7 +81,6 @@ class GatewayApp:
         dev_key_file: Path | None = None,
         on_ready: Callable[[], None] | None = None,
         flow_enders: Iterable[str] | None = None,
-        freeze_heap: bool = False,
     ) -> None:
         self.settings = settings
         self._kafka = kafka
@@ -98,7 +93,6 @@ class GatewayApp:
         self._dev_key_file = dev_key_file
         self._on_ready = on_ready
         self._flow_ender_types = None if flow_enders is None else frozenset(flow_enders)
-        self._freeze_heap = freeze_heap
         self._address: tuple[str, int] | None = None
         self.listening = asyncio.Event()
         """Set once the socket is bound and the server accepts connections."""
@@ -267,9 +261,6 @@ class GatewayApp:
 
     async def _announce(self, link: KafkaLink) -> None:
         await link.connected.wait()
-        if self._freeze_heap:
-            frozen = freeze_startup_heap()
-            logger.debug("%d start-up objects frozen out of garbage collection", frozen)
         if self._on_ready is not None:
             self._on_ready()
 
@@ -318,5 +309,4 @@ def create(runtime: Runtime) -> GatewayApp:
         dev_key_file=runtime.data_dir / DEV_KEY_FILE if local else None,
         on_ready=runtime.mark_ready,
         metrics=runtime.prometheus_registry(),
-        freeze_heap=True,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import threading
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from choreokit.events import (
 )
 from choreokit.services.runtime import discovery
 from choreokit.services.runtime.discovery import SERVICES_GROUP
+from choreokit.services.runtime.heap import freeze_startup_heap
 from choreokit.tracing import Metrics
 
 __all__ = [
@@ -35,6 +37,8 @@ __all__ = [
     "load_factory",
     "service_names",
 ]
+
+logger = logging.getLogger("choreokit.runtime")
 
 DATA_DIR_ENV = "CHOREO_DATA_DIR"
 READY_FILE_ENV = "CHOREO_READY_FILE"
@@ -63,6 +67,10 @@ class Runtime:
             them read each service's consumer counters, and apps with HTTP of
             their own serve ``metrics.registry`` on their ``/metrics``.
         up: Set by :meth:`mark_ready` (``/healthz`` answers 200 from then on).
+        owns_process: The app is the process's only one (``choreo run``): once ready,
+            its start-up heap is kept out of garbage collections
+            (:func:`~choreokit.services.runtime.heap.freeze_startup_heap`). Leave it
+            off for an app embedded in a process of yours.
     """
 
     name: str
@@ -71,6 +79,7 @@ class Runtime:
     data_dir: Path = field(default_factory=lambda: Path(os.environ.get(DATA_DIR_ENV, ".choreo")))
     metrics: Metrics | None = None
     up: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
+    owns_process: bool = False
 
     def prepare(self, service: Service) -> Service:
         """Give ``service`` the runtime's middlewares, report its counters; return it."""
@@ -87,8 +96,12 @@ class Runtime:
         """Say the app is up: write ``$CHOREO_READY_FILE``, if set.
 
         ``choreo dev`` and ``choreo health`` read it; ``choreo run`` then keeps
-        touching it as a heartbeat.
+        touching it as a heartbeat. A runtime that :attr:`owns_process` freezes
+        the start-up heap first (once).
         """
+        if self.owns_process and not self.up.is_set():
+            frozen = freeze_startup_heap()
+            logger.debug("%d start-up objects frozen out of garbage collection", frozen)
         self.up.set()
         path = os.environ.get(READY_FILE_ENV)
         if path:

@@ -207,37 +207,37 @@ def test_the_listening_socket_is_tcp_so_answers_are_not_held_by_nagle() -> None:
 
 
 async def test_a_gateway_that_owns_its_process_freezes_its_start_up_heap_once_ready() -> None:
-    """``choreo run gateway`` (``create``) freezes the start-up heap before it reports ready,
-    so full garbage collections skip it (they paused every request for 40 to 90 ms), and
-    collects its young generation less often; an
+    """``choreo run gateway`` (``create`` on a runtime that owns its process) freezes the
+    start-up heap before it reports ready, so full garbage collections skip it (they paused
+    every request for 40 to 90 ms), and collects its young generation less often; an
     embedded gateway leaves its host's collector alone."""
     import gc
 
     from choreokit.events import KafkaSettings, Registry
     from choreokit.services.gateway import GatewayApp
-    from choreokit.services.gateway._heap import YOUNG_THRESHOLD
     from choreokit.services.gateway.app import create
     from choreokit.services.runtime.app import Runtime
+    from choreokit.services.runtime.heap import YOUNG_THRESHOLD
 
-    ready: list[int] = []
-    owned = create(Runtime(name="gateway"))
+    embedded_runtime = Runtime(name="gateway")
     embedded = GatewayApp(
         GatewaySettings(port=0),
         kafka=KafkaSettings(),
         registry=Registry(),
         keys=KeyStore([mint_key("a", types=("*",)).entry]),
-        on_ready=lambda: ready.append(gc.get_freeze_count()),
+        on_ready=embedded_runtime.mark_ready,
     )
     assert gc.get_freeze_count() == 0
     _, link = embedded.build()
     link.connected.set()
     await embedded._announce(link)
-    assert ready == [0]
-    owned._on_ready = lambda: ready.append(gc.get_freeze_count())
+    assert embedded_runtime.up.is_set()
+    assert gc.get_freeze_count() == 0
+    owned = create(Runtime(name="gateway", owns_process=True))
     threshold = gc.get_threshold()
     try:
         await owned._announce(link)
-        assert ready[1] > 0
+        assert gc.get_freeze_count() > 0
         assert gc.get_threshold()[0] == YOUNG_THRESHOLD > threshold[0]
     finally:
         gc.unfreeze()
