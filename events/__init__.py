@@ -84,6 +84,7 @@ from choreokit.events._errors import (
     VersionTooNewError,
 )
 from choreokit.events._handling import Delivery, HandlerSpec, RecordInfo
+from choreokit.events._heap import freeze_startup_heap, thaw_heap
 from choreokit.events._ids import new_event_id
 from choreokit.events._kafka import (
     broker_unavailable,
@@ -231,6 +232,7 @@ __all__ = [
     "error_text",
     "export_asyncapi",
     "export_schemas",
+    "freeze_startup_heap",
     "has_sensitive",
     "header_value",
     "is_dataversion",
@@ -250,6 +252,7 @@ __all__ = [
     "sagas_from_yaml",
     "sensitive_fields",
     "settings_variables",
+    "thaw_heap",
     "to_structured",
     "upcaster",
     "wire",

@@ -12,7 +12,14 @@ from typing import Protocol
 
 from prometheus_client import CollectorRegistry
 
-from choreokit.events import ConfigurationError, KafkaSettings, Middleware, Service
+from choreokit.events import (
+    ConfigurationError,
+    KafkaSettings,
+    Middleware,
+    Service,
+    freeze_startup_heap,
+    thaw_heap,
+)
 from choreokit.services.runtime import discovery
 from choreokit.services.runtime.discovery import SERVICES_GROUP
 from choreokit.tracing import Metrics
@@ -193,6 +200,7 @@ class ServiceApp:
         """Set up, start every service and task, wait for ``stop``, shut down in reverse."""
         started: list[Service] = []
         running: list[asyncio.Task[None]] = []
+        frozen = False
         try:
             for step in self._setup:
                 await step()
@@ -200,6 +208,9 @@ class ServiceApp:
                 await service.start()
                 started.append(service)
             running = [asyncio.ensure_future(task(stop)) for task in self._tasks]
+            # Start-up's heap is long-lived: out of the collector's scans while records flow.
+            freeze_startup_heap()
+            frozen = True
             if self._on_ready is not None:
                 self._on_ready()
             waiter = asyncio.ensure_future(stop.wait())
@@ -210,6 +221,8 @@ class ServiceApp:
                     raise task.exception()  # type: ignore[misc]
         finally:
             stop.set()
+            if frozen:
+                thaw_heap()
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
             for service in reversed(started):

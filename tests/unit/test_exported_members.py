@@ -90,6 +90,8 @@ def test_events_exports() -> None:
             "ensure_topics",
             "export_asyncapi",
             "export_schemas",
+            "freeze_startup_heap",
+            "thaw_heap",
             "header_value",
             "millis",
             "parse_duration",
