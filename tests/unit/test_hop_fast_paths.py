@@ -40,11 +40,20 @@ from opentelemetry.sdk.trace.sampling import (
 from opentelemetry.trace import SpanContext, get_current_span
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from choreokit.events import Middleware
+from choreokit.events import (
+    Envelope,
+    Idempotence,
+    KafkaSettings,
+    Middleware,
+    encode_headers,
+    new_event_id,
+    record_time,
+)
 from choreokit.events._attributes import _FORBIDDEN, attribute_problem, check_attribute
 from choreokit.events._codec import _checked, _version, header_value, header_values
 from choreokit.events._errors import InvalidEnvelopeError
 from choreokit.events._handling import Delivery, Next
+from choreokit.events._kafka import producer_options
 from choreokit.tracing import TraceContextFilter, TraceContextRelay, TracingMiddleware, _relay
 from choreokit.tracing._propagation import extract as propagation_extract
 from choreokit.tracing._spans import SampledOutSpan
@@ -360,3 +369,16 @@ def test_one_pass_over_the_headers_finds_what_a_pass_per_name_finds() -> None:
     names = frozenset({"a", "b", "c", "d", "e", "f"})
     found = header_values(headers, names)
     assert found == {n: v for n in names if (v := header_value(headers, n)) is not None}
+
+
+# -- the producer's batches -------------------------------------------------------------------
+
+
+def test_a_full_polls_outputs_to_one_partition_fit_one_producer_batch() -> None:
+    """A full batch makes the next send wait for it to drain: a loop turn inside the hop."""
+    settings = KafkaSettings(bootstrap="127.0.0.1:9092", idempotence=Idempotence.OFF)
+    eid = new_event_id()
+    envelope = Envelope(eid, "/services/inventory", "stock.reserved", 1, record_time(0), eid, eid)
+    record = sum(len(k) + len(v) for k, v in encode_headers(envelope)) + len(eid) + 100
+    batch = producer_options(settings, idempotent=False)["max_batch_size"]
+    assert batch >= settings.max_batch * record
