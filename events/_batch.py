@@ -552,11 +552,17 @@ class _RetrySignal:
 
 
 async def _all_done(futures: Sequence[SendFuture]) -> None:
-    """Wait until every one of ``futures`` is done (without cancelling them if this is)."""
-    pending = [future for future in futures if not future.done()]
-    if pending:
-        await asyncio.wait(pending)
-    elif futures:
+    """Wait until every one of ``futures`` is done (without cancelling them if this is).
+
+    One at a time: a produce response resolves a whole batch's futures at once,
+    so this wakes about once per response, with no callback on every future.
+    """
+    waited = False
+    for future in futures:
+        if not future.done():
+            await asyncio.wait((future,))
+            waited = True
+    if futures and not waited:
         # Done already (an in-memory producer's): let their callbacks run first, as they do
         # before this wakes up after a broker's acknowledgement.
         await asyncio.sleep(0)  # noqa: sleep-ok - one turn of the loop, not a wait

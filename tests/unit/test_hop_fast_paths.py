@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.structs import RecordMetadata
 from opentelemetry import propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -382,3 +383,48 @@ def test_a_full_polls_outputs_to_one_partition_fit_one_producer_batch() -> None:
     record = sum(len(k) + len(v) for k, v in encode_headers(envelope)) + len(eid) + 100
     batch = producer_options(settings, idempotent=False)["max_batch_size"]
     assert batch >= settings.max_batch * record
+
+
+class CountedFuture(asyncio.Future[RecordMetadata]):
+    """A send's future that counts the callbacks put on it."""
+
+    callbacks = 0
+
+    def add_done_callback(self, fn: Any, *, context: Any = None) -> None:
+        CountedFuture.callbacks += 1
+        super().add_done_callback(fn, context=context)
+
+
+class PendingProducer:
+    """Takes sends and acknowledges them all at once, as one produce response does."""
+
+    def __init__(self, expected: int) -> None:
+        self.futures: list[CountedFuture] = []
+        self.expected = expected
+        self.all_sent = asyncio.Event()
+
+    async def send(self, topic: str, **kwargs: Any) -> CountedFuture:
+        future = CountedFuture()
+        self.futures.append(future)
+        if len(self.futures) == self.expected:
+            self.all_sent.set()
+        return future
+
+    def acknowledge(self) -> None:
+        for offset, future in enumerate(self.futures):
+            tp = TopicPartition("inventory", 0)
+            future.set_result(RecordMetadata("inventory", 0, tp, offset, -1, 0, -1))
+
+
+async def test_a_batchs_acknowledgements_are_awaited_without_a_callback_on_every_send() -> None:
+    hop = Hop([])
+    records = [event_record(Placed(note=f"n{i}"), offset=i) for i in range(20)]
+    producer = PendingProducer(len(records))
+    hop.processor._dispatcher._publisher._producer = producer
+    CountedFuture.callbacks = 0
+    processing = asyncio.ensure_future(hop.processor.process(records, hop.consumer))
+    await asyncio.wait_for(producer.all_sent.wait(), 5)
+    producer.acknowledge()
+    assert await processing
+    assert CountedFuture.callbacks == 1  # the first send's: the others are done by then
+    assert hop.consumer.commits == [{TopicPartition("orders", 0): 20}]
