@@ -38,7 +38,7 @@ class TraceContextRelay(Middleware):
     trace context. With the default propagators (W3C trace context and
     baggage) it reads the envelope's ``traceparent`` and writes the same
     headers directly, as the tracing middleware does; a record with no trace
-    context and no baggage costs one context switch and nothing on publish.
+    context and no baggage costs no context switch and nothing on publish.
     """
 
     def __init__(self) -> None:
@@ -58,13 +58,15 @@ class TraceContextRelay(Middleware):
             context = _w3c_context(delivery.envelope, delivery.record.headers)
         else:
             context = extract(delivery.record.headers)
-        attached = otel_context.attach(context)
+        # Nothing to pass on, and nothing current: the handler sees an empty context already.
+        attached = otel_context.attach(context) if context or otel_context.get_current() else None
         token = handling.set(delivery.envelope)
         try:
             await call_next(delivery)
         finally:
             handling.reset(token)
-            otel_context.detach(attached)
+            if attached is not None:
+                otel_context.detach(attached)
 
     async def on_publish(self, outbound: Outbound, send: Send) -> SendFuture:
         """Give an event published while handling the trace context of the handled record."""
@@ -73,7 +75,7 @@ class TraceContextRelay(Middleware):
         if not self._direct():
             return await send(inject(outbound))
         current = otel_context.get_current()
-        if current is _NOTHING:  # the handled record carried nothing to pass on
+        if not current:  # an empty context: no span and no baggage, nothing to write
             return await send(outbound)
         # What propagate.inject writes with the default propagators, without its carrier.
         traced = with_trace_of(outbound, get_current_span(current).get_span_context())
@@ -83,7 +85,7 @@ class TraceContextRelay(Middleware):
 
 
 _NOTHING = Context()
-"""The context of a handled record without trace context or baggage (never changed)."""
+"""The context of a handled record without trace context or baggage."""
 
 
 def _w3c_context(envelope: Envelope, headers: Headers) -> Context:

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.structs import RecordMetadata
+from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -287,6 +288,24 @@ async def test_the_relay_follows_propagators_installed_after_it_was_built(
         propagate.set_global_textmap(before)
     assert calls == ["extract"]
     assert wire(hop)[0][1] == RELAYED["traceparent"][0][1].decode()
+
+
+async def test_the_relay_attaches_no_context_for_a_record_with_nothing_to_pass_on(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    attached: list[Context] = []
+    attach = otel_context.attach
+
+    def counted(context: Context) -> object:
+        attached.append(context)
+        return attach(context)
+
+    monkeypatch.setattr(otel_context, "attach", counted)
+    hop = Hop([TraceContextRelay()])
+    await hop.handle_headers([])
+    assert attached == []
+    await hop.handle_headers(list(RELAYED["traceparent"]))
+    assert len(attached) == 1
 
 
 # -- the batch: no task machinery per record --------------------------------------------------
