@@ -46,6 +46,8 @@ def attribute_problem(value: str, *, max_length: int = MAX_ATTRIBUTE_LENGTH) -> 
     """
     if len(value) > max_length:
         return f"is longer than {max_length} characters"
+    if value.isascii() and value.isprintable():
+        return None  # the common case, without the search: no forbidden character is both
     found = _FORBIDDEN.search(value)
     if found is not None:
         return (

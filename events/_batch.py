@@ -258,7 +258,7 @@ class BatchProcessor:
         for its backoff, or when the handler outlasts the poll budget; the
         dispatch goes on in the background, in the key's lane.
         """
-        retrying = asyncio.Event()
+        retrying = _RetrySignal()
         try:
             started = start_eagerly(self._dispatcher.dispatch(record, on_retry=retrying.set))
         except Exception:
@@ -309,8 +309,10 @@ class BatchProcessor:
     async def _acknowledge(
         self, partition: _Partition, sends: list[tuple[Record, list[SendFuture]]]
     ) -> None:
+        # One wait for the whole batch's acknowledgements, then each record's in order.
+        await _all_done([future for _, futures in sends for future in futures])
         for record, futures in sends:
-            error = await _first_failure(futures)
+            error = _failure(futures)
             if error is not None and not _retriable_send(error) and not _is_dead_letter(futures):
                 # The broker refused a send for good: trying again cannot help.
                 logger.error(
@@ -520,11 +522,67 @@ async def _resume(coro: Coroutine[Any, Any, _T], waiter: Any) -> _T:
             return cast("_T", stop.value)
 
 
+class _RetrySignal:
+    """Set when a record's first try failed and a retry waits for its backoff.
+
+    The event to wait on is made only when the dispatch did not finish at once
+    (most records never need one).
+    """
+
+    __slots__ = ("_event", "_set")
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: asyncio.Event | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = asyncio.Event()
+            if self._set:
+                self._event.set()
+        await self._event.wait()
+
+
+async def _all_done(futures: Sequence[SendFuture]) -> None:
+    """Wait until every one of ``futures`` is done (without cancelling them if this is).
+
+    One at a time: a produce response resolves a whole batch's futures at once,
+    so this wakes about once per response, with no callback on every future.
+    """
+    waited = False
+    for future in futures:
+        if not future.done():
+            await asyncio.wait((future,))
+            waited = True
+    if futures and not waited:
+        # Done already (an in-memory producer's): let their callbacks run first, as they do
+        # before this wakes up after a broker's acknowledgement.
+        await asyncio.sleep(0)  # noqa: sleep-ok - one turn of the loop, not a wait
+
+
 async def _first_failure(futures: Sequence[SendFuture]) -> BaseException | None:
-    if not futures:
-        return None
-    outcomes = await asyncio.gather(*futures, return_exceptions=True)
-    return next((o for o in outcomes if isinstance(o, BaseException)), None)
+    """Wait for ``futures``; return the first one's failure in their order, or ``None``."""
+    await _all_done(futures)
+    return _failure(futures)
+
+
+def _failure(futures: Sequence[SendFuture]) -> BaseException | None:
+    """The first failure among ``futures`` (all done) in their order, or ``None``."""
+    for future in futures:
+        if future.cancelled():
+            return asyncio.CancelledError()
+        error = future.exception()
+        if error is not None:
+            return error
+    return None
 
 
 def _retriable_send(error: BaseException) -> bool:

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from choreokit.events._attributes import (
+    MAX_ATTRIBUTE_LENGTH,
     MAX_TIME,
     MIN_TIME,
     check_attribute,
@@ -184,6 +185,19 @@ def header_value(headers: Headers, name: str) -> str | None:
         return None
 
 
+def header_values(headers: Headers, names: frozenset[str]) -> dict[str, str]:
+    """:func:`header_value` of each of ``names`` present, in one pass over ``headers``."""
+    found = {key: value for key, value in headers if key in names}  # the last one wins
+    values: dict[str, str] = {}
+    for key, raw in found.items():
+        if raw is not None:
+            try:
+                values[key] = raw.decode()
+            except UnicodeDecodeError:
+                continue
+    return values
+
+
 def decode(headers: Headers, value: bytes | None, *, fallback_time: datetime) -> DecodedRecord:
     """Read the envelope of a Kafka record in binary or structured content mode.
 
@@ -268,12 +282,21 @@ def _required(attrs: dict[str, str], header: str) -> str:
 
 
 def _checked(header: str, raw: str) -> str:
+    if len(raw) <= MAX_ATTRIBUTE_LENGTH and raw.isascii() and raw.isprintable():
+        return raw  # what check_attribute passes, without its calls (several per record)
     return check_attribute(header, raw)
+
+
+_VERSIONS = {str(n): n for n in range(1, 100)}
+"""The ``dataversion`` values of every real schema, read without the pattern."""
 
 
 def _version(raw: str | None) -> int:
     if raw is None:
         return 1
+    known = _VERSIONS.get(raw)
+    if known is not None:
+        return known
     if not is_dataversion(raw):
         raise InvalidEnvelopeError(H_DATAVERSION, f"must be a positive integer, not {raw!r}")
     return int(raw)

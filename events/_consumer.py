@@ -21,7 +21,13 @@ from typing import Protocol
 from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from choreokit.events._codec import DecodedRecord, decode, header_value, record_time
+from choreokit.events._codec import (
+    DecodedRecord,
+    decode,
+    header_value,
+    header_values,
+    record_time,
+)
 from choreokit.events._context import HandlerContext, current_context
 from choreokit.events._dead_letter import (
     AUDIT_TOPIC,
@@ -47,6 +53,10 @@ from choreokit.events._registry import Registry
 from choreokit.events._retry import RetryPolicy, is_retriable
 
 logger = logging.getLogger("choreokit.consumer")
+
+
+_PEEKED = frozenset({H_REPLAY_GROUP, H_TYPE, H_REPLAY_ID})
+"""Headers the dispatcher reads before decoding a record."""
 
 
 class UnknownTypePolicy(StrEnum):
@@ -213,12 +223,13 @@ class Dispatcher:
             they all resolve.
         """
         route = self._routes.get(record.topic, {})
-        target = header_value(record.headers, H_REPLAY_GROUP)
+        peek = header_values(record.headers, _PEEKED)
+        target = peek.get(H_REPLAY_GROUP)
         if target is not None and target != self._group:
             # A replay for another group: that group failed on it, this one did not.
             self.stats.replays_skipped += 1
             return []
-        peeked = header_value(record.headers, H_TYPE)
+        peeked = peek.get(H_TYPE)
         if peeked is not None and peeked not in route:
             return await self._unwanted(record, peeked)
         try:
@@ -256,7 +267,7 @@ class Dispatcher:
             self._on_retry.pop(id(delivery), None)
         self.stats.handled += 1
         pending = delivery.pending
-        replay = header_value(record.headers, H_REPLAY_ID)
+        replay = peek.get(H_REPLAY_ID)
         if replay is not None:
             self.stats.replays_handled += 1
             pending = [*pending, await self._replay_outcome(record, replay, "handled", None)]

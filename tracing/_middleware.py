@@ -12,11 +12,12 @@ from opentelemetry.sdk.trace import Tracer as SdkTracer
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
     Span,
-    SpanContext,
     SpanKind,
     Status,
     StatusCode,
+    TraceFlags,
     TracerProvider,
+    TraceState,
     get_current_span,
     set_span_in_context,
 )
@@ -31,11 +32,13 @@ from choreokit.tracing._propagation import (
     inject,
     uses_default_propagators,
     with_current_baggage,
+    with_trace_of,
 )
-from choreokit.tracing._spans import FlowSpan, SharedAttributes, SpanFactory
-from choreokit.tracing._traceparent import format_traceparent, parse_traceparent
+from choreokit.tracing._spans import FlowSpan, SampledOutSpan, SharedAttributes, SpanFactory
+from choreokit.tracing._traceparent import parse_traceparent, version_00_ids
 
 _NO_PARENT = Context()
+_NO_STATE = TraceState()
 
 
 class TracingMiddleware(Middleware):
@@ -81,6 +84,9 @@ class TracingMiddleware(Middleware):
         scope = InstrumentationScope(names.INSTRUMENTATION_NAME, None, names.SCHEMA_URL)
         self._spans = SpanFactory(tracer, scope)
         self._direct = direct_w3c and uses_default_propagators()
+        # A standard sampler decides from the ids alone: a hop it samples out needs no span.
+        self._decide = self._spans.decide if self._direct else None
+        self._ids = self._spans.ids
         self._consumers: dict[tuple[str, str], tuple[str, SharedAttributes]] = {}
         self._producers: dict[str, tuple[str, SharedAttributes]] = {}
 
@@ -104,12 +110,18 @@ class TracingMiddleware(Middleware):
         """Handle the record inside its ``process`` span, continuing the producer's trace."""
         envelope = delivery.envelope
         record = delivery.record
-        name, shared = self._consumer(record.topic, delivery.group)
         parent = None
+        trace_id = None
         if self._direct:
+            base = baggage_context(record.headers)
+            if self._decide is not None:
+                ids = self._sampled_out(envelope.traceparent, envelope.tracestate)
+                if isinstance(ids, SampledOutSpan):
+                    await _handle_sampled_out(delivery, call_next, ids, base)
+                    return
+                trace_id = ids
             if envelope.traceparent is not None:
                 parent = parse_traceparent(envelope.traceparent, envelope.tracestate)
-            base = baggage_context(record.headers)
             # Without a (valid) trace context the record starts a new trace, whatever is current.
             context = None if parent is not None else base
         else:
@@ -117,7 +129,10 @@ class TracingMiddleware(Middleware):
             remote = get_current_span(base).get_span_context()
             parent = remote if remote.is_valid else None
             context = base
-        span = self._spans.start(name, SpanKind.CONSUMER, parent, context, shared)
+        name, shared = self._consumer(record.topic, delivery.group)
+        span = self._spans.start(
+            name, SpanKind.CONSUMER, parent, context, shared, trace_id=None if parent else trace_id
+        )
         if type(span) is FlowSpan:  # attributes only for spans that will be exported
             span.record(names.consumer_attributes(record, envelope))
         token = otel_context.attach(set_span_in_context(span, base))
@@ -142,9 +157,50 @@ class TracingMiddleware(Middleware):
                 span.add_event(names.EXCEPTION_EVENT, {names.EXCEPTION_TYPE: names.error_type(exc)})
             raise
 
+    def _sampled_out(
+        self, traceparent: str | None, tracestate: str | None
+    ) -> SampledOutSpan | int | None:
+        """The ``process`` span of a record when it is not sampled, decided from the ids alone.
+
+        Returns the span when the sampler says no; else the new trace's id when the
+        record starts one (the sampled span must get the id decided on), else ``None``.
+        """
+        decide = self._decide
+        assert decide is not None
+        if traceparent is None:
+            trace_id = self._ids.generate_trace_id()
+            if decide(None, trace_id):
+                return trace_id
+            flags = TraceFlags.RANDOM_TRACE_ID if self._spans.random_ids else 0
+            return SampledOutSpan(trace_id, self._ids.generate_span_id(), flags, _NO_STATE)
+        ids = version_00_ids(traceparent)
+        if ids is None:  # another version, or not valid: read by the propagator's rules
+            return None
+        trace_id, _, parent_flags = ids
+        if decide(parent_flags, trace_id):
+            return None
+        state = TraceState.from_header([tracestate]) if tracestate else _NO_STATE
+        flags = parent_flags & TraceFlags.RANDOM_TRACE_ID
+        return SampledOutSpan(trace_id, self._ids.generate_span_id(), flags, state)
+
     async def on_publish(self, outbound: Outbound, send: Send) -> SendFuture:
         """Send the record inside its ``send`` span, with that span's context in its headers."""
-        current = get_current_span().get_span_context()
+        current_span = get_current_span()
+        if type(current_span) is SampledOutSpan and self._direct:
+            # Not sampled either: only a new span id, in the traceparent the SDK's span would give.
+            traceparent = current_span.child_traceparent(self._ids.generate_span_id())
+            traced = Outbound(
+                outbound.topic,
+                outbound.key,
+                outbound.value,
+                outbound.envelope.with_trace(traceparent, current_span.tracestate),
+                outbound.event,
+                outbound.headers,
+            )
+            if otel_baggage.get_all():
+                traced = with_current_baggage(traced)
+            return await send(traced)
+        current = current_span.get_span_context()
         name, shared = self._producer(outbound.topic)
         parent = current if current.is_valid else None
         span = self._spans.start(name, SpanKind.PRODUCER, parent, None, shared)
@@ -167,19 +223,17 @@ class TracingMiddleware(Middleware):
         return future
 
 
-def with_trace_of(outbound: Outbound, span_context: SpanContext) -> Outbound:
-    """``outbound`` carrying ``span_context`` as its trace context (unchanged if it is invalid)."""
-    if not span_context.is_valid:  # a disabled tracer: write no all-zero traceparent
-        return outbound
-    state = span_context.trace_state.to_header() if span_context.trace_state else None
-    return Outbound(
-        outbound.topic,
-        outbound.key,
-        outbound.value,
-        outbound.envelope.with_trace(format_traceparent(span_context), state),
-        outbound.event,
-        outbound.headers,
-    )
+async def _handle_sampled_out(
+    delivery: Delivery, call_next: Next, span: SampledOutSpan, base: Context
+) -> None:
+    """Handle the record with its not-sampled ``process`` span current (nothing to record)."""
+    token = otel_context.attach(set_span_in_context(span, base))
+    flow = handling.set(delivery.envelope)
+    try:
+        await call_next(delivery)
+    finally:
+        handling.reset(flow)
+        otel_context.detach(token)
 
 
 def _failed(span: Span, error: BaseException) -> None:

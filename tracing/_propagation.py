@@ -18,8 +18,10 @@ from opentelemetry import propagate
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
 from opentelemetry.propagators.textmap import Getter, Setter
+from opentelemetry.trace import SpanContext
 
 from choreokit.events import Envelope, Outbound
+from choreokit.tracing._traceparent import format_traceparent
 
 Headers = Sequence[tuple[str, bytes | None]]
 HeaderList = list[tuple[str, bytes]]
@@ -123,7 +125,10 @@ _EMPTY = Context()
 
 def baggage_context(headers: Headers) -> Context:
     """A fresh context holding the W3C baggage of ``headers``, if they carry any."""
-    if not any(name == BAGGAGE for name, _ in headers):
+    for name, _ in headers:
+        if name == BAGGAGE:
+            break
+    else:
         return _EMPTY
     return _BAGGAGE.extract(headers, context=Context(), getter=GETTER)
 
@@ -133,3 +138,18 @@ def with_current_baggage(outbound: Outbound) -> Outbound:
     carrier: HeaderList = []
     _BAGGAGE.inject(carrier, setter=SETTER)
     return with_fields(outbound, carrier) if carrier else outbound
+
+
+def with_trace_of(outbound: Outbound, span_context: SpanContext) -> Outbound:
+    """``outbound`` carrying ``span_context`` as its trace context (unchanged if it is invalid)."""
+    if not span_context.is_valid:  # a disabled tracer: write no all-zero traceparent
+        return outbound
+    state = span_context.trace_state.to_header() if span_context.trace_state else None
+    return Outbound(
+        outbound.topic,
+        outbound.key,
+        outbound.value,
+        outbound.envelope.with_trace(format_traceparent(span_context), state),
+        outbound.event,
+        outbound.headers,
+    )

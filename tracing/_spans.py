@@ -261,6 +261,40 @@ class FlowSpan(trace.Span, ReadableSpan):
         self.end()
 
 
+class SampledOutSpan(trace.NonRecordingSpan):
+    """The span of a hop that is not sampled, its :class:`SpanContext` made only if asked for.
+
+    What :meth:`SpanFactory.start` returns for a span that is not sampled,
+    without its cost: the ids are kept as integers, and the W3C
+    ``traceparent`` of a child (the hop's ``send`` span, equally not sampled)
+    is written from them. Logs and spans that read it from the current context
+    get the same span context the SDK's span would carry.
+    """
+
+    def __init__(self, trace_id: int, span_id: int, flags: int, state: TraceState) -> None:
+        # The span context is built on first use (NonRecordingSpan keeps it in _context).
+        self._context: SpanContext | None = None  # type: ignore[assignment]
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.flags = flags
+        self.state = state
+        self.tracestate = state.to_header() if state else None
+        """The W3C ``tracestate`` this span's children carry (``None`` for none)."""
+
+    def get_span_context(self) -> SpanContext:
+        """The span's context (its trace and span ids, not sampled)."""
+        context = self._context
+        if context is None:
+            context = self._context = SpanContext(
+                self.trace_id, self.span_id, False, TraceFlags(self.flags), self.state
+            )
+        return context
+
+    def child_traceparent(self, span_id: int) -> str:
+        """The W3C ``traceparent`` of a child span with ``span_id`` (not sampled either)."""
+        return f"00-{self.trace_id:032x}-{span_id:016x}-{self.flags:02x}"
+
+
 class SpanFactory:
     """Starts :class:`FlowSpan` objects as an SDK ``Tracer`` of the same provider would.
 
@@ -279,8 +313,10 @@ class SpanFactory:
         self.max_attributes = limits.max_span_attributes or _DEFAULT_LIMIT
         self.max_events = limits.max_events or _DEFAULT_LIMIT
         self._max_value_length = limits.max_span_attribute_length
-        self._random_ids = self.ids.is_trace_id_random()
-        self._decide = _decider(self.sampler)
+        self.random_ids = self.ids.is_trace_id_random()
+        """Whether the id generator's trace ids are random (W3C's ``random`` trace flag)."""
+        self.decide = _decider(self.sampler)
+        """The sampler's decision as a plain function; ``None`` for a sampler not standard."""
 
     def checked(self, attributes: Mapping[str, types.AttributeValue]) -> Attributes:
         """``attributes`` without the invalid values, checked (and warned about) as the SDK does."""
@@ -299,6 +335,8 @@ class SpanFactory:
         parent: SpanContext | None,
         context: Context | None,
         shared: SharedAttributes | None = None,
+        *,
+        trace_id: int | None = None,
     ) -> trace.Span:
         """Start a span, child of ``parent`` (a new trace when it is ``None`` or invalid).
 
@@ -309,6 +347,7 @@ class SpanFactory:
             context: The context ``parent`` comes from, for samplers that read
                 it; ``None`` means the current context.
             shared: Attributes the span shares with others of its kind.
+            trace_id: The new trace's id when ``parent`` is ``None`` (default: a new one).
 
         Returns:
             A :class:`FlowSpan` when sampled, else a non-recording span that still
@@ -317,14 +356,15 @@ class SpanFactory:
         if parent is not None and not parent.is_valid:
             parent = None
         if parent is None:
-            trace_id = self.ids.generate_trace_id()
-            flags = TraceFlags.RANDOM_TRACE_ID if self._random_ids else 0
+            if trace_id is None:
+                trace_id = self.ids.generate_trace_id()
+            flags = TraceFlags.RANDOM_TRACE_ID if self.random_ids else 0
         else:
             trace_id = parent.trace_id
             flags = parent.trace_flags & TraceFlags.RANDOM_TRACE_ID
         attributes: Attributes
-        if self._decide is not None:  # a standard sampler, decided without the SDK's call
-            sampled = self._decide(parent, trace_id)
+        if self.decide is not None:  # a standard sampler, decided without the SDK's call
+            sampled = self.decide(None if parent is None else parent.trace_flags, trace_id)
             state = _EMPTY_STATE if parent is None else parent.trace_state
             attributes = {}
         else:
@@ -349,12 +389,12 @@ class SpanFactory:
         return span
 
 
-Decide = Callable[[SpanContext | None, int], bool]
-"""Whether a span with this parent (``None``: a root) and trace id is sampled."""
+Decide = Callable[[int | None, int], bool]
+"""Whether a span with a parent of these trace flags (``None``: a root) and trace id is sampled."""
 
 
-def _parent_sampled(parent: SpanContext) -> bool:
-    return bool(parent.trace_flags & TraceFlags.SAMPLED)
+def _parent_sampled(parent_flags: int) -> bool:
+    return bool(parent_flags & TraceFlags.SAMPLED)
 
 
 def _decider(sampler: Sampler) -> Decide | None:  # noqa: PLR0911 (one answer per sampler)

@@ -22,20 +22,32 @@ def parse_traceparent(traceparent: str, tracestate: str | None = None) -> SpanCo
     on every record, and needs no carrier or context object), any other
     version through the propagator itself.
     """
-    match = _VERSION_00.fullmatch(traceparent)
-    if match is None:  # another version, or malformed: the propagator decides
+    ids = version_00_ids(traceparent)
+    if ids is None:  # another version, malformed, or all-zero ids: the propagator decides
         carrier = {_TRACEPARENT_HEADER: traceparent}
         if tracestate:
             carrier[_TRACESTATE_HEADER] = tracestate
         extracted = get_current_span(_PROPAGATOR.extract(carrier, context=Context()))
         context = extracted.get_span_context()
         return context if context.is_valid else None
+    trace_id, span_id, flags = ids
+    state = TraceState.from_header([tracestate]) if tracestate else TraceState()
+    return SpanContext(trace_id, span_id, True, TraceFlags(flags), state)
+
+
+def version_00_ids(traceparent: str) -> tuple[int, int, int] | None:
+    """``(trace id, span id, flags)`` of a valid version-00 ``traceparent``, else ``None``.
+
+    ``None`` for another version too: only :func:`parse_traceparent` reads those.
+    """
+    match = _VERSION_00.fullmatch(traceparent)
+    if match is None:
+        return None
     trace_id = int(match[1], 16)
     span_id = int(match[2], 16)
     if not trace_id or not span_id:
         return None
-    state = TraceState.from_header([tracestate]) if tracestate else TraceState()
-    return SpanContext(trace_id, span_id, True, TraceFlags(int(match[3], 16)), state)
+    return trace_id, span_id, int(match[3], 16)
 
 
 def format_traceparent(span_context: SpanContext) -> str:

@@ -475,6 +475,8 @@ async def _choreokit(  # noqa: PLR0917 - the worker's one call site passes them 
 async def _measure(
     variant: Variant, bootstrap: str, inbox_url: str, job: dict[str, Any]
 ) -> dict[str, float]:
+    from choreokit.services.runtime.heap import freeze_startup_heap, thaw_heap
+
     meter = _Meter(job["target"], job["records"])
     _Meter.current = meter
     source, target = job["source"], job["target"]
@@ -486,6 +488,9 @@ async def _measure(
         )
     else:
         stop = await _choreokit(bootstrap, source, target, meter, variant, inbox_url)
+    # Every variant's start-up heap leaves the collector's scans, as `choreo run` does for a
+    # service (ServiceApp.run); no record was handled yet (nothing ran since the start).
+    freeze_startup_heap()
     try:
         await asyncio.wait_for(meter.done.wait(), TIMEOUT)
     except TimeoutError:
@@ -495,6 +500,7 @@ async def _measure(
         ) from None
     finally:
         await stop()  # a traced variant's exporter flushes here, before the answer
+        thaw_heap()
     return {"seconds": meter.last - meter.first, "cpu_seconds": meter.cpu_last - meter.cpu_first}
 
 

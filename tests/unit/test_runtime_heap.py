@@ -51,3 +51,16 @@ def test_choreo_run_owns_its_process() -> None:
     from choreokit.services.cli import _run
 
     assert "owns_process=True" in inspect.getsource(_run)
+
+
+@pytest.mark.usefixtures("collector")
+def test_thawing_gives_the_heap_and_the_thresholds_back() -> None:
+    """The bench's hop workers measure one variant after another in one process."""
+    from choreokit.services.runtime.heap import freeze_startup_heap, thaw_heap
+
+    threshold = gc.get_threshold()
+    survivor = [object() for _ in range(100)]
+    assert freeze_startup_heap() >= len(survivor)
+    thaw_heap()
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == threshold

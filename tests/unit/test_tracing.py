@@ -376,7 +376,7 @@ def test_an_invalid_span_context_writes_no_traceparent() -> None:
     from opentelemetry.trace import INVALID_SPAN_CONTEXT
 
     from choreokit.events import Outbound
-    from choreokit.tracing._middleware import with_trace_of
+    from choreokit.tracing._propagation import with_trace_of
     from tests.support import envelope_for
 
     event = Placed(note="x")

@@ -81,7 +81,8 @@ def test_standard_samplers_decide_as_the_sdk_does(sampler: Sampler) -> None:
         for _ in range(300):
             trace_id = parent.trace_id if parent is not None else rng.getrandbits(128)
             decision = sampler.should_sample(context, trace_id, "x").decision
-            assert decide(parent, trace_id) == (decision is Decision.RECORD_AND_SAMPLE)
+            flags = None if parent is None else parent.trace_flags
+            assert decide(flags, trace_id) == (decision is Decision.RECORD_AND_SAMPLE)
 
 
 class TaggingSampler(Sampler):
