@@ -48,9 +48,6 @@ _pack_fixed64 = struct.Struct("<Q").pack
 _pack_times = struct.Struct("<BQBQ").pack
 _pack_fixed32 = struct.Struct("<I").pack
 _pack_double = struct.Struct("<d").pack
-_pack_ids = struct.Struct(">2sQQ2sQ").pack
-_pack_parent = struct.Struct(">2sQ").pack
-_LOW64: Final = 0xFFFF_FFFF_FFFF_FFFF
 
 
 def _varint(value: int) -> bytes:
@@ -273,63 +270,25 @@ class SpanEncoder:
         """A hop's span without events, links or a status: the fields it has, written in line."""
         context = span.get_span_context()
         parent = span.parent
-        trace_id = context.trace_id
-        ids = _pack_ids(
-            b"\x0a\x10", trace_id >> 64, trace_id & _LOW64, b"\x12\x08", context.span_id
-        )
+        out = [b"\x0a\x10", context.trace_id.to_bytes(16, "big"), b"\x12\x08"]
+        out.append(context.span_id.to_bytes(8, "big"))
         if context.trace_state:
-            ids += _string(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items()))
+            out.append(_string(3, ",".join(f"{k}={v}" for k, v in context.trace_state.items())))
         if parent is not None:
-            ids += _pack_parent(b"\x22\x08", parent.span_id)
+            out.append(b"\x22\x08")
+            out.append(parent.span_id.to_bytes(8, "big"))
         head = self._heads.get((span.name, span.kind))
         if head is None:
             head = _string(5, span.name) + b"\x30" + _varint(span.kind.value + 1)
             if len(self._heads) >= _OBJECTS_KEPT:
                 self._heads.clear()
             self._heads[span.name, span.kind] = head
-        shared = span.shared_attributes
-        if shared is None:
-            fixed = b""
-        elif (fixed := shared.encoded) is None:  # type: ignore[assignment]
-            fixed = shared.encoded = self._attributes(9, shared.values)
-        return b"".join(
-            (
-                ids,
-                head,
-                _pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0),
-                fixed,
-                self._own_attributes(span.own_attributes),
-                _REMOTE_TAIL if parent is not None and parent.is_remote else _LOCAL_TAIL,
-            )
-        )
-
-    def _own_attributes(self, attributes: Mapping[str, Any]) -> bytes:
-        """Field 9 of the attributes only this span has (ids, offsets: rarely repeated).
-
-        Short strings and integers are written in one step each; anything else
-        goes the general way.
-        """
-        keys = self._keys
-        out = []
-        for key, value in attributes.items():
-            encoded_key = keys.get(key)
-            if encoded_key is None:
-                encoded_key = self._key(key)
-            kind = type(value)
-            if kind is str:
-                raw = value.encode()
-                size = len(raw)
-                inner = len(encoded_key) + size + 4
-                if inner < _ONE_BYTE:
-                    out.append(b"J%c%b\x12%c\n%c%b" % (inner, encoded_key, size + 2, size, raw))
-                    continue
-            elif kind is int:
-                number = _varint(value)
-                inner = len(encoded_key) + len(number) + 3
-                if inner < _ONE_BYTE:
-                    out.append(b"J%c%b\x12%c\x18%b" % (inner, encoded_key, len(number) + 1, number))
-                    continue
-            out.append(_field(9, encoded_key + _field(2, _any_value(value))))
+        out.append(head)
+        out.append(_pack_times(0x39, span.start_time or 0, 0x41, span.end_time or 0))
+        out.append(self._span_attributes(span))
+        out.append(_UNSET_STATUS)
+        remote = parent is not None and parent.is_remote
+        out.append(_REMOTE_PARENT_FLAGS if remote else _LOCAL_FLAGS)
         return b"".join(out)
 
     def _link(self, link: Link) -> bytes:
@@ -359,5 +318,3 @@ _REMOTE_PARENT_FLAGS: Final = b"\x85\x01" + _pack_fixed32(
     _CONTEXT_HAS_IS_REMOTE | _CONTEXT_IS_REMOTE
 )
 _LOCAL_FLAGS: Final = b"\x85\x01" + _pack_fixed32(_CONTEXT_HAS_IS_REMOTE)
-_REMOTE_TAIL: Final = _UNSET_STATUS + _REMOTE_PARENT_FLAGS
-_LOCAL_TAIL: Final = _UNSET_STATUS + _LOCAL_FLAGS

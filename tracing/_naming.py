@@ -110,31 +110,11 @@ def flow_label(correlation_id: str) -> str:
     The correlation id itself (the record key) may be personal data; the label is the same
     for the same id everywhere, so one flow's spans and lines are still found together
     (the observer links to a flow's traces by it). A label is its own label.
-
-    The last id's label is kept: a hop's ``process`` span, its ``send`` spans and its
-    handler's log lines all name the same flow, so its digest is taken once a hop.
     """
-    last_id, last_label = _latest.pair  # one tuple, swapped whole: safe to read from any thread
-    if correlation_id == last_id:
-        return last_label
     if correlation_id.startswith(FLOW_LABEL_PREFIX) and len(correlation_id) == _FLOW_LABEL_LENGTH:
         return correlation_id
     digest = hashlib.blake2b(correlation_id.encode("utf-8", "surrogatepass"), digest_size=16)
-    label = FLOW_LABEL_PREFIX + digest.hexdigest()
-    _latest.pair = (correlation_id, label)
-    return label
-
-
-class _Latest:
-    """The last correlation id :func:`flow_label` digested, and its label."""
-
-    __slots__ = ("pair",)
-
-    def __init__(self) -> None:
-        self.pair: tuple[str | None, str] = (None, "")
-
-
-_latest: Final = _Latest()
+    return FLOW_LABEL_PREFIX + digest.hexdigest()
 
 
 def _cloudevents(envelope: Envelope) -> dict[str, str | int]:

@@ -46,8 +46,6 @@ logger = logging.getLogger("choreokit.tracing")
 
 _SAMPLED: Final = TraceFlags(TraceFlags.SAMPLED)
 _DEFAULT: Final = TraceFlags(TraceFlags.DEFAULT)
-_FLAGS: Final = tuple(TraceFlags(value) for value in range(256))
-"""Every 8-bit ``TraceFlags``, made once (an immutable int): a span takes one, not a new one."""
 _EMPTY_STATE: Final = TraceState()
 _EMPTY_CONTEXT: Final = Context()
 _DEFAULT_LIMIT: Final = 128
@@ -288,7 +286,7 @@ class SampledOutSpan(trace.NonRecordingSpan):
         context = self._context
         if context is None:
             context = self._context = SpanContext(
-                self.trace_id, self.span_id, False, _FLAGS[self.flags], self.state
+                self.trace_id, self.span_id, False, TraceFlags(self.flags), self.state
             )
         return context
 
@@ -380,7 +378,7 @@ class SpanFactory:
             trace_id,
             self.ids.generate_span_id(),
             False,
-            _FLAGS[flags | TraceFlags.SAMPLED] if sampled else _FLAGS[flags],
+            TraceFlags(flags | TraceFlags.SAMPLED) if sampled else TraceFlags(flags),
             state,
         )
         if not sampled:
