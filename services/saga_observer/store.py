@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from sqlalchemy import Table, and_, bindparam, case, func, or_, select, tuple_, update
+from sqlalchemy import Table, and_, bindparam, case, or_, select, tuple_, update
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -664,30 +664,29 @@ class Store:
     ) -> None:
         if not seen:
             return
-        rows = {}
+        rows: dict[str, tuple[Any, ...]] = {}
         for s in seen:
             moment = micros(s.envelope.time)
-            rows[s.envelope.id] = {
-                "id": s.envelope.id,
-                "correlation_id": s.envelope.correlation_id,
-                "type": s.envelope.type,
-                "status": _status_of(s),
-                "caused_by": s.envelope.causation_id,
-                "payload": s.payload or "{}",
-                "created_us": moment,
-                "sent_us": moment,
-                "observed": True,
-            }
-        stmt = self._insert(L)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[L.c.id],
-                set_={
-                    "observed": True,
-                    "sent_us": func.coalesce(L.c.sent_us, stmt.excluded.sent_us),
-                },
+            rows[s.envelope.id] = (
+                s.envelope.id,
+                s.envelope.correlation_id,
+                s.envelope.type,
+                _status_of(s),
+                s.envelope.causation_id,
+                s.payload or "{}",
+                moment,
+                moment,
+                True,
+            )
+        await insert_rows(
+            conn,
+            L,
+            _LIFECYCLE_COLUMNS,
+            [rows[i] for i in sorted(rows)],
+            conflict=(
+                "(id) DO UPDATE SET observed = true, "
+                "sent_us = coalesce(obs_lifecycle.sent_us, excluded.sent_us)"
             ),
-            list(rows.values()),
         )
         applied.lifecycle += len(seen)
 
@@ -727,7 +726,7 @@ class Store:
         await update_rows(
             conn, F, "correlation_id", _FLOW_COLUMNS, updates, also="version = version + 1"
         )
-        await insert_rows(conn, L, _OUTBOX_COLUMNS, [_outbox_row(t) for t in transitions])
+        await insert_rows(conn, L, _LIFECYCLE_COLUMNS, [_outbox_row(t) for t in transitions])
         await record_waits(conn, self._insert, waiting)
         return transitions, remembered
 
@@ -930,7 +929,7 @@ def _same_position() -> Any:
     )
 
 
-_OUTBOX_COLUMNS = (
+_LIFECYCLE_COLUMNS = (
     "id",
     "correlation_id",
     "type",
@@ -944,7 +943,7 @@ _OUTBOX_COLUMNS = (
 
 
 def _outbox_row(change: Transition) -> tuple[Any, ...]:
-    """An unsent ``obs_lifecycle`` row, in the order of ``_OUTBOX_COLUMNS``."""
+    """An unsent ``obs_lifecycle`` row, in the order of ``_LIFECYCLE_COLUMNS``."""
     return (
         change.id,
         change.correlation_id,

@@ -14,14 +14,17 @@ from typing import Any
 
 import pytest
 from aiokafka import ConsumerRecord, TopicPartition
-from sqlalchemy import event
+from sqlalchemy import event, select
 
+from choreokit.events import Envelope, encode_headers
 from choreokit.services.saga_observer.events import LIFECYCLE_TYPES
 from choreokit.services.saga_observer.queries import Queries
 from choreokit.services.saga_observer.records import classify, micros
+from choreokit.services.saga_observer.schema import lifecycle
 from choreokit.services.saga_observer.store import Advance, Store, open_engines
 from tests import observer_fixtures
 from tests.order_flows import Outcome, as_records, mix, steps_of
+from tests.support import record
 from tests.unit.test_saga_store import CATALOG, NOW, Fed, semantic
 
 postgres_databases = observer_fixtures.postgres_databases
@@ -134,3 +137,45 @@ async def test_batches_of_disjoint_partitions_applied_at_once_lose_no_update(
         for start in range(0, len(records), 24):
             await asyncio.gather(*(apply(g) for g in _groups(records[start : start + 24])))
         assert semantic(await queries.snapshot()) == expected
+
+
+async def test_lifecycle_events_read_back_mark_their_outbox_rows_in_one_statement(url: str) -> None:
+    """The observer's own lifecycle events, read back from Kafka, mark their outbox rows
+    observed (an unsent row also sent) in one driver-level upsert per batch."""
+    records = as_records(steps_of(mix(12, outcomes=list(Outcome), seed=6, start=NOW)))
+    async with store_at(url) as (store, _queries, writer):
+        await Fed(store).feed(records, batch=len(records))
+        pending = await store.claim("test", micros(NOW), 60_000_000, 1_000)
+        assert pending
+        back = [
+            record(
+                "saga.lifecycle",
+                value=p.payload.encode(),
+                headers=encode_headers(
+                    Envelope(
+                        id=p.id,
+                        source="/services/saga-observer",
+                        type=p.type,
+                        dataversion=1,
+                        time=NOW,
+                        correlation_id=p.correlation_id,
+                        causation_id=p.caused_by,
+                    )
+                ),
+                offset=offset,
+            )
+            for offset, p in enumerate(pending)
+        ]
+        seen: list[tuple[str, bool]] = []
+
+        @event.listens_for(writer.sync_engine, "before_cursor_execute")
+        def _count(_c: Any, _cur: Any, sql: str, _p: Any, context: Any, _many: bool) -> None:
+            if "obs_lifecycle" in sql:
+                seen.append((" ".join(sql.split()[:3]), context.compiled is None))
+
+        await Fed(store).feed(back, batch=len(back))
+        assert seen == [("INSERT INTO obs_lifecycle", True)]
+        async with writer.connect() as conn:
+            rows = (await conn.execute(select(lifecycle.c.observed, lifecycle.c.sent_us))).all()
+        assert len(rows) == len(pending)
+        assert all(observed and sent is not None for observed, sent in rows)
