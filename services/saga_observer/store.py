@@ -727,7 +727,7 @@ class Store:
             conn, F, "correlation_id", _FLOW_COLUMNS, updates, also="version = version + 1"
         )
         await insert_rows(conn, L, _LIFECYCLE_COLUMNS, [_outbox_row(t) for t in transitions])
-        await record_waits(conn, self._insert, waiting)
+        await record_waits(conn, waiting)
         return transitions, remembered
 
     async def _lock_flows(

@@ -28,7 +28,7 @@ from tests.support import record
 from tests.unit.test_saga_store import CATALOG, NOW, Fed, semantic
 
 postgres_databases = observer_fixtures.postgres_databases
-HOT = ("obs_events", "obs_flows", "obs_lifecycle")
+HOT = ("obs_events", "obs_flows", "obs_lifecycle", "obs_waits")
 
 
 @asynccontextmanager
@@ -62,7 +62,7 @@ def two_postgres(postgres_databases: Callable[[], str]) -> tuple[str, str]:
 async def test_a_batch_of_new_flows_writes_each_hot_table_in_one_driver_level_statement(
     url: str,
 ) -> None:
-    """Events, flow rows, verdicts and the outbox: one statement each per batch, its rows
+    """Events, flow rows, verdicts, the outbox, the waits: one statement each per batch, its rows
     handed to the driver as tuples (no compiled statement: SQLAlchemy's per-row parameter
     processing is skipped); on PostgreSQL one round trip each (arrays through ``unnest``)
     and no SELECT of the events just inserted (``INSERT ... RETURNING`` tells the new ones)."""
@@ -81,6 +81,7 @@ async def test_a_batch_of_new_flows_writes_each_hot_table_in_one_driver_level_st
             "INSERT INTO obs_flows",
             "UPDATE obs_flows SET",
             "INSERT INTO obs_lifecycle",
+            "INSERT INTO obs_waits",  # the flows stopped midway wait at a step
         ):
             assert statements[wanted] == 1, (wanted, statements)
         hot = [(sql, raw, many) for sql, raw, many in seen if sql.split()[-1] in HOT]
