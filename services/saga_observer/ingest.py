@@ -41,7 +41,13 @@ from choreokit.events import (
 )
 from choreokit.services.saga_observer.lifecycle import Transition
 from choreokit.services.saga_observer.metrics import ObserverMetrics
-from choreokit.services.saga_observer.records import Seen, SeenReject, classify, rejected
+from choreokit.services.saga_observer.records import (
+    Seen,
+    SeenEvent,
+    SeenReject,
+    classify,
+    rejected,
+)
 from choreokit.services.saga_observer.settings import ObserverSettings
 from choreokit.services.saga_observer.store import Advance, Applied, FencedError, Store
 
@@ -295,8 +301,22 @@ class Ingest:
             parts[tp] = (seen, Advance(state.expected, fresh[-1].offset + 1))
         if not parts:
             return
-        groups = _split(parts, self._writers)
-        outcomes = await asyncio.gather(*(self._apply_group(group) for group in groups))
+        # Partitions of events only are written at once; the others (dead letters, audit
+        # entries, lifecycle events, rejects) after them, in one transaction: a dead letter
+        # and its flow's first events written at once would each miss the other's
+        # uncommitted row, and the flow would not count the dead letter.
+        # One writer (SQLite): the whole batch is one transaction.
+        other = {
+            tp: p
+            for tp, p in parts.items()
+            if self._writers > 1 and not all(isinstance(s, SeenEvent) for s in p[0])
+        }
+        events = {tp: p for tp, p in parts.items() if tp not in other}
+        groups = _split(events, self._writers) if events else []
+        outcomes = list(await asyncio.gather(*(self._apply_group(group) for group in groups)))
+        if other:
+            groups.append(other)
+            outcomes.append(await self._apply_group(other))
         failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if any(not isinstance(outcome, FencedError) for outcome in failed):
             self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
