@@ -301,18 +301,7 @@ class Ingest:
             parts[tp] = (seen, Advance(state.expected, fresh[-1].offset + 1))
         if not parts:
             return
-        # Partitions of events only are written at once; the others (dead letters, audit
-        # entries, lifecycle events, rejects) after them, in one transaction: a dead letter
-        # and its flow's first events written at once would each miss the other's
-        # uncommitted row, and the flow would not count the dead letter.
-        # One writer (SQLite): the whole batch is one transaction.
-        other = {
-            tp: p
-            for tp, p in parts.items()
-            if self._writers > 1 and not all(isinstance(s, SeenEvent) for s in p[0])
-        }
-        events = {tp: p for tp, p in parts.items() if tp not in other}
-        groups = _split(events, self._writers) if events else []
+        groups, other = _plan(parts, self._writers)
         outcomes = list(await asyncio.gather(*(self._apply_group(group) for group in groups)))
         if other:
             groups.append(other)
@@ -554,6 +543,26 @@ def _transient(exc: BaseException) -> bool:
     if isinstance(exc, _TRANSIENT):
         return True
     return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRY_STATES
+
+
+def _plan(
+    parts: dict[TopicPartition, tuple[list[Seen], Advance]], writers: int
+) -> tuple[
+    list[dict[TopicPartition, tuple[list[Seen], Advance]]],
+    dict[TopicPartition, tuple[list[Seen], Advance]],
+]:
+    """The groups written at once, and the partitions written after them in one transaction.
+
+    Partitions of events only are written at once; the others (dead letters, audit
+    entries, lifecycle events, rejects) after them: a dead letter and its flow's first
+    events written at once would each miss the other's uncommitted row, and the flow
+    would not count the dead letter. One writer (SQLite): the whole batch is one group.
+    """
+    if writers <= 1:
+        return [parts], {}
+    other = {tp: p for tp, p in parts.items() if not all(isinstance(s, SeenEvent) for s in p[0])}
+    events = {tp: p for tp, p in parts.items() if tp not in other}
+    return (_split(events, writers) if events else []), other
 
 
 def _split(

@@ -5,22 +5,19 @@ spread about evenly), and the SQLite connection settings it relies on."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import cast
 
 from aiokafka import TopicPartition
 
 from choreokit.services.runtime.database import create_engine
-from choreokit.services.saga_observer.ingest import _split
-from choreokit.services.saga_observer.records import Seen
+from choreokit.services.saga_observer.ingest import _plan, _split
+from choreokit.services.saga_observer.records import Seen, SeenDeadLetter, SeenEvent
 from choreokit.services.saga_observer.store import Advance
 
 
 def parts(sizes: dict[str, int]) -> dict[TopicPartition, tuple[list[Seen], Advance]]:
-    """Partitions of ``sizes[topic]`` records (stand-ins: only their number counts here)."""
-    return {
-        TopicPartition(topic, 0): (cast("list[Seen]", [object()] * n), Advance(None, n))
-        for topic, n in sizes.items()
-    }
+    """Partitions of ``sizes[topic]`` events (empty stand-ins: their kind and number count)."""
+    event: Seen = SeenEvent.__new__(SeenEvent)
+    return {TopicPartition(topic, 0): ([event] * n, Advance(None, n)) for topic, n in sizes.items()}
 
 
 def test_one_writer_or_one_partition_is_one_transaction() -> None:
@@ -38,6 +35,20 @@ def test_partitions_stay_whole_in_at_most_writers_groups_of_even_size() -> None:
     assert all(g[tp] is batch[tp] for g in groups for tp in g)
     sizes = sorted(sum(len(seen) for seen, _ in g.values()) for g in groups)
     assert sizes == [500, 500, 500]
+
+
+def test_partitions_with_dead_letters_are_written_after_the_event_groups() -> None:
+    """A dead letter must not be written at once with its flow's first events (each
+    transaction would miss the other's uncommitted row)."""
+    events = parts({"orders": 4, "payments": 3})
+    letter: Seen = SeenDeadLetter.__new__(SeenDeadLetter)  # only its kind counts here
+    letters: dict[TopicPartition, tuple[list[Seen], Advance]] = {
+        TopicPartition("orders.dlq", 0): ([letter], Advance(None, 1))
+    }
+    groups, after = _plan(events | letters, 4)
+    assert after == letters
+    assert sorted(tp for g in groups for tp in g) == sorted(events)
+    assert _plan(events | letters, 1) == ([events | letters], {})
 
 
 async def test_sqlite_connections_keep_wal_and_get_the_larger_page_cache(tmp_path: Path) -> None:
