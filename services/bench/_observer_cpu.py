@@ -95,7 +95,13 @@ def run_judge(seen: Sequence[Seen], catalog: SagaCatalog, now_us: int) -> int:
         fresh: dict[str, list[Node]] = defaultdict(list)
         for event in batch:
             if isinstance(event, SeenEvent):
-                row = s._event_row(event, deliveries=1)
+                made = s._event_row(event, deliveries=1)
+                # A tuple in _EVENT_COLUMNS' order (a dict in trees before the write path's).
+                row = (
+                    dict(zip(s._EVENT_COLUMNS, made, strict=True))
+                    if isinstance(made, tuple)
+                    else made
+                )
                 fresh[event.envelope.correlation_id].append(
                     Node(
                         row["id"],

@@ -31,7 +31,7 @@ def async_url(url: str) -> str:
 
 
 def create_engine(url: str, **options: Any) -> AsyncEngine:
-    """Create an async engine for ``url``; SQLite gets WAL, a busy timeout and foreign keys."""
+    """An async engine for ``url``; SQLite gets WAL, a busy timeout, foreign keys, a cache."""
     resolved = async_url(url)
     if make_url(resolved).get_backend_name() == "sqlite":
         with needs_extra("sql", "a SQLite database"):
@@ -43,6 +43,12 @@ def create_engine(url: str, **options: Any) -> AsyncEngine:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
+            # A page cache of up to 64 MiB (default 2 MiB; grown only as pages are read): the
+            # observer's random-id primary key and secondary indexes touch pages all over
+            # the file, and its events insert spent a third less time with it. Durability
+            # is the WAL's, unchanged.
+            cursor.execute("PRAGMA cache_size=-65536")
+            cursor.execute("PRAGMA temp_store=MEMORY")
             cursor.close()
 
         return engine

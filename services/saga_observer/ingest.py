@@ -23,7 +23,13 @@ from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import IllegalStateError, KafkaError
 from aiokafka.structs import OffsetAndMetadata
-from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from choreokit.events import (
@@ -36,7 +42,13 @@ from choreokit.events import (
 )
 from choreokit.services.saga_observer.lifecycle import Transition
 from choreokit.services.saga_observer.metrics import ObserverMetrics
-from choreokit.services.saga_observer.records import Seen, SeenReject, classify, rejected
+from choreokit.services.saga_observer.records import (
+    Seen,
+    SeenEvent,
+    SeenReject,
+    classify,
+    rejected,
+)
 from choreokit.services.saga_observer.settings import ObserverSettings
 from choreokit.services.saga_observer.store import Advance, Applied, FencedError, Store
 
@@ -49,6 +61,11 @@ _DEFAULT_BATCH = 2_000
 A batch is one transaction with a fixed number of statements, so larger
 batches spend less per event (docs/benchmarks.md); the offsets are in the same
 transaction, so a crash at any moment still leaves exactly the batches before it."""
+_DEFAULT_WRITERS = 4
+"""Batches of disjoint partitions written at once on PostgreSQL (``CHOREO_OBSERVER_WRITERS``):
+the server works on some while Python prepares others."""
+_RETRY_STATES = frozenset({"40001", "40P01"})
+"""PostgreSQL's serialization failure and deadlock: the transaction lost a race, not its data."""
 # The database, not the records: the batch is read again after a pause.
 _TRANSIENT = (
     OperationalError,
@@ -119,6 +136,8 @@ class Ingest:
         self._generation = 0
         self._sought: dict[TopicPartition, int] = {}
         self._batch = kafka.max_batch if "max_batch" in kafka.model_fields_set else _DEFAULT_BATCH
+        concurrent = store.concurrent
+        self._writers = (settings.writers or _DEFAULT_WRITERS) if concurrent else 1
         self.started = asyncio.Event()
 
     @property
@@ -188,6 +207,7 @@ class Ingest:
             self._group,
         )
         fetch_wait = FetchWait(self._kafka)
+        writing: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 generation = self._generation
@@ -198,24 +218,58 @@ class Ingest:
                         await self._position(tuple(self._unpositioned))
                 await self._check_recreated(consumer)
                 if batch:
-                    async with self._lock:
-                        await self._handle(consumer, batch, generation)
-                    if self._backoff:
-                        await _pause(stop, self._backoff)
+                    # Classified while the previous batch is written; applied once it is
+                    # committed (its offsets are where this one's fence starts).
+                    classified = {tp: self._classify(records) for tp, records in batch.items()}
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(
+                        self._write(consumer, batch, classified, generation, stop)
+                    )
+                elif writing is not None and writing.done():
+                    await writing
+                    writing = None
                 self._metrics.assigned.set(len(self.assignment))
                 self._metrics.lag.set(self.lag())
+            if writing is not None:
+                await writing
         finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await writing
             self._consumer = None
             await consumer.stop()
+
+    def _classify(self, records: list[ConsumerRecord[bytes, bytes]]) -> list[Seen]:
+        return [
+            classify(
+                r, lifecycle_types=self._lifecycle_types, payload_limit=self._settings.payload_limit
+            )
+            for r in records
+        ]
+
+    async def _write(
+        self,
+        consumer: AIOKafkaConsumer,
+        batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        classified: dict[TopicPartition, list[Seen]],
+        generation: int,
+        stop: asyncio.Event,
+    ) -> None:
+        async with self._lock:
+            await self._handle(consumer, batch, classified, generation)
+        if self._backoff:
+            await _pause(stop, self._backoff)
 
     async def _handle(
         self,
         consumer: AIOKafkaConsumer,
         batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
+        classified: dict[TopicPartition, list[Seen]],
         generation: int,
     ) -> None:
-        seen: list[Seen] = []
-        advance: dict[TopicPartition, Advance] = {}
+        parts: dict[TopicPartition, tuple[list[Seen], Advance]] = {}
         for tp, records in batch.items():
             state = self._partitions.get(tp)
             if state is None:
@@ -245,38 +299,62 @@ class Ingest:
                 fresh = records
             if not fresh:
                 continue
-            seen += [
-                classify(
-                    r,
-                    lifecycle_types=self._lifecycle_types,
-                    payload_limit=self._settings.payload_limit,
-                )
-                for r in fresh
-            ]
-            advance[tp] = Advance(state.expected, fresh[-1].offset + 1)
-        if not advance:
+            # ``fresh`` is a suffix of ``records``: the records at or past the floor.
+            seen = classified[tp][len(records) - len(fresh) :]
+            parts[tp] = (seen, Advance(state.expected, fresh[-1].offset + 1))
+        if not parts:
             return
+        groups, other = _plan(parts, self._writers)
+        outcomes = list(await asyncio.gather(*(self._apply_group(group) for group in groups)))
+        if other:
+            groups.append(other)
+            outcomes.append(await self._apply_group(other))
+        failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if any(not isinstance(outcome, FencedError) for outcome in failed):
+            self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
+        elif not failed:
+            self._backoff = 0.0
+        if failed:
+            await self._position(tuple(self._partitions))
+        done = {
+            tp: OffsetAndMetadata(step.next, "")
+            for group, outcome in zip(groups, outcomes, strict=True)
+            if not isinstance(outcome, BaseException)
+            for tp, (_, step) in group.items()
+        }
+        if not done:
+            return
+        try:
+            await consumer.commit(done)
+        except KafkaError as exc:
+            # Informational only: the database holds the offsets that count.
+            logger.debug("offset commit to Kafka failed (%s); the database has them", exc)
+
+    async def _apply_group(
+        self, group: dict[TopicPartition, tuple[list[Seen], Advance]]
+    ) -> Applied | Exception:
+        """Apply the records of some partitions in one transaction; the error, if it failed.
+
+        On error the caller seeks every partition to its stored offset.
+        """
+        seen = [item for items, _ in group.values() for item in items]
+        advance = {tp: step for tp, (_, step) in group.items()}
         started = time.perf_counter()
         try:
             applied = await self._apply(seen, advance)
         except FencedError as exc:
             logger.warning("%s", exc)
             self._metrics.fenced.inc()
-            await self._position(tuple(self._partitions))
-            return
+            return exc
         except Exception as exc:  # noqa: BLE001 - the database, or records failing only together
             self._metrics.database_errors.inc()
-            self._backoff = min(_MAX_BACKOFF, max(0.1, self._backoff * 2))
             logger.warning(
-                "cannot apply a batch of %d records (%s: %s); reading them again in %.1fs",
+                "cannot apply a batch of %d records (%s: %s); reading them again shortly",
                 len(seen),
                 type(exc).__name__,
                 exc,
-                self._backoff,
             )
-            await self._position(tuple(self._partitions))
-            return
-        self._backoff = 0.0
+            return exc
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         self._metrics.batches.inc()
         self._count(applied)
@@ -284,18 +362,16 @@ class Ingest:
             self._partitions[tp] = _Partition(step.next, step.next)
         if applied.transitions:
             self._on_transitions(applied.transitions)
-        try:
-            await consumer.commit({tp: OffsetAndMetadata(s.next, "") for tp, s in advance.items()})
-        except KafkaError as exc:
-            # Informational only: the database holds the offsets that count.
-            logger.debug("offset commit to Kafka failed (%s); the database has them", exc)
+        return applied
 
     async def _apply(self, seen: list[Seen], advance: dict[TopicPartition, Advance]) -> Applied:
         try:
             return await self._store.apply(seen, advance, self._clock())
-        except (FencedError, *_TRANSIENT):
+        except FencedError:
             raise
-        except Exception as exc:  # noqa: BLE001 - the content of a record: find which
+        except Exception as exc:  # the content of a record (find which), unless transient
+            if _transient(exc):
+                raise
             kept = await self._reject_failing(seen, exc)
             return await self._store.apply(kept, advance, self._clock())
 
@@ -322,9 +398,9 @@ class Ingest:
                 continue
             try:
                 await self._store.check(item, self._clock())
-            except _TRANSIENT:
-                raise
-            except Exception as exc:  # noqa: BLE001 - whatever it is, this record causes it
+            except Exception as exc:  # whatever it is, this record causes it (unless transient)
+                if _transient(exc):
+                    raise
                 logger.warning(
                     "rejecting %s[%d]@%d: the observer cannot record it (%s: %s)",
                     item.position.topic,
@@ -463,3 +539,47 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
 async def _pause(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database's trouble (read the batch again), not a record's."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    return isinstance(exc, DBAPIError) and getattr(exc.orig, "sqlstate", None) in _RETRY_STATES
+
+
+def _plan(
+    parts: dict[TopicPartition, tuple[list[Seen], Advance]], writers: int
+) -> tuple[
+    list[dict[TopicPartition, tuple[list[Seen], Advance]]],
+    dict[TopicPartition, tuple[list[Seen], Advance]],
+]:
+    """The groups written at once, and the partitions written after them in one transaction.
+
+    Partitions of events only are written at once; the others (dead letters, audit
+    entries, lifecycle events, rejects) after them: a dead letter and its flow's first
+    events written at once would each miss the other's uncommitted row, and the flow
+    would not count the dead letter. One writer (SQLite): the whole batch is one group.
+    """
+    if writers <= 1:
+        return [parts], {}
+    other = {tp: p for tp, p in parts.items() if not all(isinstance(s, SeenEvent) for s in p[0])}
+    events = {tp: p for tp, p in parts.items() if tp not in other}
+    return (_split(events, writers) if events else []), other
+
+
+def _split(
+    parts: dict[TopicPartition, tuple[list[Seen], Advance]], writers: int
+) -> list[dict[TopicPartition, tuple[list[Seen], Advance]]]:
+    """At most ``writers`` groups of whole partitions, the records spread about evenly."""
+    if writers <= 1 or len(parts) <= 1:
+        return [parts]
+    groups: list[dict[TopicPartition, tuple[list[Seen], Advance]]] = [
+        {} for _ in range(min(writers, len(parts)))
+    ]
+    sizes = [0] * len(groups)
+    for tp in sorted(parts, key=lambda tp: -len(parts[tp][0])):
+        smallest = sizes.index(min(sizes))
+        groups[smallest][tp] = parts[tp]
+        sizes[smallest] += len(parts[tp][0])
+    return groups

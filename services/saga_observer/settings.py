@@ -84,6 +84,10 @@ class ObserverSettings(StrictSettings):
     max_page_size: int = Field(default=200, ge=50, le=10_000)
     """Largest ``limit`` the list endpoints accept (their default is 50)."""
 
+    writers: int | None = Field(default=None, ge=1, le=16)
+    """Batches written at once by one instance, each on its own connection and partitions
+    (PostgreSQL; SQLite has one writer, so 1 there); unset means 4 on PostgreSQL."""
+
     payload_limit: PositiveInt = 16_384
     """Largest payload (bytes) kept per event; longer ones are kept truncated and flagged."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from aiokafka import TopicPartition
-from sqlalchemy import Table, and_, bindparam, case, func, or_, select, update
+from sqlalchemy import Table, and_, bindparam, case, or_, select, tuple_, update
 from sqlalchemy import event as sqlalchemy_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
@@ -40,6 +40,7 @@ from choreokit.services.saga_observer.approvals import (
     DecisionRequest,
     decide,
 )
+from choreokit.services.saga_observer.bulk import insert_rows, update_rows
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.graph import FlowGraph, Node
 from choreokit.services.saga_observer.judge import (
@@ -157,8 +158,9 @@ class Store:
     """The observer's database, on the write side.
 
     Args:
-        engine: Where to write (one writer at a time per process; SQLite's
-            engine should begin transactions with ``BEGIN IMMEDIATE``).
+        engine: Where to write (SQLite: one writer at a time per process, and the
+            engine should begin transactions with ``BEGIN IMMEDIATE``; PostgreSQL:
+            batches of disjoint partitions may apply at once, see :attr:`concurrent`).
         catalog: The saga specs flows are judged by.
         group: The consumer group whose offsets are stored.
         cache_flows: How many open flows' events to keep in memory between batches
@@ -180,6 +182,11 @@ class Store:
         self._cache_limit = cache_flows
         self._lock = asyncio.Lock()
         self._postgres = engine.dialect.name == "postgresql"
+
+    @property
+    def concurrent(self) -> bool:
+        """Whether batches of disjoint partitions may be applied at once (PostgreSQL)."""
+        return self._postgres
 
     async def migrate(self) -> tuple[int, int]:
         """Create or upgrade the schema; return the versions before and after."""
@@ -220,7 +227,10 @@ class Store:
                 nothing was written.
         """
         applied = Applied()
-        async with self._lock, self._engine.begin() as conn:
+        # PostgreSQL: batches of disjoint partitions apply at once, each on its own
+        # connection; the fence's and the flows' row locks order them. SQLite: one writer.
+        serial = contextlib.nullcontext() if self._postgres else self._lock
+        async with serial, self._engine.begin() as conn:
             await self._fence(conn, advance)
             touched, created, fresh = await self._record_events(
                 conn, [s for s in seen if isinstance(s, SeenEvent)], applied
@@ -385,11 +395,14 @@ class Store:
     ) -> None:
         if not advance:
             return
+        # Exactly the batch's partitions: a concurrent batch of other partitions is not held.
         stmt = (
             select(OFF.c.topic, OFF.c.kafka_partition, OFF.c.next_offset)
             .where(
                 OFF.c.group_id == self._group,
-                OFF.c.topic.in_(sorted({tp.topic for tp in advance})),
+                tuple_(OFF.c.topic, OFF.c.kafka_partition).in_(
+                    [(tp.topic, tp.partition) for tp in sorted(advance)]
+                ),
             )
             .order_by(OFF.c.topic, OFF.c.kafka_partition)
         )
@@ -440,53 +453,58 @@ class Store:
         copies: dict[str, list[SeenEvent]] = defaultdict(list)
         for event in seen:
             copies[event.envelope.id].append(event)
-        existing: dict[str, Any] = {}
-        for chunk in _chunks(list(copies)):
-            rows = await conn.execute(
-                select(
-                    E.c.id, E.c.correlation_id, E.c.topic, E.c.kafka_partition, E.c.kafka_offset
-                ).where(E.c.id.in_(chunk))
+        # The copy at the lowest position is the one kept, whatever order copies come in.
+        firsts = {
+            event_id: group[0] if len(group) == 1 else min(group, key=lambda s: _key(s.position))
+            for event_id, group in copies.items()
+        }
+        if self._postgres:
+            # Insert every id; the conflicts are the ids seen before (one statement, and
+            # a SELECT only for those: none in a backlog of new events).
+            # In id order: two batches inserting the same ids wait for each other, never deadlock.
+            rows = [_event_row(firsts[i], deliveries=len(copies[i])) for i in sorted(firsts)]
+            inserted = set(
+                await insert_rows(
+                    conn, E, _EVENT_COLUMNS, rows, conflict="(id) DO NOTHING", returning="id"
+                )
             )
-            existing.update({r.id: r for r in rows})
+            existing = await self._existing(conn, [i for i in copies if i not in inserted])
+            rows = [row for row in rows if row[0] in inserted]
+        else:  # the only writer (BEGIN IMMEDIATE): what is there stays there until the commit
+            existing = await self._existing(conn, list(copies))
+            rows = [
+                _event_row(first, deliveries=len(copies[i]))
+                for i, first in firsts.items()
+                if i not in existing
+            ]
+            await insert_rows(conn, E, _EVENT_COLUMNS, rows)
         touched: set[str] = set()
         created: set[str] = set()
         fresh = _Fresh()
-        inserts: list[dict[str, Any]] = []
+        for row in rows:
+            event_id, cid = row[0], row[1]
+            group = copies[event_id]
+            touched.add(cid)
+            created.add(cid)
+            fresh.nodes[cid].append(
+                Node(event_id, row[3], row[7], row[2], row[6], firsts[event_id].envelope.joined_ids)
+            )
+            fresh.duplicates[cid] += len(group) - 1
+            applied.events += 1
+            applied.duplicates += len(group) - 1
         bumps: list[dict[str, Any]] = []
-        for event_id, group in copies.items():
-            # The copy at the lowest position is the one kept, whatever order copies come in.
-            first = min(group, key=lambda s: _key(s.position))
-            row = existing.get(event_id)
-            if row is None:
-                inserted = _event_row(first, deliveries=len(group))
-                inserts.append(inserted)
-                cid = first.envelope.correlation_id
-                touched.add(cid)
-                created.add(cid)
-                fresh.nodes[cid].append(
-                    Node(
-                        event_id,
-                        inserted["type"],
-                        inserted["time_us"],
-                        inserted["causation_id"],
-                        inserted["service"],
-                        first.envelope.joined_ids,
-                    )
-                )
-                fresh.duplicates[cid] += len(group) - 1
-                applied.events += 1
-                applied.duplicates += len(group) - 1
-                continue
-            if row.correlation_id != first.envelope.correlation_id:
+        for event_id, found in existing.items():
+            group, first = copies[event_id], firsts[event_id]
+            if found.correlation_id != first.envelope.correlation_id:
                 logger.warning(
                     "event id %s was reused in flow %s (first seen in flow %s); counted as a "
                     "duplicate of the first",
                     event_id,
                     first.envelope.correlation_id,
-                    row.correlation_id,
+                    found.correlation_id,
                 )
             kept = min(
-                Position(row.topic, row.kafka_partition, row.kafka_offset),
+                Position(found.topic, found.kafka_partition, found.kafka_offset),
                 first.position,
                 key=_key,
             )
@@ -499,19 +517,15 @@ class Store:
                     "b_offset": kept.offset,
                 }
             )
-            touched.add(row.correlation_id)
-            fresh.duplicates[row.correlation_id] += len(group)
+            touched.add(found.correlation_id)
+            fresh.duplicates[found.correlation_id] += len(group)
             applied.duplicates += len(group)
-        if inserts:
-            await conn.execute(self._insert(E).on_conflict_do_nothing(), inserts)
-            pairs = sorted({(row["type"], row["service"]) for row in inserts})
-            await conn.execute(
-                self._insert(P).on_conflict_do_nothing(),
-                [{"type": t, "service": s} for t, s in pairs],
-            )
+        if rows:
+            pairs = sorted({(row[3], row[6]) for row in rows})
+            await insert_rows(conn, P, ("type", "service"), pairs)
             # A checkpoint decision the observer published comes back as a flow event:
             # its outbox row is then observed, like a lifecycle event read back.
-            decisions = [row["id"] for row in inserts if row["type"] in APPROVAL_MODELS]
+            decisions = [row[0] for row in rows if row[3] in APPROVAL_MODELS]
             if decisions:
                 await conn.execute(update(L).where(L.c.id.in_(decisions)).values(observed=True))
         if bumps:
@@ -527,6 +541,18 @@ class Store:
                 bumps,
             )
         return touched, created, fresh
+
+    async def _existing(self, conn: AsyncConnection, ids: list[str]) -> dict[str, Any]:
+        """The stored events among ``ids``: where each sits, and its flow."""
+        existing: dict[str, Any] = {}
+        for chunk in _chunks(ids):
+            rows = await conn.execute(
+                select(
+                    E.c.id, E.c.correlation_id, E.c.topic, E.c.kafka_partition, E.c.kafka_offset
+                ).where(E.c.id.in_(chunk))
+            )
+            existing.update({r.id: r for r in rows})
+        return existing
 
     async def _record_dead_letters(
         self, conn: AsyncConnection, seen: list[SeenDeadLetter], applied: Applied
@@ -645,30 +671,29 @@ class Store:
     ) -> None:
         if not seen:
             return
-        rows = {}
+        rows: dict[str, tuple[Any, ...]] = {}
         for s in seen:
             moment = micros(s.envelope.time)
-            rows[s.envelope.id] = {
-                "id": s.envelope.id,
-                "correlation_id": s.envelope.correlation_id,
-                "type": s.envelope.type,
-                "status": _status_of(s),
-                "caused_by": s.envelope.causation_id,
-                "payload": s.payload or "{}",
-                "created_us": moment,
-                "sent_us": moment,
-                "observed": True,
-            }
-        stmt = self._insert(L)
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[L.c.id],
-                set_={
-                    "observed": True,
-                    "sent_us": func.coalesce(L.c.sent_us, stmt.excluded.sent_us),
-                },
+            rows[s.envelope.id] = (
+                s.envelope.id,
+                s.envelope.correlation_id,
+                s.envelope.type,
+                _status_of(s),
+                s.envelope.causation_id,
+                s.payload or "{}",
+                moment,
+                moment,
+                True,
+            )
+        await insert_rows(
+            conn,
+            L,
+            _LIFECYCLE_COLUMNS,
+            [rows[i] for i in sorted(rows)],
+            conflict=(
+                "(id) DO UPDATE SET observed = true, "
+                "sent_us = coalesce(obs_lifecycle.sent_us, excluded.sent_us)"
             ),
-            list(rows.values()),
         )
         applied.lifecycle += len(seen)
 
@@ -705,21 +730,11 @@ class Store:
                 change = transition(graph, verdict, now_us)
                 if change is not None:
                     transitions.append(change)
-        if updates:
-            await conn.execute(
-                update(F)
-                .where(F.c.correlation_id == bindparam("b_cid"))
-                .values(
-                    {column: bindparam(f"b_{column}") for column in _FLOW_COLUMNS}
-                    | {"version": F.c.version + 1}
-                ),
-                updates,
-            )
-        if transitions:
-            await conn.execute(
-                self._insert(L).on_conflict_do_nothing(), [_outbox_row(t) for t in transitions]
-            )
-        await record_waits(conn, self._insert, waiting)
+        await update_rows(
+            conn, F, "correlation_id", _FLOW_COLUMNS, updates, also="version = version + 1"
+        )
+        await insert_rows(conn, L, _LIFECYCLE_COLUMNS, [_outbox_row(t) for t in transitions])
+        await record_waits(conn, waiting)
         return transitions, remembered
 
     async def _lock_flows(
@@ -732,21 +747,42 @@ class Store:
         events need no query.
         """
         new: set[str] = set()
-        if created:
-            inserted = await conn.execute(
-                self._insert(F).on_conflict_do_nothing().returning(F.c.correlation_id),
-                [_placeholder(cid, now_us) for cid in sorted(created)],
-            )
-            new.update(inserted.scalars())
         current: dict[str, tuple[str, int]] = {}
-        for chunk in _chunks(sorted(cids)):
+        if self._postgres:
+            # Concurrent writers: insert first (a row another transaction is creating is
+            # waited for), then lock every row in one order.
+            new.update(
+                await insert_rows(
+                    conn,
+                    F,
+                    _PLACEHOLDER_COLUMNS,
+                    [_placeholder(cid, now_us) for cid in sorted(created)],
+                    conflict="(correlation_id) DO NOTHING",
+                    returning="correlation_id",
+                )
+            )
+            missing = set(cids)
+        else:  # the only writer: read first, insert only the rows not there
+            missing = set()
+            for chunk in _chunks(sorted(cids)):
+                stmt = select(F.c.correlation_id, F.c.status, F.c.version).where(
+                    F.c.correlation_id.in_(chunk)
+                )
+                current.update(
+                    {r.correlation_id: (r.status, r.version) for r in await conn.execute(stmt)}
+                )
+            new.update(cid for cid in created if cid not in current)
+            await insert_rows(
+                conn, F, _PLACEHOLDER_COLUMNS, [_placeholder(cid, now_us) for cid in sorted(new)]
+            )
+            current.update((cid, ("running", 0)) for cid in new)
+        for chunk in _chunks(sorted(missing)):
             stmt = (
                 select(F.c.correlation_id, F.c.status, F.c.version)
                 .where(F.c.correlation_id.in_(chunk))
                 .order_by(F.c.correlation_id)
+                .with_for_update()
             )
-            if self._postgres:
-                stmt = stmt.with_for_update()
             current.update(
                 {r.correlation_id: (r.status, r.version) for r in await conn.execute(stmt)}
             )
@@ -833,7 +869,9 @@ class Store:
         for cid, entry in remembered.items():
             if entry is None:
                 cache.pop(cid, None)
-            else:
+            elif (known := cache.get(cid)) is None or known.version < entry.version:
+                # Concurrent batches (PostgreSQL) may commit in one order and get here in
+                # another: an older state never replaces a newer one.
                 cache[cid] = entry
                 cache.move_to_end(cid)
         while len(cache) > self._cache_limit:
@@ -864,29 +902,30 @@ _FLOW_COLUMNS = (
 
 def _flow_values(
     graph: FlowGraph, verdict: Judgement, duplicates: int, letters: int, now_us: int
-) -> dict[str, Any]:
+) -> tuple[Any, ...]:
+    """The flow's key, then its columns in the order of ``_FLOW_COLUMNS``."""
     root = verdict.root
-    return {
-        "b_cid": graph.correlation_id,
-        "b_saga": verdict.saga,
-        "b_status": verdict.status.value,
-        "b_root_id": root.id if root else None,
-        "b_root_type": root.type if root else None,
-        "b_connected": verdict.connected,
-        "b_started_us": root.time_us if root is not None else graph.first.time_us,
-        "b_last_us": graph.last.time_us,
-        "b_ended_us": verdict.ended_us,
-        "b_deadline_us": verdict.deadline_us,
-        "b_end_type": verdict.end.type if verdict.end else None,
-        "b_event_count": len(graph),
-        "b_duplicates": duplicates,
-        "b_dead_letters": letters,
-        "b_orphans": len(graph.orphans),
-        "b_expected": _expected_json(verdict.expected),
-        "b_missing": _json_list(verdict.missing),
-        "b_services": _json_list(graph.services),
-        "b_judged_us": now_us,
-    }
+    return (
+        graph.correlation_id,
+        verdict.saga,
+        verdict.status.value,
+        root.id if root else None,
+        root.type if root else None,
+        verdict.connected,
+        root.time_us if root is not None else graph.first.time_us,
+        graph.last.time_us,
+        verdict.ended_us,
+        verdict.deadline_us,
+        verdict.end.type if verdict.end else None,
+        len(graph),
+        duplicates,
+        letters,
+        len(graph.orphans),
+        _expected_json(verdict.expected),
+        _json_list(verdict.missing),
+        _json_list(graph.services),
+        now_us,
+    )
 
 
 def _expected_json(expected: tuple[Expectation, ...]) -> str:
@@ -928,60 +967,101 @@ def _same_position() -> Any:
     )
 
 
-def _outbox_row(change: Transition) -> dict[str, Any]:
-    return {
-        "id": change.id,
-        "correlation_id": change.correlation_id,
-        "type": change.type,
-        "status": change.status,
-        "caused_by": change.caused_by,
-        "payload": change.payload,
-        "created_us": change.created_us,
-        "sent_us": None,
-        "observed": False,
-    }
+_LIFECYCLE_COLUMNS = (
+    "id",
+    "correlation_id",
+    "type",
+    "status",
+    "caused_by",
+    "payload",
+    "created_us",
+    "sent_us",
+    "observed",
+)
 
 
-def _placeholder(cid: str, now_us: int) -> dict[str, Any]:
-    return {
-        "correlation_id": cid,
-        "status": "running",
-        "connected": False,
-        "started_us": now_us,
-        "last_us": now_us,
-        "event_count": 0,
-        "duplicates": 0,
-        "dead_letters": 0,
-        "orphans": 0,
-        "expected": "[]",
-        "missing": "[]",
-        "services": "[]",
-        "version": 0,
-        "judged_us": now_us,
-    }
+def _outbox_row(change: Transition) -> tuple[Any, ...]:
+    """An unsent ``obs_lifecycle`` row, in the order of ``_LIFECYCLE_COLUMNS``."""
+    return (
+        change.id,
+        change.correlation_id,
+        change.type,
+        change.status,
+        change.caused_by,
+        change.payload,
+        change.created_us,
+        None,
+        False,
+    )
 
 
-def _event_row(seen: SeenEvent, *, deliveries: int) -> dict[str, Any]:
+_PLACEHOLDER_COLUMNS = (
+    "correlation_id",
+    "status",
+    "connected",
+    "started_us",
+    "last_us",
+    "event_count",
+    "duplicates",
+    "dead_letters",
+    "orphans",
+    "expected",
+    "missing",
+    "services",
+    "version",
+    "judged_us",
+)
+
+
+def _placeholder(cid: str, now_us: int) -> tuple[Any, ...]:
+    """A new flow's row until it is judged, in the order of ``_PLACEHOLDER_COLUMNS``."""
+    return (cid, "running", False, now_us, now_us, 0, 0, 0, 0, "[]", "[]", "[]", 0, now_us)
+
+
+_EVENT_COLUMNS = (
+    "id",
+    "correlation_id",
+    "causation_id",
+    "type",
+    "dataversion",
+    "source",
+    "service",
+    "time_us",
+    "traceparent",
+    "trace_id",
+    "topic",
+    "kafka_partition",
+    "kafka_offset",
+    "payload",
+    "size",
+    "deliveries",
+    "joined",
+)
+
+
+def _event_row(seen: SeenEvent, *, deliveries: int) -> tuple[Any, ...]:
+    """An ``obs_events`` row, in the order of ``_EVENT_COLUMNS``."""
     envelope = seen.envelope
-    return {
-        "id": envelope.id,
-        "correlation_id": envelope.correlation_id,
-        "causation_id": envelope.causation_id,
-        "type": envelope.type[:256],
-        "dataversion": envelope.dataversion,
-        "source": envelope.source,
-        "service": service_of(envelope.source),
-        "time_us": micros(envelope.time),
-        "traceparent": (envelope.traceparent or "")[:256] or None,
-        "trace_id": trace_id(envelope.traceparent),
-        "topic": seen.position.topic,
-        "kafka_partition": seen.position.partition,
-        "kafka_offset": seen.position.offset,
-        "payload": seen.payload,
-        "size": seen.size,
-        "deliveries": deliveries,
-        "joined": envelope.joined,
-    }
+    position = seen.position
+    return (
+        envelope.id,
+        envelope.correlation_id,
+        envelope.causation_id,
+        envelope.type[:256],
+        envelope.dataversion,
+        envelope.source,
+        service_of(envelope.source),
+        micros(envelope.time),
+        (envelope.traceparent or "")[:256] or None,
+        trace_id(envelope.traceparent),
+        position.topic,
+        position.partition,
+        position.offset,
+        seen.payload,
+        seen.size,
+        deliveries,
+        envelope.joined,
+    )
 
 
 def _ids(joined: str | None) -> tuple[str, ...]:

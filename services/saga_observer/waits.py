@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from choreokit.events import SagaSpec
 from choreokit.services.saga_observer import schema
 from choreokit.services.saga_observer.approvals import fallback
+from choreokit.services.saga_observer.bulk import insert_rows
 from choreokit.services.saga_observer.catalog import SagaCatalog
 from choreokit.services.saga_observer.events import SagaStepOverdue
 from choreokit.services.saga_observer.graph import FlowGraph
@@ -39,6 +40,16 @@ OVERDUE = SagaStepOverdue.event_info().type
 _WAITING = (Status.RUNNING, Status.STALLED)
 _STEPS = (Reason.NEXT_STEP, Reason.AWAITING_APPROVAL)
 _CHUNK = 400
+_WAIT_COLUMNS = (
+    "correlation_id",
+    "step",
+    "saga",
+    "after_id",
+    "since_us",
+    "deadline_us",
+    "expected",
+    "overdue_us",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +96,7 @@ def waits_of(graph: FlowGraph, verdict: Judgement, spec: SagaSpec | None) -> lis
 
 
 async def record_waits(
-    conn: AsyncConnection,
-    insert: Callable[[Table], Any],
-    judged: Mapping[str, tuple[str | None, Sequence[Wait]]],
+    conn: AsyncConnection, judged: Mapping[str, tuple[str | None, Sequence[Wait]]]
 ) -> None:
     """Make the rows of the flows ``judged`` (flow -> saga and its waits) what they are now.
 
@@ -109,21 +118,20 @@ async def record_waits(
         if gone:
             await conn.execute(delete(W).where(tuple_(W.c.correlation_id, W.c.step).in_(gone)))
         fresh = [
-            {
-                "correlation_id": cid,
-                "step": w.step,
-                "saga": saga or "",
-                "after_id": w.after_id,
-                "since_us": w.since_us,
-                "deadline_us": w.deadline_us,
-                "expected": json.dumps(list(w.expected)),
-                "overdue_us": None,
-            }
-            for (cid, _step), (saga, w) in wanted.items()
+            (
+                cid,
+                w.step,
+                saga or "",
+                w.after_id,
+                w.since_us,
+                w.deadline_us,
+                json.dumps(list(w.expected)),
+                None,
+            )
+            for (cid, _step), (saga, w) in sorted(wanted.items())
             if existing.get((cid, w.step)) != w.after_id
         ]
-        if fresh:
-            await conn.execute(insert(W).on_conflict_do_nothing(), fresh)
+        await insert_rows(conn, W, _WAIT_COLUMNS, fresh)
 
 
 async def record_overdue(
