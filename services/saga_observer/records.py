@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -17,19 +16,14 @@ from typing import Any
 from aiokafka import ConsumerRecord
 
 from choreokit.events import (
-    MAX_ATTRIBUTE_LENGTH,
-    MAX_TIME,
-    MIN_TIME,
     ChoreoError,
     Envelope,
     Event,
     Registry,
-    attribute_problem,
     decode,
     default_registry,
     has_sensitive,
     header_value,
-    is_dataversion,
     is_dead_letter_topic,
     record_time,
     redact,
@@ -39,28 +33,17 @@ from choreokit.events.wire import (
     AUDIT_TOPIC,
     DLQ_HEADER_PREFIX,
     H_ATTEMPTS,
-    H_CAUSATION,
     H_CONSUMER_GROUP,
-    H_CONTENT_TYPE,
     H_CORRELATION,
-    H_DATAVERSION,
     H_ERROR_FRAME,
     H_ERROR_MESSAGE,
     H_ERROR_TYPE,
     H_FAILED_AT,
     H_ID,
-    H_JOINED,
     H_ORIGINAL_OFFSET,
     H_ORIGINAL_PARTITION,
     H_ORIGINAL_TOPIC,
-    H_SOURCE,
-    H_SPECVERSION,
-    H_TIME,
-    H_TRACEPARENT,
-    H_TRACESTATE,
     H_TYPE,
-    JSON,
-    SPECVERSION,
 )
 from choreokit.tracing import parse_traceparent
 
@@ -205,18 +188,11 @@ def _classify(
         return _dead_letter(record, position)
     if record.topic == AUDIT_TOPIC:
         return _audit(record, position)
-    envelope = _common_envelope(record)
-    data: Any
-    if envelope is not None:
-        data, structured = record.value, False
-    else:
-        try:
-            decoded = decode(
-                record.headers, record.value, fallback_time=record_time(record.timestamp)
-            )
-        except ChoreoError as exc:
-            return _reject(record, position, exc)
-        envelope, data, structured = decoded.envelope, decoded.data, decoded.structured
+    try:
+        decoded = decode(record.headers, record.value, fallback_time=record_time(record.timestamp))
+    except ChoreoError as exc:
+        return _reject(record, position, exc)
+    envelope, data, structured = decoded.envelope, decoded.data, decoded.structured
     payload, size = _payload(data, structured, payload_limit)
     if payload is not None:
         model = _model(registry, envelope)
@@ -225,95 +201,6 @@ def _classify(
     if envelope.type in lifecycle_types:
         return SeenLifecycle(envelope, position, payload)
     return SeenEvent(envelope, position, payload, size)
-
-
-_JSON = JSON.encode()
-_SPECVERSION = SPECVERSION.encode()
-_UNBOUNDED = sys.maxsize
-
-
-def _common_envelope(record: ConsumerRecord[bytes, bytes]) -> Envelope | None:
-    """The envelope of a record as choreokit's producers send it, or ``None``: ask ``decode``.
-
-    A binary-mode record with each header once, ``content-type: application/json``,
-    ``ce_specversion: 1.0``, no ``ce_joined`` and attributes that pass the event layer's
-    checks gets the envelope ``decode`` gives it, from one dict of the headers and one
-    check over all the attributes' text instead of ``decode``'s loop and a check per
-    attribute. Anything else, and anything ``decode`` may refuse, is left to ``decode``
-    (so every reject and its reason is ``decode``'s).
-    """
-    headers = record.headers
-    try:
-        found = dict(headers)
-    except (TypeError, ValueError):
-        return None
-    if (
-        len(found) != len(headers)
-        or found.get(H_CONTENT_TYPE) != _JSON
-        or found.get(H_SPECVERSION) != _SPECVERSION
-        or H_JOINED in found
-        or record.value is None
-    ):
-        return None
-    try:
-        event_id = found[H_ID].decode()
-        source = found[H_SOURCE].decode()
-        event_type = found[H_TYPE].decode()
-        texts = [event_id, source, event_type]
-        raw = found.get(H_CORRELATION)
-        correlation = raw.decode() if raw is not None else None
-        raw = found.get(H_CAUSATION)
-        causation = raw.decode() if raw is not None else None
-        raw = found.get(H_TRACEPARENT)
-        traceparent = raw.decode() if raw is not None else None
-        raw = found.get(H_TRACESTATE)
-        tracestate = raw.decode() if raw is not None else None
-        raw = found.get(H_DATAVERSION)
-        version = raw.decode() if raw is not None else None
-        raw = found.get(H_TIME)
-        time_text = raw.decode() if raw is not None else None
-        moment = _time_of(time_text) if time_text is not None else record_time(record.timestamp)
-    except (KeyError, AttributeError, UnicodeDecodeError, ValueError):
-        return None  # absent, None, not UTF-8, not a time: decode says which
-    texts.extend(
-        t for t in (correlation, causation, traceparent, tracestate, time_text) if t is not None
-    )
-    if (
-        moment is None
-        or not (event_id.strip() and source.strip() and event_type.strip())
-        or max(map(len, texts)) > MAX_ATTRIBUTE_LENGTH
-        or not _allowed(" ".join(texts))
-        or (version is not None and not is_dataversion(version))
-    ):
-        return None
-    return Envelope(
-        event_id,
-        source,
-        event_type,
-        int(version) if version is not None else 1,
-        moment,
-        correlation or event_id,
-        causation or None,
-        traceparent,
-        tracestate,
-    )
-
-
-def _allowed(text: str) -> bool:
-    """Whether ``text`` holds none of the characters an attribute may not hold.
-
-    Those are all non-printable (controls, format characters, surrogates, line and
-    paragraph separators: pinned by a test), so printable text needs no search.
-    """
-    return text.isprintable() or attribute_problem(text, max_length=_UNBOUNDED) is None
-
-
-def _time_of(text: str) -> datetime | None:
-    """``ce_time`` as ``parse_event_time`` reads it, or ``None`` where it may refuse it."""
-    moment = datetime.fromisoformat(text)
-    if moment.tzinfo is None or moment.utcoffset() is None or not MIN_TIME <= moment < MAX_TIME:
-        return None
-    return moment
 
 
 def _payload(data: Any, structured: bool, limit: int) -> tuple[str | None, int]:

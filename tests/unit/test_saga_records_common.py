@@ -1,8 +1,10 @@
-"""``classify``'s path for the common record gives ``decode``'s answer, and leaves it the rest.
+"""``decode``'s path for the common record gives the general path's answer, and leaves it the rest.
 
-The observer reads a record as choreokit's producers send it (binary mode, each header
-once) from one dict of its headers; everything else, and everything the event layer may
-refuse, goes through ``decode``, so the rejects and their reasons stay the event layer's.
+The event layer reads a record as choreokit's producers send it (binary mode, each header
+once) from one dict of its headers; everything else, and everything the general path may
+refuse, goes through it, so the refusals and their reasons stay the same. The observer's
+``classify`` (its first user) gets the same answer either way; its payload and trace-id
+reading are tested here too.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from choreokit.events import (
     ChoreoError,
     DecodedRecord,
     Envelope,
+    _codec,
     attribute_problem,
-    decode,
     encode_headers,
     record_time,
 )
@@ -125,10 +127,17 @@ def mutated(
 
 
 def reference(r: ConsumerRecord[bytes, bytes]) -> DecodedRecord | str:
+    """The general path's answer."""
     try:
-        return decode(r.headers, r.value, fallback_time=record_time(r.timestamp))
+        return _codec._decode_general(r.headers, r.value, record_time(r.timestamp))
     except ChoreoError as exc:
         return f"{type(exc).__name__}: {exc}"
+
+
+def common_envelope(r: ConsumerRecord[bytes, bytes]) -> Envelope | None:
+    """The common path's envelope, or ``None`` where it leaves the record to the general one."""
+    found = _codec._decode_common(r.headers, r.value, record_time(r.timestamp))
+    return None if found is None else found.envelope
 
 
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -137,7 +146,7 @@ def test_the_common_path_accepts_only_what_decode_accepts_and_reads_it_the_same(
     ops: list[tuple[str, str, object]], value: bytes | None, data: st.DataObject
 ) -> None:
     r = record("orders", value=value, headers=mutated(ops, data))
-    fast = records._common_envelope(r)
+    fast = common_envelope(r)
     expected = reference(r)
     if fast is not None:
         assert isinstance(expected, DecodedRecord), expected
@@ -156,7 +165,7 @@ def test_a_record_gets_the_same_answer_as_through_decode(
     r = record("orders", value=value, headers=mutated(ops, data))
     found = classify(r, lifecycle_types=LIFECYCLE_TYPES, payload_limit=6)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(records, "_common_envelope", lambda _r: None)
+        patch.setattr(_codec, "_decode_common", lambda *_args: None)
         slow = classify(r, lifecycle_types=LIFECYCLE_TYPES, payload_limit=6)
     if isinstance(found, SeenReject):
         assert isinstance(slow, SeenReject)
@@ -196,7 +205,7 @@ def test_each_hostile_attribute_gets_decodes_answer(name: str) -> None:
         raw: bytes | None = value.encode() if isinstance(value, str) else value
         headers = [(k, raw if k == name else v) for k, v in encode_headers(BASE)]
         r = record("orders", value=b"{}", headers=headers)
-        fast = records._common_envelope(r)
+        fast = common_envelope(r)
         expected = reference(r)
         if isinstance(expected, str):
             assert fast is None, (name, raw, expected)
@@ -205,12 +214,12 @@ def test_each_hostile_attribute_gets_decodes_answer(name: str) -> None:
 
 
 def test_producers_records_take_the_common_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What choreokit's producers send is read without ``decode`` (its loop and checks)."""
+    """What choreokit's producers send is read without the general path (its loop and checks)."""
 
     def refuse(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("decode was called for a common record")
+        raise AssertionError("the general path was called for a common record")
 
-    monkeypatch.setattr(records, "decode", refuse)
+    monkeypatch.setattr(_codec, "_decode_general", refuse)
     for envelope in (
         BASE,
         Envelope("e", "/s", "t", 1, BASE.time, "e"),
