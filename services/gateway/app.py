@@ -32,7 +32,6 @@ from choreokit.services.gateway._metrics import GatewayMetrics
 from choreokit.services.gateway._ratelimit import RateLimiter
 from choreokit.services.gateway._settings import GatewaySettings
 from choreokit.services.gateway._tracecontext import TraceBridge
-from choreokit.services.gateway._writes import coalesce_answers
 from choreokit.services.runtime.access import FailedAuthLimit
 from choreokit.services.runtime.app import Runtime
 from choreokit.services.runtime.discovery import declared_sagas
@@ -226,7 +225,6 @@ class GatewayApp:
             proxy_headers=False,
             timeout_graceful_shutdown=int(self.settings.publish_timeout.total_seconds()) + 1,
         )
-        coalesce_answers(config)  # head and body of each answer in one write
         server = HttpServer(config, cannot_bind="set CHOREO_GATEWAY_PORT to a free port")
         link_stop = asyncio.Event()
         link_task = asyncio.create_task(link.run(link_stop), name="gateway-kafka-link")

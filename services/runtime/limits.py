@@ -11,7 +11,8 @@ connection (and a worker's memory) for ever. :func:`server_config` builds the
 * the body must arrive within ``body_timeout`` of the head: else 408;
 * at most ``max_connections`` connections and requests at once: more are
   answered 503 (uvicorn's ``limit_concurrency``);
-* heads above 16 KiB are refused (431).
+* heads above 16 KiB are refused (431);
+* an answer's head and body leave in one write (:mod:`~choreokit.services.runtime.writes`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from choreokit.services.runtime.problems import problem
+from choreokit.services.runtime.writes import coalesce_answers
 
 MAX_HEAD_BYTES = 16 * 1024
 """Largest request line plus headers h11 buffers."""
@@ -65,7 +67,7 @@ def server_config(
     options.setdefault("log_level", "warning")
     options.setdefault("access_log", False)
     options.setdefault("lifespan", "off")
-    return uvicorn.Config(
+    config = uvicorn.Config(
         BodyTimeout(app, timeout=limits.body_timeout),
         host=host,
         port=port,
@@ -75,6 +77,8 @@ def server_config(
         h11_max_incomplete_event_size=MAX_HEAD_BYTES,
         **options,
     )
+    coalesce_answers(config)  # head and body of each answer in one write
+    return config
 
 
 def _head_timeout_protocol(timeout: float) -> type[H11Protocol]:

@@ -2,15 +2,16 @@
 
 Uvicorn's h11 protocol writes an answer's head and its body apart: two
 ``send`` calls on a socket without Nagle's algorithm, two segments, two
-wake-ups of the client. The gateway's answers always have a body (the
-receipts); the bare endpoint's 202 has none, so the gateway paid a second
-write per request that its baseline did not.
+wake-ups of the client. Found on the gateway, whose answers always have a
+body (the receipts; the bench's bare endpoint's 202 has none, so the gateway
+paid a second write per request that its baseline did not); every choreokit
+HTTP app serves with it (:func:`~choreokit.services.runtime.limits.server_config`).
 
 Starlette sends the head and the body without yielding, so the writes made
 while one task step runs are joined and written once, on the loop's next
 iteration. Closing writes what is pending first. This leans on uvicorn's
 ``H11Protocol`` (its constructor, ``connection_made`` and the ``transport``
-every cycle writes to); ``tests/unit/test_gateway_writes.py`` fails if that
+every cycle writes to); ``tests/unit/test_http_writes.py`` fails if that
 changes.
 """
 

@@ -1,5 +1,6 @@
-"""The gateway's HTTP answers leave in one write: uvicorn's h11 protocol over a recording
-transport, the same protocol class the gateway serves with."""
+"""Every choreokit HTTP app's answers (the gateway's, the observer's) leave in one write:
+uvicorn's h11 protocol over a recording transport, the protocol class ``server_config``
+gives them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 from starlette.responses import Response
 from uvicorn.server import ServerState
 
-from choreokit.services.gateway._writes import CoalescingTransport, coalesce_answers
 from choreokit.services.runtime.limits import server_config
+from choreokit.services.runtime.writes import CoalescingTransport
 
 
 class Recording(asyncio.Transport):
@@ -55,7 +56,6 @@ async def test_an_answer_s_head_and_body_go_out_in_one_write() -> None:
     """Without the coalescing protocol uvicorn writes the head and the body apart (two
     segments, two wake-ups of the client per request)."""
     config = server_config(answer, host="127.0.0.1", port=0)
-    coalesce_answers(config)
     config.load()
     protocol = config.http_protocol_class(  # type: ignore[call-arg]
         config=config, server_state=ServerState(), app_state={}
