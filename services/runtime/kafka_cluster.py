@@ -92,8 +92,16 @@ def brokers_in_metadata(host: str, port: int, timeout: float = 2.0) -> set[int] 
 
 
 def _cluster_id() -> str:
-    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding (Kafka's Uuid).
+
+    Never one that starts with ``-``: the storage tool would read it as an option
+    (``argument --cluster-id/-t: expected one argument``), one id in 64. Kafka's own
+    ``Uuid.randomUuid`` draws again for the same reason.
+    """
+    while True:
+        found = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not found.startswith("-"):
+            return found
 
 
 class KafkaNode:
